@@ -1,0 +1,34 @@
+# The README's two commands: `make demo` and `make test`. Both build .venv from nothing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data/glue
+RUN_DIR ?= runs/minilm-sst2
+
+.PHONY: venv demo test test-fast lint clean
+
+$(BIN)/nasprune: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first: the CPU wheel on this disk; otherwise pip may fetch a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[all,dev]"
+	touch $@
+
+venv: $(BIN)/nasprune
+
+demo: venv
+	HF_HUB_OFFLINE=1 $(BIN)/nasprune run --task sst2 --data-dir $(DATA) --model minilm-l6 \
+		--run-dir $(RUN_DIR) --max-train-examples 4000 --epochs 2
+
+test: venv
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q --timeout 1200
+
+test-fast: venv
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m "not slow"
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,294 @@
+"""The sub-network value type, the search spaces that produce it, and analytic costs.
+
+A sub-network keeps, per encoder layer, a *prefix* of the attention heads and of the FFN
+units (the weights are reordered by importance first, see ``supernet``), so it is just
+counts. Everything here is plain Python: no torch, testable in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+
+class SubnetError(ValueError):
+    """A sub-network that does not fit the model or the search space."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The encoder dimensions that sub-networks and costs are expressed in."""
+
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    hidden: int
+    ffn: int
+
+    @property
+    def full(self) -> "Subnet":
+        return Subnet(tuple((self.num_heads, self.ffn) for _ in range(self.num_layers)))
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Subnet:
+    """Per layer ``(heads, units)``; 0 heads = no attention block, 0 units = no FFN."""
+
+    layers: tuple[tuple[int, int], ...]
+
+    def __post_init__(self) -> None:
+        layers = tuple((int(h), int(u)) for h, u in self.layers)
+        for i, (h, u) in enumerate(layers):
+            if h < 0 or u < 0:
+                raise SubnetError(f"layer {i}: negative count (heads={h}, units={u})")
+        object.__setattr__(self, "layers", layers)
+
+    @classmethod
+    def full(cls, shape: ModelShape) -> "Subnet":
+        return shape.full
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def kept_layers(self) -> int:
+        """Layers that still compute something (a layer with 0 heads and 0 units is gone)."""
+        return sum(1 for h, u in self.layers if h or u)
+
+    def validate(self, shape: ModelShape) -> "Subnet":
+        if self.num_layers != shape.num_layers:
+            raise SubnetError(
+                f"sub-network has {self.num_layers} layers, the model has {shape.num_layers}"
+            )
+        for i, (h, u) in enumerate(self.layers):
+            if h > shape.num_heads:
+                raise SubnetError(f"layer {i}: {h} heads, the model has {shape.num_heads}")
+            if u > shape.ffn:
+                raise SubnetError(f"layer {i}: {u} FFN units, the model has {shape.ffn}")
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps({"layers": [list(layer) for layer in self.layers]})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Subnet":
+        try:
+            data = json.loads(text)
+            return cls(tuple(tuple(layer) for layer in data["layers"]))
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+            if isinstance(exc, SubnetError):
+                raise
+            raise SubnetError(f"not a sub-network JSON object: {text[:80]!r}") from exc
+
+    def __str__(self) -> str:
+        return " ".join(f"{h}/{u}" for h, u in self.layers)
+
+
+# --------------------------------------------------------------------------- costs
+
+
+def layer_params(heads: int, units: int, shape: ModelShape) -> int:
+    """Exact parameter count of one post-LayerNorm encoder layer (BERT family)."""
+    d, hidden = shape.head_dim, shape.hidden
+    attn = 0
+    if heads:
+        inner = heads * d
+        attn = 3 * (hidden * inner + inner) + inner * hidden + hidden + 2 * hidden
+    ffn = 0
+    if units:
+        ffn = hidden * units + units + units * hidden + hidden + 2 * hidden
+    return attn + ffn
+
+
+def encoder_params(subnet: Subnet, shape: ModelShape) -> int:
+    return sum(layer_params(h, u, shape) for h, u in subnet.layers)
+
+
+def encoder_flops(subnet: Subnet, shape: ModelShape, seq_len: int = 128) -> int:
+    """Multiply-accumulates x 2 of the encoder for one sequence (LayerNorm/softmax ignored)."""
+    d, hidden, s = shape.head_dim, shape.hidden, seq_len
+    total = 0
+    for h, u in subnet.layers:
+        if h:
+            inner = h * d
+            total += 2 * s * hidden * 3 * inner  # q, k, v projections
+            total += 2 * 2 * s * s * inner  # scores and weighted sum
+            total += 2 * s * inner * hidden  # attention output
+        if u:
+            total += 2 * 2 * s * hidden * u  # FFN in and out
+    return total
+
+
+# --------------------------------------------------------------------------- spaces
+
+
+def _halvings(n: int) -> tuple[int, ...]:
+    """n, n/2, n/4, ... while integral, plus 1: for 12 heads 1, 3, 6, 12 (the tutorial's)."""
+    values = {1}
+    while n >= 1:
+        values.add(n)
+        if n % 2:
+            break
+        n //= 2
+    return tuple(sorted(values))
+
+
+def _steps(total: int, step: int, *, zero: bool) -> tuple[int, ...]:
+    values = list(range(step, total, step)) + [total]
+    return tuple(([0] if zero else []) + values)
+
+
+class SearchSpace:
+    """A product of discrete dimensions; each point maps to one ``Subnet``.
+
+    Searchers see only ``dims`` (the allowed values per dimension) and index vectors, so a
+    new space needs ``dims`` plus ``to_subnet``/``from_subnet``.
+    """
+
+    name = "abstract"
+
+    def __init__(self, shape: ModelShape):
+        self.shape = shape
+
+    dims: tuple[tuple[int, ...], ...] = ()
+    dim_names: tuple[str, ...] = ()
+
+    def to_subnet(self, values: Sequence[int]) -> Subnet:
+        raise NotImplementedError
+
+    def from_subnet(self, subnet: Subnet) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    # -- derived helpers shared by every space
+    def index(self, subnet: Subnet) -> tuple[int, ...]:
+        values = self.from_subnet(subnet)
+        try:
+            return tuple(dim.index(v) for dim, v in zip(self.dims, values))
+        except ValueError as exc:
+            raise SubnetError(f"{subnet} is not in the {self.name!r} space") from exc
+
+    def from_index(self, index: Sequence[int]) -> Subnet:
+        return self.to_subnet([dim[i] for dim, i in zip(self.dims, index)])
+
+    def sample(self, rng: random.Random) -> Subnet:
+        return self.from_index([rng.randrange(len(dim)) for dim in self.dims])
+
+    def full(self) -> Subnet:
+        return self.from_index([len(dim) - 1 for dim in self.dims])
+
+    def smallest(self) -> Subnet:
+        return self.from_index([0] * len(self.dims))
+
+    def neighbours(self, subnet: Subnet) -> list[Subnet]:
+        """Sub-networks one step away in exactly one dimension."""
+        index = self.index(subnet)
+        out = []
+        for d, dim in enumerate(self.dims):
+            for step in (-1, 1):
+                j = index[d] + step
+                if 0 <= j < len(dim):
+                    out.append(self.from_index(index[:d] + (j,) + index[d + 1 :]))
+        return out
+
+    def encode(self, subnet: Subnet) -> list[float]:
+        """Each dimension scaled to [0, 1], for model-based searchers."""
+        return [i / max(1, len(dim) - 1) for i, dim in zip(self.index(subnet), self.dims)]
+
+    def size(self) -> int:
+        n = 1
+        for dim in self.dims:
+            n *= len(dim)
+        return n
+
+    def describe(self) -> dict:
+        return {"space": self.name, "dims": dict(zip(self.dim_names, map(list, self.dims)))}
+
+
+class SmallSpace(SearchSpace):
+    """The tutorial's space: one (layers L, heads H, units U) for all layers, first L kept."""
+
+    name = "small"
+
+    def __init__(self, shape: ModelShape, *, any_heads: bool = False, unit_step: int = 64):
+        super().__init__(shape)
+        heads = tuple(range(1, shape.num_heads + 1)) if any_heads else _halvings(shape.num_heads)
+        self.dims = (
+            tuple(range(1, shape.num_layers + 1)),
+            heads,
+            _steps(shape.ffn, unit_step, zero=False),
+        )
+        self.dim_names = ("layers", "heads", "units")
+
+    def to_subnet(self, values: Sequence[int]) -> Subnet:
+        n, h, u = values
+        return Subnet(tuple((h, u) if i < n else (0, 0) for i in range(self.shape.num_layers)))
+
+    def from_subnet(self, subnet: Subnet) -> tuple[int, ...]:
+        kept = [layer for layer in subnet.layers if layer != (0, 0)]
+        n = len(kept)
+        if not kept or len(set(kept)) != 1 or any(l != (0, 0) for l in subnet.layers[n:]):
+            raise SubnetError(f"{subnet} is not in the 'small' space")
+        return (n, kept[0][0], kept[0][1])
+
+
+class LayerSpace(SearchSpace):
+    """Keep or drop each whole layer."""
+
+    name = "layer"
+
+    def __init__(self, shape: ModelShape):
+        super().__init__(shape)
+        self.dims = tuple((0, 1) for _ in range(shape.num_layers))
+        self.dim_names = tuple(f"keep{i}" for i in range(shape.num_layers))
+
+    def to_subnet(self, values: Sequence[int]) -> Subnet:
+        full = (self.shape.num_heads, self.shape.ffn)
+        return Subnet(tuple(full if v else (0, 0) for v in values))
+
+    def from_subnet(self, subnet: Subnet) -> tuple[int, ...]:
+        full = (self.shape.num_heads, self.shape.ffn)
+        if any(layer not in (full, (0, 0)) for layer in subnet.layers):
+            raise SubnetError(f"{subnet} is not in the 'layer' space")
+        return tuple(int(layer == full) for layer in subnet.layers)
+
+
+class LayerwiseSpace(SearchSpace):
+    """Independent (heads, units) per layer; units in steps so candidates stay distinct."""
+
+    name = "layerwise"
+
+    def __init__(self, shape: ModelShape, *, unit_step: int = 64):
+        super().__init__(shape)
+        heads = tuple(range(0, shape.num_heads + 1))
+        units = _steps(shape.ffn, unit_step, zero=True)
+        self.dims = tuple(d for _ in range(shape.num_layers) for d in (heads, units))
+        self.dim_names = tuple(
+            n for i in range(shape.num_layers) for n in (f"heads{i}", f"units{i}")
+        )
+
+    def to_subnet(self, values: Sequence[int]) -> Subnet:
+        it = iter(values)
+        return Subnet(tuple(zip(it, it)))
+
+    def from_subnet(self, subnet: Subnet) -> tuple[int, ...]:
+        return tuple(v for layer in subnet.layers for v in layer)
+
+
+SPACES = {"small": SmallSpace, "layer": LayerSpace, "layerwise": LayerwiseSpace}
+
+
+def make_space(name: str, shape: ModelShape, *, any_heads: bool = False,
+               unit_step: int = 64) -> SearchSpace:
+    if name not in SPACES:
+        raise SubnetError(f"unknown search space {name!r}; choose one of {', '.join(SPACES)}")
+    if name == "small":
+        return SmallSpace(shape, any_heads=any_heads, unit_step=unit_step)
+    if name == "layerwise":
+        return LayerwiseSpace(shape, unit_step=unit_step)
+    return LayerSpace(shape)
