@@ -1,0 +1,382 @@
+"""The serving API contract, against real uvicorn servers on 127.0.0.1 with a tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx")
+torch = pytest.importorskip("torch")
+
+from nasprune.errors import NaspruneError
+from nasprune.serve import (
+    DynamicBatcher,
+    Predictor,
+    QueueFull,
+    ServeConfig,
+    create_app,
+    load_for_inference,
+    serve_in_thread,
+)
+
+WORDS = ["the", "a", "movie", "film", "good", "bad", "great", "awful", "is", "was", "not", "very", "fun", "boring", "plot", "actors"]
+
+
+def make_tiny_classifier(directory: Path) -> Path:
+    """A random 2-layer BERT classifier with a 30-word WordPiece vocabulary, saved HF-style."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz"]
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64,
+                        max_position_embeddings=64, num_labels=2,
+                        id2label={0: "negative", 1: "positive"},
+                        label2id={"negative": 0, "positive": 1})
+    BertForSequenceClassification(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    directory = make_tiny_classifier(tmp_path_factory.mktemp("tiny") / "model")
+    (directory / "metrics.json").write_text(json.dumps({"accuracy": 0.5}))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def predictor(model_dir) -> Predictor:
+    return Predictor.from_dir(model_dir, max_length=32)
+
+
+@pytest.fixture(scope="module")
+def server(predictor):
+    app = create_app(predictor, ServeConfig(max_items=4, max_text_chars=200,
+                                            max_body_bytes=2_000, max_wait_ms=20))
+    with serve_in_thread(app) as url:
+        yield url
+
+
+@pytest.fixture
+def client(server):
+    with httpx.Client(base_url=server, timeout=30) as c:
+        yield c
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def test_load_for_inference_plain_hf_directory(model_dir):
+    model, tokenizer = load_for_inference(model_dir)
+    assert not model.training
+    assert model.config.id2label[1] == "positive"
+    assert tokenizer("good movie")["input_ids"][0] == tokenizer.cls_token_id
+
+
+def test_load_for_inference_rejects_missing_dir(tmp_path):
+    with pytest.raises(NaspruneError, match="not found"):
+        load_for_inference(tmp_path / "nope")
+    with pytest.raises(NaspruneError, match="no config.json"):
+        load_for_inference(tmp_path)
+
+
+def test_predictor_matches_direct_forward(predictor):
+    items = [("a good movie", None), ("the plot", "was boring"), ("bad", None)]
+    got = predictor.predict(items)
+    tok = predictor.tokenizer
+    with torch.inference_mode():
+        single = predictor.model(**tok(["a good movie"], return_tensors="pt")).logits[0]
+        pair = predictor.model(**tok(["the plot"], ["was boring"], return_tensors="pt")).logits[0]
+    for result, logits in ((got[0], single), (got[1], pair)):
+        probs = logits.softmax(-1)
+        assert result["label"] == int(probs.argmax())
+        assert result["label_name"] == ["negative", "positive"][result["label"]]
+        assert result["scores"]["positive"] == pytest.approx(float(probs[1]), abs=1e-5)
+    assert len(got) == 3 and sum(got[2]["scores"].values()) == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- API contract
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_predict_single_pair_and_list(client, predictor):
+    one = client.post("/v1/predict", json={"text": "a good movie"})
+    assert one.status_code == 200
+    [pred] = one.json()["predictions"]
+    assert pred == {**predictor.predict([("a good movie", None)])[0], "value": None} | {
+        "scores": pytest.approx(pred["scores"])}
+    assert set(pred["scores"]) == {"negative", "positive"}
+
+    pair = client.post("/v1/predict", json={"text": "the plot", "text_pair": "was fun"})
+    assert pair.status_code == 200 and len(pair.json()["predictions"]) == 1
+
+    many = client.post("/v1/predict", json={"texts": ["good", ["the plot", "was fun"], "bad"]})
+    assert many.status_code == 200
+    preds = many.json()["predictions"]
+    assert len(preds) == 3
+    direct = predictor.predict([("good", None), ("the plot", "was fun"), ("bad", None)])
+    assert [p["label"] for p in preds] == [d["label"] for d in direct]
+    assert preds[1]["scores"]["positive"] == pytest.approx(direct[1]["scores"]["positive"],
+                                                           abs=1e-5)
+
+
+@pytest.mark.parametrize("body", [
+    {},
+    {"text": ""},
+    {"text": 3},
+    {"texts": []},
+    {"texts": ["ok", ["only one"]]},
+    {"texts": ["ok", ["a", "b", "c"]]},
+    {"text": "a", "texts": ["b"]},
+    {"text_pair": "b"},
+    {"text": "a", "surprise": 1},
+    {"texts": ["a"] * 5},  # more than max_items
+    {"text": "x" * 201},  # longer than max_text_chars
+    {"texts": ["ok", "y" * 201]},
+])
+def test_bad_input_is_422(client, body):
+    response = client.post("/v1/predict", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"]
+
+
+def test_malformed_json_is_4xx(client):
+    response = client.post("/v1/predict", content=b"{not json",
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 422
+
+
+def test_body_size_limit_is_413(client):
+    response = client.post("/v1/predict", content=b'{"text": "' + b"a" * 3_000 + b'"}',
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+    def chunks():  # no Content-Length: the limit is enforced while streaming
+        yield b'{"text": "'
+        for _ in range(10):
+            yield b"a" * 500
+        yield b'"}'
+
+    response = client.post("/v1/predict", content=chunks(),
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_wrong_method_and_path_are_4xx(client):
+    assert client.get("/v1/predict").status_code == 405
+    assert client.get("/v2/nothing").status_code == 404
+
+
+def test_model_info(client, predictor):
+    info = client.get("/v1/model").json()
+    assert info["architecture"] == "BertForSequenceClassification"
+    assert info["parameters"] == sum(p.numel() for p in predictor.model.parameters())
+    assert info["labels"] == ["negative", "positive"]
+    assert info["metrics"] == {"accuracy": 0.5}
+    assert info["subnet"] is None
+    assert info["serving"]["max_items"] == 4 and info["serving"]["token"] is None
+
+
+def test_model_info_reads_subnet_json(tmp_path):
+    directory = make_tiny_classifier(tmp_path / "pruned")
+    (directory / "subnet.json").write_text(json.dumps({"layers": [[4, 64], [2, 32]]}))
+    app = create_app(Predictor.from_dir(directory), ServeConfig())
+    with serve_in_thread(app) as url:
+        info = httpx.get(f"{url}/v1/model").json()
+    assert info["subnet"] == {"layers": [[4, 64], [2, 32]]}
+
+
+def test_metrics_endpoint_counts_requests(client):
+    client.post("/v1/predict", json={"text": "fun"})
+    client.post("/v1/predict", json={"text": ""})
+    text = client.get("/metrics").text
+    assert 'nasprune_requests_total{path="/v1/predict",status="200"}' in text
+    assert 'nasprune_requests_total{path="/v1/predict",status="422"}' in text
+    assert "nasprune_request_latency_seconds_bucket" in text
+    assert "nasprune_batch_size_bucket" in text
+    assert "nasprune_queue_depth 0.0" in text
+
+
+# --------------------------------------------------------------------------- token
+
+
+def test_bearer_token(predictor):
+    app = create_app(predictor, ServeConfig(token="s3cret"))
+    with serve_in_thread(app) as url:
+        assert httpx.post(f"{url}/v1/predict", json={"text": "good"}).status_code == 401
+        bad = httpx.post(f"{url}/v1/predict", json={"text": "good"},
+                         headers={"Authorization": "Bearer nope"})
+        assert bad.status_code == 401 and bad.headers["www-authenticate"] == "Bearer"
+        assert httpx.get(f"{url}/metrics").status_code == 401
+        assert httpx.get(f"{url}/v1/model").status_code == 401
+        assert httpx.get(f"{url}/healthz").status_code == 200  # probes stay open
+        auth = {"Authorization": "Bearer s3cret"}
+        ok = httpx.post(f"{url}/v1/predict", json={"text": "good"}, headers=auth)
+        assert ok.status_code == 200
+        assert httpx.get(f"{url}/v1/model", headers=auth).json()["serving"]["token"] == "set"
+
+
+# --------------------------------------------------------------------------- batching
+
+
+class SlowPredictor(Predictor):
+    """The real tiny model plus a fixed delay per call, so requests pile up."""
+
+    def __init__(self, base: Predictor, delay: float):
+        super().__init__(base.model, base.tokenizer, max_length=base.max_length)
+        self.delay = delay
+        self.calls: list[int] = []
+
+    def predict(self, items):
+        self.calls.append(len(items))
+        time.sleep(self.delay)
+        return super().predict(items)
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in metrics")
+
+
+async def _concurrent(url: str, bodies: list[dict]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        return await asyncio.gather(*(client.post("/v1/predict", json=b) for b in bodies))
+
+
+def test_concurrent_requests_are_batched(predictor):
+    slow = SlowPredictor(predictor, delay=0.2)
+    app = create_app(slow, ServeConfig(max_batch_size=8, max_wait_ms=50))
+    texts = ["good movie", "bad plot", "fun", "the actors", "boring", "great film"] * 4
+    with serve_in_thread(app) as url:
+        responses = asyncio.run(_concurrent(url, [{"text": t} for t in texts]))
+        metrics = httpx.get(f"{url}/metrics").text
+    assert all(r.status_code == 200 for r in responses)
+    direct = predictor.predict([(t, None) for t in texts])
+    got = [r.json()["predictions"][0] for r in responses]
+    assert [g["label"] for g in got] == [d["label"] for d in direct]  # each caller got its own
+    for g, d in zip(got, direct):
+        assert g["scores"]["positive"] == pytest.approx(d["scores"]["positive"], abs=1e-5)
+    assert max(slow.calls) > 1 and max(slow.calls) <= 8 and sum(slow.calls) == len(texts)
+    assert _metric(metrics, "nasprune_batch_size_count") == len(slow.calls)
+    assert _metric(metrics, "nasprune_batch_size_sum") == len(texts)
+    assert _metric(metrics, 'nasprune_batch_size_bucket{le="1.0"}') < len(slow.calls)
+
+
+def test_batch_size_one_never_groups(predictor):
+    slow = SlowPredictor(predictor, delay=0.05)
+    app = create_app(slow, ServeConfig(max_batch_size=1, max_wait_ms=50))
+    with serve_in_thread(app) as url:
+        responses = asyncio.run(_concurrent(url, [{"text": "good"}] * 6))
+    assert [r.status_code for r in responses] == [200] * 6
+    assert slow.calls == [1] * 6
+
+
+def test_full_queue_answers_503_with_retry_after(predictor):
+    slow = SlowPredictor(predictor, delay=0.5)
+    app = create_app(slow, ServeConfig(max_batch_size=1, max_wait_ms=0, max_queue=1,
+                                       retry_after_s=3))
+    with serve_in_thread(app) as url:
+        responses = asyncio.run(_concurrent(url, [{"text": "good"}] * 6))
+        metrics = httpx.get(f"{url}/metrics").text
+        after = httpx.post(f"{url}/v1/predict", json={"text": "good"}, timeout=30)
+    codes = sorted(r.status_code for r in responses)
+    assert set(codes) == {200, 503}, codes
+    assert codes.count(200) >= 2  # one running + one queued
+    rejected = [r for r in responses if r.status_code == 503]
+    assert all(r.headers["retry-after"] == "3" for r in rejected)
+    assert 'status="503"' in metrics
+    assert after.status_code == 200  # it recovers once the queue drains
+
+
+def test_model_failure_is_500_for_that_batch_only(predictor):
+    class Flaky(Predictor):
+        def __init__(self):
+            super().__init__(predictor.model, predictor.tokenizer)
+            self.fail = True
+
+        def predict(self, items):
+            if self.fail:
+                self.fail = False
+                raise RuntimeError("boom")
+            return super().predict(items)
+
+    app = create_app(Flaky(), ServeConfig())
+    with serve_in_thread(app) as url:
+        first = httpx.post(f"{url}/v1/predict", json={"text": "good"})
+        second = httpx.post(f"{url}/v1/predict", json={"text": "good"})
+    assert first.status_code == 500
+    assert second.status_code == 200
+
+
+def test_batcher_splits_results_per_caller_and_never_splits_a_request():
+    seen: list[list] = []
+
+    def echo(items):
+        seen.append(list(items))
+        time.sleep(0.01)
+        return [{"text": a} for a, _ in items]
+
+    async def main():
+        batcher = DynamicBatcher(echo, max_batch_size=4, max_wait_ms=30, max_queue=10)
+        await batcher.start()
+        try:
+            calls = [batcher.submit([(f"{i}-{j}", None) for j in range(n)])
+                     for i, n in enumerate([1, 3, 2, 5, 1])]
+            return await asyncio.gather(*calls)
+        finally:
+            await batcher.stop()
+
+    results = asyncio.run(main())
+    for i, (n, got) in enumerate(zip([1, 3, 2, 5, 1], results)):
+        assert [g["text"] for g in got] == [f"{i}-{j}" for j in range(n)]
+    assert [len(b) for b in seen] == [4, 2, 5, 1]  # 1+3 | 2 (5 won't fit) | 5 alone | 1
+
+
+def test_batcher_queue_full_raises():
+    release = threading.Event()
+
+    def blocked(items):
+        release.wait(5)
+        return [{}] * len(items)
+
+    async def main():
+        batcher = DynamicBatcher(blocked, max_batch_size=1, max_wait_ms=0, max_queue=1)
+        await batcher.start()
+        try:
+            first = asyncio.ensure_future(batcher.submit([("a", None)]))
+            await asyncio.sleep(0.05)  # taken by the batcher, model blocked
+            second = asyncio.ensure_future(batcher.submit([("b", None)]))  # waits in queue
+            await asyncio.sleep(0.05)
+            with pytest.raises(QueueFull):
+                await batcher.submit([("c", None)])
+            release.set()
+            return await asyncio.gather(first, second)
+        finally:
+            release.set()
+            await batcher.stop()
+
+    assert len(asyncio.run(main())) == 2
+
+
+def test_config_validation():
+    with pytest.raises(NaspruneError):
+        ServeConfig(max_batch_size=0)
+    with pytest.raises(NaspruneError):
+        ServeConfig(max_queue=0)
+    assert ServeConfig(token="").token is None
