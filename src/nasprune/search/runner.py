@@ -1,0 +1,348 @@
+"""The search loop: ask -> evaluate (through an executor) -> store -> tell; resumable.
+
+``evaluate(subnet, fidelity) -> dict[str, float]`` is a plain callable (the CLI builds it
+from the super-network; tests pass toy functions); ``fidelity`` is the fraction of the
+validation set to use (1.0 = all). Executors decide *where* evaluations run: in process
+(:class:`LocalExecutor`) now, Ray actors or worker processes later, through the same
+three methods. The driver alone talks to the searcher and the store, so resume,
+duplicates and the Pareto front behave the same on every backend.
+
+Resume: results already in the store are replayed into the searcher (``tell``) before it
+is asked anything; a proposal that is already stored is looked up and told again, never
+re-evaluated, and does not count as a new trial. The search stops when the store holds
+``n_trials`` candidates (or the space is exhausted).
+
+Multi-fidelity (``low_fidelity=f``): each candidate is first evaluated on fraction ``f``
+of the validation set and promoted to the full set only if that result is not dominated
+by the current full-fidelity front. Every trial records both looks and whether it was
+promoted; trials never promoted do not enter the front, the hypervolume or picks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from nasprune.errors import NaspruneError
+from nasprune.search.pareto import (
+    dominates,
+    front_of,
+    hypervolume,
+    normalise,
+    pareto_front,
+    reference_point,
+)
+from nasprune.search.searchers import Searcher
+from nasprune.search.store import Trial, TrialStore
+from nasprune.subnet import SearchSpace, Subnet
+
+Evaluate = Callable[[Subnet, float], dict]
+
+
+# --------------------------------------------------------------------------- executors
+
+
+@dataclass(frozen=True)
+class Job:
+    """One evaluation request."""
+
+    subnet: Subnet
+    fidelity: float = 1.0
+
+
+@dataclass
+class Done:
+    """A finished job: its metrics, or the exception it raised, and its wall time."""
+
+    job: Job
+    metrics: dict[str, float] | None
+    wall_s: float
+    error: BaseException | None = None
+
+
+class Executor(Protocol):
+    """Where evaluations run. ``slots`` jobs may be in flight at once; ``results`` blocks
+    until at least one submitted job has finished and returns all finished ones."""
+
+    slots: int
+
+    def submit(self, job: Job) -> None: ...
+
+    def results(self) -> list[Done]: ...
+
+    def close(self) -> None: ...
+
+
+class LocalExecutor:
+    """In-process, one job at a time: ``results`` runs the oldest submitted job."""
+
+    slots = 1
+
+    def __init__(self, evaluate: Evaluate):
+        self.evaluate = evaluate
+        self._queue: deque[Job] = deque()
+
+    def submit(self, job: Job) -> None:
+        self._queue.append(job)
+
+    def results(self) -> list[Done]:
+        if not self._queue:
+            return []
+        job = self._queue.popleft()
+        start = time.perf_counter()
+        try:
+            metrics = self.evaluate(job.subnet, job.fidelity)
+        except Exception as exc:  # noqa: BLE001 - reported to the driver, which decides
+            return [Done(job, None, time.perf_counter() - start, exc)]
+        return [Done(job, dict(metrics), time.perf_counter() - start)]
+
+    def close(self) -> None:
+        self._queue.clear()
+
+
+# --------------------------------------------------------------------------- result
+
+
+@dataclass
+class SearchResult:
+    """What a (possibly resumed) search ended with; ``trials`` are all stored trials."""
+
+    trials: list[Trial]
+    front: list[Trial]
+    hypervolume: float
+    objectives: tuple[str, ...]
+    full: dict[str, float]
+    evaluated: int = 0  # candidates evaluated by this call
+    reused: int = 0  # proposals answered from the store
+    promoted: int = 0  # multi-fidelity: candidates that went on to the full set
+    wall_s: float = 0.0
+    history: list[float] = field(default_factory=list)  # hypervolume after each new trial
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class _Progress:
+    """A rich progress bar on stderr, or nothing."""
+
+    def __init__(self, enabled: bool, total: int, done: int, label: str):
+        self.bar = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                console=Console(stderr=True),
+            )
+            self.bar.start()
+            self.task = self.bar.add_task(label, total=total, completed=done, info="")
+
+    def update(self, done: int, info: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, info=info)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _objectives_of(trial: Trial, objectives: Sequence[str], full: dict) -> tuple[float, ...]:
+    return normalise(trial.metrics, objectives, full)
+
+
+def run_search(
+    space: SearchSpace,
+    searcher: Searcher,
+    evaluate: Evaluate | None,
+    store: TrialStore,
+    n_trials: int,
+    objectives: Sequence[str] = ("error", "params"),
+    executor: Executor | None = None,
+    progress: bool = True,
+    *,
+    low_fidelity: float | None = None,
+    max_failures: int = 3,
+    on_trial: Callable[[Trial], None] | None = None,
+) -> SearchResult:
+    """Run (or resume) a search until ``store`` holds ``n_trials`` evaluated candidates.
+
+    ``evaluate`` may be ``None`` when ``executor`` brings its own evaluation (e.g. Ray
+    actors holding the super-network). The full model is evaluated first, at full
+    fidelity: it is the reference every objective is normalised by. An evaluation that
+    raises is retried up to ``max_failures`` times in total per run before the search stops
+    with the error.
+    """
+    objectives = tuple(objectives)
+    if n_trials < 1:
+        raise NaspruneError("n_trials must be at least 1")
+    if not objectives:
+        raise NaspruneError("at least one objective is needed")
+    if low_fidelity is not None and not 0 < low_fidelity < 1:
+        raise NaspruneError(f"low_fidelity must be in (0, 1), got {low_fidelity}")
+    if executor is None:
+        if evaluate is None:
+            raise NaspruneError("run_search needs an evaluate function or an executor")
+        executor = LocalExecutor(evaluate)
+    _check_meta(store, space, objectives)
+    target = min(n_trials, space.size())
+    started = time.perf_counter()
+    name = getattr(searcher, "name", type(searcher).__name__)
+    full_subnet = space.full()
+    result = SearchResult([], [], 0.0, objectives, {})
+    failures = [0]
+
+    def wait() -> list[Done]:
+        done = executor.results()
+        for d in done:
+            if d.error is not None:
+                failures[0] += 1
+                if failures[0] >= max_failures:
+                    raise d.error
+                executor.submit(d.job)  # retried; nothing was stored for it
+        return [d for d in done if d.error is None]
+
+    bar = _Progress(progress, target, 0, f"search ({name})")
+    try:
+        # 1. the reference: the full model at full fidelity
+        full_trial = store.get(full_subnet)
+        if full_trial is None or not full_trial.is_full_fidelity:
+            if full_trial is not None:
+                raise NaspruneError("the stored full model was not evaluated at full fidelity")
+            executor.submit(Job(full_subnet, 1.0))
+            done: list[Done] = []
+            while not done:
+                done = wait()
+            full_trial = store.add(full_subnet, done[0].metrics, wall_s=done[0].wall_s,
+                                   searcher=name)
+            result.evaluated += 1
+            if on_trial:
+                on_trial(full_trial)
+        full = dict(full_trial.metrics)
+        normalise(full, objectives, full)  # fails early if an objective is not measured
+        result.full = full
+
+        # 2. replay the store into the searcher
+        front_pts: list[tuple[float, ...]] = []
+        count = 0
+        for t in store.trials():
+            try:
+                space.index(t.subnet)
+            except ValueError:
+                continue  # not of this space (cannot happen with matching meta)
+            pts = _objectives_of(t, objectives, full)
+            searcher.tell(t.subnet, pts)
+            count += 1
+            if t.is_full_fidelity:
+                front_pts = _update_front(front_pts, pts)
+        ref = reference_point(len(objectives))
+        hv = hypervolume(front_pts, ref)
+        bar.update(count, f"HV {hv:.4f}")
+
+        # 3. the loop
+        in_flight: dict[Subnet, int] = {}  # subnet -> extra askers waiting for its result
+        waiting_full: dict[Subnet, tuple[dict, float]] = {}  # promoted: low look, its time
+        stale = 0
+        max_stale = 1000 + 20 * target
+        while count + len(in_flight) < target or in_flight:
+            # fill the executor
+            while count + len(in_flight) < target and len(in_flight) < executor.slots:
+                subnet = searcher.ask()
+                stored = store.get(subnet)
+                if stored is not None:
+                    searcher.tell(subnet, _objectives_of(stored, objectives, full))
+                    result.reused += 1
+                    stale += 1
+                elif subnet in in_flight:
+                    in_flight[subnet] += 1
+                    stale += 1
+                else:
+                    executor.submit(Job(subnet, low_fidelity or 1.0))
+                    in_flight[subnet] = 0
+                    stale = 0
+                if stale > max_stale:
+                    break
+            if not in_flight:
+                break  # exhausted: the searcher only repeats itself
+            for d in wait():
+                subnet = d.job.subnet
+                pts = normalise(d.metrics, objectives, full)
+                if low_fidelity is not None and d.job.fidelity < 1.0:
+                    if not any(dominates(f, pts) for f in front_pts):
+                        executor.submit(Job(subnet, 1.0))
+                        waiting_full[subnet] = (d.metrics, d.wall_s)
+                        continue
+                    trial = store.add(subnet, d.metrics, fidelity=d.job.fidelity,
+                                      low_metrics=d.metrics, low_fidelity=d.job.fidelity,
+                                      promoted=False, wall_s=d.wall_s, searcher=name)
+                elif low_fidelity is not None:
+                    low, low_wall = waiting_full.pop(subnet)
+                    trial = store.add(subnet, d.metrics, fidelity=1.0, low_metrics=low,
+                                      low_fidelity=low_fidelity, promoted=True,
+                                      wall_s=d.wall_s + low_wall, searcher=name)
+                    result.promoted += 1
+                else:
+                    trial = store.add(subnet, d.metrics, wall_s=d.wall_s, searcher=name)
+                result.evaluated += 1
+                count += 1
+                waiters = in_flight.pop(subnet)
+                pts = _objectives_of(trial, objectives, full)
+                for _ in range(1 + waiters):
+                    searcher.tell(subnet, pts)
+                if trial.is_full_fidelity:
+                    front_pts = _update_front(front_pts, pts)
+                    hv = hypervolume(front_pts, ref)
+                result.history.append(hv)
+                bar.update(count, f"HV {hv:.4f} front {len(front_pts)}")
+                if on_trial:
+                    on_trial(trial)
+    finally:
+        bar.close()
+
+    trials = store.trials()
+    full_only = [t for t in trials if t.is_full_fidelity]
+    result.trials = trials
+    result.front = front_of(full_only, objectives, full)
+    result.hypervolume = hypervolume(
+        [_objectives_of(t, objectives, full) for t in full_only], reference_point(len(objectives))
+    )
+    result.wall_s = time.perf_counter() - started
+    return result
+
+
+def _update_front(front: list[tuple[float, ...]], p: tuple[float, ...]) -> list:
+    if any(dominates(q, p) or q == p for q in front):
+        return front
+    return [q for q in front if not dominates(p, q)] + [p]
+
+
+def _check_meta(store: TrialStore, space: SearchSpace, objectives: tuple[str, ...]) -> None:
+    """Refuse to mix searches of different spaces in one store; record what this one is."""
+    described = space.describe()
+    previous = store.get_meta("space")
+    if previous is not None and previous != described and len(store):
+        raise NaspruneError(
+            f"{store.path} holds a search of space {previous.get('space')!r} with other "
+            "dimensions; use a new run directory"
+        )
+    store.set_meta("space", described)
+    store.set_meta("shape", space.shape.to_dict())
+    store.set_meta("objectives", list(objectives))
+    store.set_meta("full_subnet", space.full().to_json())
+
+
+def front_points(trials: Sequence[Trial], objectives: Sequence[str], full: dict) -> list:
+    """Normalised objective vectors of the Pareto-optimal full-fidelity trials."""
+    pts = [_objectives_of(t, objectives, full) for t in trials if t.is_full_fidelity]
+    return [pts[i] for i in pareto_front(pts)]
