@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -24,14 +24,103 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+# ---- options shared by several commands ----
+
+TaskOpt = Annotated[Optional[str], typer.Option(help="GLUE task preset: rte, sst2, mrpc, cola, stsb, qnli, qqp, mnli, wnli.")]
+DataDirOpt = Annotated[Optional[Path], typer.Option(help="Folder holding <task>/train.* and <task>/validation.*.")]
+TrainFileOpt = Annotated[Optional[Path], typer.Option(help="Custom training file (TSV/CSV/JSONL/Parquet).")]
+ValFileOpt = Annotated[Optional[Path], typer.Option(help="Custom validation file.")]
+TextColsOpt = Annotated[Optional[str], typer.Option(help="Text column(s), comma-separated: 'a' or 'a,b'.")]
+LabelColOpt = Annotated[Optional[str], typer.Option(help="Label column (default 'label').")]
+RegressionOpt = Annotated[bool, typer.Option(help="Custom data: the label is a number.")]
+MaxTrainOpt = Annotated[Optional[int], typer.Option(help="Use a fixed random subset of the training set.")]
+MaxEvalOpt = Annotated[Optional[int], typer.Option(help="Use a fixed random subset of the validation set.")]
+ModelOpt = Annotated[str, typer.Option(help="Hub id, local directory, or 'minilm-l6' (packaged, offline).")]
+
+
+def data_config(task, data_dir, train_file, validation_file, text_columns, label_column,
+                regression, max_train_examples, max_eval_examples, seed=0):
+    from nasprune.data import DataConfig
+
+    return DataConfig(
+        task=task, data_dir=str(data_dir) if data_dir else None,
+        train_file=str(train_file) if train_file else None,
+        validation_file=str(validation_file) if validation_file else None,
+        text_columns=tuple(c.strip() for c in text_columns.split(",")) if text_columns else None,
+        label_column=label_column, regression=regression,
+        max_train_examples=max_train_examples, max_eval_examples=max_eval_examples, seed=seed)
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for our own progress bars and tables."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    """Prune fine-tuned transformer encoders with multi-objective architecture search."""
+    if version:
+        from nasprune import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
 # ---- commands are added below, one block per stage ----
+
+
+@app.command()
+def finetune(
+    model: ModelOpt = "minilm-l6",
+    task: TaskOpt = None,
+    data_dir: DataDirOpt = None,
+    train_file: TrainFileOpt = None,
+    validation_file: ValFileOpt = None,
+    text_columns: TextColsOpt = None,
+    label_column: LabelColOpt = None,
+    regression: RegressionOpt = False,
+    max_train_examples: MaxTrainOpt = None,
+    max_eval_examples: MaxEvalOpt = None,
+    out: Annotated[Path, typer.Option(help="Run directory for the checkpoint and metrics.json.")] = Path("runs/finetune"),
+    epochs: Annotated[float, typer.Option(help="Passes over the training set.")] = 3.0,
+    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 16,
+    learning_rate: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate.")] = 5e-5,
+    grad_accum: Annotated[int, typer.Option(help="Steps to accumulate before an update.")] = 1,
+    warmup_ratio: Annotated[float, typer.Option(help="Fraction of updates with rising lr.")] = 0.1,
+    max_length: Annotated[int, typer.Option(help="Tokens kept per example.")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed for data order, subsets and init.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
+    strategy: Annotated[str, typer.Option(help="standard, or a super-network strategy.")] = "standard",
+) -> None:
+    """Fine-tune an encoder on a classification or regression task."""
+    from nasprune.data import load_task_data
+    from nasprune.training import TrainConfig
+    from nasprune.training import finetune as run_finetune
+
+    quiet_libraries()
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                      grad_accum=grad_accum, warmup_ratio=warmup_ratio, max_length=max_length,
+                      seed=seed, device=device, threads=threads, strategy=strategy)
+    data = load_task_data(data_config(task, data_dir, train_file, validation_file, text_columns,
+                                      label_column, regression, max_train_examples,
+                                      max_eval_examples, seed))
+    result = run_finetune(model, data, cfg, out)
+    best = result["best"]
+    console.print(f"[green]best[/] {result['metric']} {best[result['metric']]:.4f} "
+                  f"(epoch {best['epoch']}) -> {out / 'model'}")
 
 
 def main() -> None:
     try:
         app()
     except NaspruneError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished work is saved in the run directory")

@@ -1,0 +1,56 @@
+"""Shared fixtures: the shared real data, and tiny random models that build in milliseconds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "glue"
+
+WORDS = ("the a an is was it this that movie film good bad great awful not very and but of to "
+         "in fun boring best worst love hate story acting plot").split()
+
+
+def tiny_tokenizer():
+    """A real WordPiece tokenizer over a few dozen words (unknown words map to [UNK])."""
+    from transformers import BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz"]
+    return BertTokenizer(vocab={token: i for i, token in enumerate(vocab)})
+
+
+def tiny_bert(num_labels: int = 2, layers: int = 2, heads: int = 4, hidden: int = 32,
+              ffn: int = 64, seed: int = 0):
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=64, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=ffn,
+                        max_position_embeddings=64, num_labels=num_labels)
+    return BertForSequenceClassification(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A saved tiny random BERT classifier with its tokenizer (an HF directory)."""
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = tiny_tokenizer()
+    model = tiny_bert()
+    model.config.id2label = {0: "negative", 1: "positive"}
+    model.config.label2id = {"negative": 0, "positive": 1}
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
