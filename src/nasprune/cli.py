@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -26,15 +26,15 @@ console = Console(stderr=True)
 
 # ---- options shared by several commands ----
 
-TaskOpt = Annotated[Optional[str], typer.Option(help="GLUE task preset: rte, sst2, mrpc, cola, stsb, qnli, qqp, mnli, wnli.")]
-DataDirOpt = Annotated[Optional[Path], typer.Option(help="Folder holding <task>/train.* and <task>/validation.*.")]
-TrainFileOpt = Annotated[Optional[Path], typer.Option(help="Custom training file (TSV/CSV/JSONL/Parquet).")]
-ValFileOpt = Annotated[Optional[Path], typer.Option(help="Custom validation file.")]
-TextColsOpt = Annotated[Optional[str], typer.Option(help="Text column(s), comma-separated: 'a' or 'a,b'.")]
-LabelColOpt = Annotated[Optional[str], typer.Option(help="Label column (default 'label').")]
+TaskOpt = Annotated[str | None, typer.Option(help="GLUE task preset: rte, sst2, mrpc, cola, stsb, qnli, qqp, mnli, wnli.")]
+DataDirOpt = Annotated[Path | None, typer.Option(help="Folder holding <task>/train.* and <task>/validation.*.")]
+TrainFileOpt = Annotated[Path | None, typer.Option(help="Custom training file (TSV/CSV/JSONL/Parquet).")]
+ValFileOpt = Annotated[Path | None, typer.Option(help="Custom validation file.")]
+TextColsOpt = Annotated[str | None, typer.Option(help="Text column(s), comma-separated: 'a' or 'a,b'.")]
+LabelColOpt = Annotated[str | None, typer.Option(help="Label column (default 'label').")]
 RegressionOpt = Annotated[bool, typer.Option(help="Custom data: the label is a number.")]
-MaxTrainOpt = Annotated[Optional[int], typer.Option(help="Use a fixed random subset of the training set.")]
-MaxEvalOpt = Annotated[Optional[int], typer.Option(help="Use a fixed random subset of the validation set.")]
+MaxTrainOpt = Annotated[int | None, typer.Option(help="Use a fixed random subset of the training set.")]
+MaxEvalOpt = Annotated[int | None, typer.Option(help="Use a fixed random subset of the validation set.")]
 ModelOpt = Annotated[str, typer.Option(help="Hub id, local directory, or 'minilm-l6' (packaged, offline).")]
 
 
@@ -95,7 +95,7 @@ def finetune(
     max_length: Annotated[int, typer.Option(help="Tokens kept per example.")] = 128,
     seed: Annotated[int, typer.Option(help="Seed for data order, subsets and init.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
     strategy: Annotated[str, typer.Option(help="standard, or a super-network strategy.")] = "standard",
 ) -> None:
     """Fine-tune an encoder on a classification or regression task."""

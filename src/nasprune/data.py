@@ -10,9 +10,9 @@ import csv
 import hashlib
 import os
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -123,8 +123,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
             frame = pd.read_parquet(path)
         else:
             raise NaspruneError(
-                f"unsupported file type {suffix!r} for {path}; use one of {', '.join(FILE_SUFFIXES)}"
-            )
+                f"unsupported file type {suffix!r} for {path}; "
+                f"use one of {', '.join(FILE_SUFFIXES)}")
     except NaspruneError:
         raise
     except (ValueError, pd.errors.ParserError, OSError) as exc:

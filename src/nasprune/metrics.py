@@ -11,7 +11,8 @@ from sklearn.metrics import f1_score, matthews_corrcoef
 METRICS = ("accuracy", "f1", "matthews", "pearson", "spearman")
 
 
-def compute(names: tuple[str, ...], predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def compute(names: tuple[str, ...], predictions: np.ndarray,
+            labels: np.ndarray) -> dict[str, float]:
     """Every metric in ``names`` for class predictions (or regression scores) against labels."""
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     out: dict[str, float] = {}

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 class SubnetError(ValueError):
@@ -28,7 +28,7 @@ class ModelShape:
     ffn: int
 
     @property
-    def full(self) -> "Subnet":
+    def full(self) -> Subnet:
         return Subnet(tuple((self.num_heads, self.ffn) for _ in range(self.num_layers)))
 
     def to_dict(self) -> dict:
@@ -49,7 +49,7 @@ class Subnet:
         object.__setattr__(self, "layers", layers)
 
     @classmethod
-    def full(cls, shape: ModelShape) -> "Subnet":
+    def full(cls, shape: ModelShape) -> Subnet:
         return shape.full
 
     @property
@@ -61,7 +61,7 @@ class Subnet:
         """Layers that still compute something (a layer with 0 heads and 0 units is gone)."""
         return sum(1 for h, u in self.layers if h or u)
 
-    def validate(self, shape: ModelShape) -> "Subnet":
+    def validate(self, shape: ModelShape) -> Subnet:
         if self.num_layers != shape.num_layers:
             raise SubnetError(
                 f"sub-network has {self.num_layers} layers, the model has {shape.num_layers}"
@@ -77,7 +77,7 @@ class Subnet:
         return json.dumps({"layers": [list(layer) for layer in self.layers]})
 
     @classmethod
-    def from_json(cls, text: str) -> "Subnet":
+    def from_json(cls, text: str) -> Subnet:
         try:
             data = json.loads(text)
             return cls(tuple(tuple(layer) for layer in data["layers"]))
@@ -232,7 +232,7 @@ class SmallSpace(SearchSpace):
     def from_subnet(self, subnet: Subnet) -> tuple[int, ...]:
         kept = [layer for layer in subnet.layers if layer != (0, 0)]
         n = len(kept)
-        if not kept or len(set(kept)) != 1 or any(l != (0, 0) for l in subnet.layers[n:]):
+        if not kept or len(set(kept)) != 1 or any(layer != (0, 0) for layer in subnet.layers[n:]):
             raise SubnetError(f"{subnet} is not in the 'small' space")
         return (n, kept[0][0], kept[0][1])
 
@@ -265,7 +265,7 @@ class LayerwiseSpace(SearchSpace):
 
     def __init__(self, shape: ModelShape, *, unit_step: int = 64):
         super().__init__(shape)
-        heads = tuple(range(0, shape.num_heads + 1))
+        heads = tuple(range(shape.num_heads + 1))
         units = _steps(shape.ffn, unit_step, zero=True)
         self.dims = tuple(d for _ in range(shape.num_layers) for d in (heads, units))
         self.dim_names = tuple(

@@ -13,9 +13,9 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ class Strategy:
 
     name = "abstract"
 
-    def prepare(self, model: torch.nn.Module, train: Encoded, context: "TrainContext") -> None:
+    def prepare(self, model: torch.nn.Module, train: Encoded, context: TrainContext) -> None:
         """Called once before training (e.g. importance reordering for a super-network)."""
 
     def backward(self, model: torch.nn.Module, batch: dict, progress: float) -> float:
@@ -179,7 +179,7 @@ def grouped_batches(encoded: Encoded, batch_size: int, seed: int) -> list[list[i
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         if param.requires_grad:
             (no_decay if param.ndim < 2 else decay).append(param)
     return torch.optim.AdamW(
