@@ -213,3 +213,89 @@ def test_parse_rule_units():
     assert parse_rule("latency<=12ms", FULL) == ("latency", "<=", 12.0)
     assert parse_rule("latency<=1.5s", FULL) == ("latency", "<=", 1500.0)
     assert parse_rule("error<10%", FULL) == ("error", "<", pytest.approx(0.1))
+
+
+# ----------------------------------------------------------------------------- report + CLI
+
+
+def _searched_run(run_dir, n=30, seed=0, searcher="random"):
+    from nasprune.search import TrialStore, make_searcher, run_search
+    from nasprune.subnet import ModelShape, encoder_params, make_space
+
+    shape = ModelShape(num_layers=4, num_heads=4, head_dim=8, hidden=32, ffn=64)
+    space = make_space("layerwise", shape, unit_step=16)
+
+    def evaluate(subnet, fidelity):
+        cap = sum(w * (h / 4 + u / 64) / 2 for w, (h, u) in zip((.4, .3, .2, .1), subnet.layers))
+        return {"error": 0.05 + 0.6 * (1 - cap) ** 2, "params": encoder_params(subnet, shape),
+                "latency": 1 + encoder_params(subnet, shape) / 1e4}
+
+    store = TrialStore.for_run(run_dir)
+    result = run_search(space, make_searcher(searcher, space, seed=seed), evaluate, store, n,
+                        progress=False)
+    store.close()
+    return result
+
+
+def test_plot_pareto_single_and_labelled_runs(tmp_path):
+    from nasprune.report import plot_pareto
+
+    a = _searched_run(tmp_path / "a", seed=0)
+    b = _searched_run(tmp_path / "b", seed=1, searcher="local")
+    one = plot_pareto(a.trials, tmp_path / "one.png")
+    many = plot_pareto({"random": a.trials, "local": b.trials}, tmp_path / "many.png",
+                       title="two arms")
+    for path in (one, many):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_pareto_command_prints_front_and_writes_files(tmp_path):
+    import csv
+    import subprocess
+    import sys
+
+    result = _searched_run(tmp_path / "run", n=30)
+    front_ids = [t.id for t in result.front]
+    proc = subprocess.run(
+        [sys.executable, "-m", "nasprune", "pareto", str(tmp_path / "run"), "--pick",
+         "params<=0.5"], capture_output=True, text=True, timeout=120,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "160"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"hypervolume {result.hypervolume:.4f}" in proc.stdout
+    picked = pick(result.front, "params<=0.5", full=result.full)
+    assert f"trial {picked.id}" in proc.stderr
+    png = tmp_path / "run" / "search" / "pareto.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    rows = list(csv.DictReader((tmp_path / "run" / "search" / "pareto.csv").open()))
+    assert [int(r["id"]) for r in rows] == front_ids
+    assert float(rows[-1]["params_fraction"]) == pytest.approx(1.0)  # the full model
+
+    # other objectives: the 3-objective front is a superset of the 2-objective one
+    out = tmp_path / "three"
+    proc = subprocess.run(
+        [sys.executable, "-m", "nasprune", "pareto", str(tmp_path / "run"), "--objectives",
+         "error,params,latency", "--out", str(out)], capture_output=True, text=True,
+        timeout=120, env={"PATH": "/usr/bin:/bin", "COLUMNS": "160"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    ids3 = {int(r["id"]) for r in csv.DictReader((out / "pareto.csv").open())}
+    assert set(front_ids) <= ids3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["pareto", "{tmp}/missing"], "no search results"),
+    (["pareto", "{run}", "--pick", "error<=0.001"], "no evaluated sub-network satisfies"),
+    (["pareto", "{run}", "--pick", "tiny"], "cannot read the pick rule"),
+    (["pareto", "{run}", "--objectives", "error,flops"], "objective 'flops' was not measured"),
+])
+def test_pareto_command_user_errors(tmp_path, args, message):
+    import subprocess
+    import sys
+
+    _searched_run(tmp_path / "run", n=6)
+    args = [a.format(tmp=tmp_path, run=tmp_path / "run") for a in args]
+    proc = subprocess.run([sys.executable, "-m", "nasprune", *args], capture_output=True,
+                          text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2 and message in proc.stderr
+    assert "Traceback" not in proc.stderr

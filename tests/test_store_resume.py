@@ -277,7 +277,8 @@ SCRIPT = textwrap.dedent(
     from nasprune.search import TrialStore, make_searcher, run_search
     from nasprune.subnet import ModelShape, encoder_params, make_space
 
-    run_dir, log, n, delay = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    run_dir, log = Path(sys.argv[1]), Path(sys.argv[2])
+    n, delay = int(sys.argv[3]), float(sys.argv[4])
     shape = ModelShape(num_layers=4, num_heads=4, head_dim=8, hidden=32, ffn=64)
     space = make_space("layerwise", shape, unit_step=16)
 

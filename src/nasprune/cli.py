@@ -116,6 +116,34 @@ def finetune(
                   f"(epoch {best['epoch']}) -> {out / 'model'}")
 
 
+# ---- pareto: the front of a search (nasprune.report) ----
+
+
+@app.command()
+def pareto(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory holding search/trials.db.")],
+    objectives: Annotated[str | None, typer.Option(help="Comma-separated, e.g. error,params or error,params,latency (default: the search's).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for pareto.png and pareto.csv (default RUN_DIR/search).")] = None,
+    pick: Annotated[str | None, typer.Option(help="Highlight the pick: largest, smallest, 'params<=0.5', 'latency<=12ms', 'error<=0.1' or a trial id.")] = None,
+) -> None:
+    """Print the Pareto front of a search; write pareto.png and pareto.csv."""
+    from rich.console import Console as StdoutConsole
+
+    from nasprune.report import front_table, pareto_summary
+    from nasprune.search.pareto import pick as pick_trial
+
+    names = tuple(o.strip() for o in objectives.split(",") if o.strip()) if objectives else None
+    summary = pareto_summary(run_dir, names, out)
+    chosen = None
+    if pick:
+        chosen = pick_trial([t for t in summary.trials if t.is_full_fidelity], pick,
+                            summary.objectives, summary.full)
+    StdoutConsole().print(front_table(summary, chosen))
+    if chosen is not None:
+        console.print(f"[green]pick[/] {pick!r} -> trial {chosen.id}: {chosen.subnet}")
+    console.print(f"wrote {summary.png} and {summary.csv}")
+
+
 def main() -> None:
     try:
         app()

@@ -311,7 +311,9 @@ def pick(
         return members[-1] if text.lower() == "largest" else members[0]
 
     name, op, threshold = parse_rule(text, full)
-    feasible = [t for t in trials if name in _metrics(t) and _holds(_metrics(t)[name], op, threshold)]
+    feasible = [
+        t for t in trials if name in _metrics(t) and _holds(_metrics(t)[name], op, threshold)
+    ]
     if not feasible:
         values = [_metrics(t)[name] for t in trials if name in _metrics(t)]
         if not values:
@@ -321,8 +323,5 @@ def pick(
             f"no evaluated sub-network satisfies {rule!r} (threshold {threshold:.6g}; "
             f"best available {name} = {best:.6g})"
         )
-    if name in ("error", "metric"):
-        key = lambda t: (_metrics(t).get(cost, 0.0), _metrics(t).get("error", 0.0))
-    else:
-        key = lambda t: (_metrics(t).get("error", 0.0), _metrics(t).get(cost, 0.0))
-    return min(feasible, key=key)
+    first, second = (cost, "error") if name in ("error", "metric") else ("error", cost)
+    return min(feasible, key=lambda t: (_metrics(t).get(first, 0.0), _metrics(t).get(second, 0.0)))
