@@ -180,9 +180,10 @@ def run_search(
 
     ``evaluate`` may be ``None`` when ``executor`` brings its own evaluation (e.g. Ray
     actors holding the super-network). The full model is evaluated first, at full
-    fidelity: it is the reference every objective is normalised by. An evaluation that
-    raises is retried up to ``max_failures`` times in total per run before the search stops
-    with the error.
+    fidelity: it is the reference every objective is normalised by. A failed evaluation
+    is resubmitted; the ``max_failures``-th failure in one call stops the search with that
+    error (finished trials stay stored). The store's meta records the space, objectives,
+    searcher, target and fidelity of the run.
     """
     objectives = tuple(objectives)
     if n_trials < 1:
@@ -191,6 +192,7 @@ def run_search(
         raise NaspruneError("at least one objective is needed")
     if low_fidelity is not None and not 0 < low_fidelity < 1:
         raise NaspruneError(f"low_fidelity must be in (0, 1), got {low_fidelity}")
+    own_executor = executor is None
     if executor is None:
         if evaluate is None:
             raise NaspruneError("run_search needs an evaluate function or an executor")
@@ -200,6 +202,9 @@ def run_search(
     started = time.perf_counter()
     name = getattr(searcher, "name", type(searcher).__name__)
     full_subnet = space.full()
+    store.set_meta("searcher", name)
+    store.set_meta("n_trials", n_trials)
+    store.set_meta("low_fidelity", low_fidelity)
     result = SearchResult([], [], 0.0, objectives, {})
     failures = [0]
 
@@ -304,11 +309,16 @@ def run_search(
                     front_pts = _update_front(front_pts, pts)
                     hv = hypervolume(front_pts, ref)
                 result.history.append(hv)
-                bar.update(count, f"HV {hv:.4f} front {len(front_pts)}")
+                info = f"HV {hv:.4f} front {len(front_pts)}"
+                if low_fidelity is not None:
+                    info += f" promoted {result.promoted}/{result.evaluated}"
+                bar.update(count, info)
                 if on_trial:
                     on_trial(trial)
     finally:
         bar.close()
+        if own_executor:
+            executor.close()
 
     trials = store.trials()
     full_only = [t for t in trials if t.is_full_fidelity]
