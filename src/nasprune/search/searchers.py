@@ -75,20 +75,23 @@ class RandomSearcher(Searcher):
 class LocalSearcher(Searcher):
     """Multi-objective local search: a random neighbour of a random Pareto member.
 
-    Neighbours differ in one dimension by one step (``SearchSpace.neighbours``). With
-    probability ``restart`` (and when every neighbour of the front is evaluated) a random
-    unseen sub-network is proposed instead, so the search cannot get stuck.
+    Neighbours differ in one dimension by one step (``SearchSpace.neighbours``). The first
+    ``n_random`` results (the full model and the smallest included) are random samples, so
+    the walk starts from several points of the range; afterwards, with probability
+    ``restart`` (and when every neighbour of the front is evaluated) a random unseen
+    sub-network is proposed instead, so the search cannot get stuck.
     """
 
     name = "local"
 
     def __init__(self, space: SearchSpace, seed: int = 0, *, n_objectives: int = 2,
-                 restart: float = 0.05):
+                 restart: float = 0.05, n_random: int = 10):
         super().__init__(space, seed, n_objectives=n_objectives)
         self.restart = restart
+        self.n_random = n_random
 
     def _propose(self) -> Subnet:
-        if self.history and self.rng.random() >= self.restart:
+        if len(self.history) >= self.n_random and self.rng.random() >= self.restart:
             front = self._front()
             self.rng.shuffle(front)
             for member in front:
