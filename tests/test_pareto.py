@@ -23,7 +23,7 @@ from nasprune.search.pareto import (
     pick,
     trials_hypervolume,
 )
-from nasprune.search.store import Trial
+from nasprune.search.store import Trial, TrialStore
 from nasprune.subnet import Subnet
 
 # ----------------------------------------------------------------------------- dominance
@@ -285,6 +285,7 @@ def test_pareto_command_prints_front_and_writes_files(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["pareto", "{tmp}/missing"], "no search results"),
+    (["pareto", "{tmp}/empty"], "no finished trials yet"),
     (["pareto", "{run}", "--pick", "error<=0.001"], "no evaluated sub-network satisfies"),
     (["pareto", "{run}", "--pick", "tiny"], "cannot read the pick rule"),
     (["pareto", "{run}", "--objectives", "error,flops"], "objective 'flops' was not measured"),
@@ -294,6 +295,7 @@ def test_pareto_command_user_errors(tmp_path, args, message):
     import sys
 
     _searched_run(tmp_path / "run", n=6)
+    TrialStore.for_run(tmp_path / "empty").close()
     args = [a.format(tmp=tmp_path, run=tmp_path / "run") for a in args]
     proc = subprocess.run([sys.executable, "-m", "nasprune", *args], capture_output=True,
                           text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})

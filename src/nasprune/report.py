@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nasprune.errors import NaspruneError
 from nasprune.search.pareto import front_of, full_reference, trials_hypervolume
 from nasprune.search.store import SEARCH_DIR, Trial, TrialStore
 
@@ -144,6 +145,8 @@ def pareto_summary(
         full_subnet = store.full_subnet()
     objectives = tuple(objectives or meta.get("objectives") or ("error", "params"))
     full_trials = [t for t in trials if t.is_full_fidelity]
+    if not full_trials:
+        raise NaspruneError(f"the search in {run_dir} has no finished trials yet")
     full = full_reference(full_trials, full_subnet)
     front = front_of(full_trials, objectives, full)
     hv = trials_hypervolume(full_trials, objectives, full)
