@@ -1,0 +1,1 @@
+"""Files shipped inside every export; importable by nasprune itself, but self-contained."""
