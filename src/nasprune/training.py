@@ -75,6 +75,9 @@ class Strategy:
         """
         raise NotImplementedError
 
+    def save_extra(self, directory: Path) -> None:
+        """Add files to a checkpoint being saved (e.g. a super-network's order.json)."""
+
 
 class StandardStrategy(Strategy):
     name = "standard"
@@ -258,7 +261,7 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
                 f"epoch {epoch}: {data.preset.metric} {scores[data.preset.metric]:.4f}")
             if best is None or scores["error"] < best["error"]:
                 best = record
-                save_model(model, tokenizer, out_dir / "model")
+                save_model(model, tokenizer, out_dir / "model", strategy.save_extra)
             if on_epoch:
                 on_epoch(record)
 
@@ -273,17 +276,21 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
         "train_seconds": train_seconds,
         "device": str(device),
         "config": cfg.to_dict(),
+        "data": data.extra.get("config"),
     }
     write_json(out_dir / "metrics.json", result)
     return result
 
 
-def save_model(model, tokenizer, directory: Path) -> None:
+def save_model(model, tokenizer, directory: Path,
+               extra: Callable[[Path], None] | None = None) -> None:
     """Write a Hugging Face directory atomically: a crash never leaves half a checkpoint."""
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    if extra is not None:
+        extra(tmp)
     shutil.rmtree(directory, ignore_errors=True)
     os.replace(tmp, directory)
 
@@ -333,3 +340,6 @@ def finetune(model_name: str, data: TaskData, cfg: TrainConfig, out_dir: str | P
     result["model"] = model_name
     write_json(Path(out_dir) / "metrics.json", result)
     return result
+
+
+from nasprune import supertrain as _supertrain  # noqa: E402,F401  (registers strategies)
