@@ -144,6 +144,31 @@ def pareto(
     console.print(f"wrote {summary.png} and {summary.csv}")
 
 
+# ---- export: a picked sub-network as a deployable model (nasprune.export) ----
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory holding supernet/ and search/trials.db.")],
+    pick: Annotated[str, typer.Option(help="largest, smallest, a trial id, or a budget: 'params<=0.5', 'flops<=0.3', 'latency<=12ms', 'error<=0.1'.")] = "params<=0.5",
+    out: Annotated[Path | None, typer.Option(help="Export directory (default RUN_DIR/export).")] = None,
+    format: Annotated[str, typer.Option("--format", help="hf (safetensors + config), or onnx (hf files plus model.onnx).")] = "hf",
+    quantize: Annotated[str | None, typer.Option(help="int8: dynamic quantization of the linear layers (ONNX Runtime with --format onnx, else PyTorch at load).")] = None,
+    validate: Annotated[bool, typer.Option(help="Re-measure the metric of each backend on the run's validation set.")] = True,
+) -> None:
+    """Write the picked sub-network as a smaller model: safetensors, config, tokenizer, checksums."""
+    from nasprune.export import FORMATS, export_from_run
+
+    quiet_libraries()
+    if format not in FORMATS:
+        raise NaspruneError(f"unknown --format {format!r}; choose one of {', '.join(FORMATS)}")
+    path = export_from_run(run_dir, pick, out, formats=(format,), quantize=quantize,
+                           validate=validate, progress=console.print)
+    metrics = (path / "metrics.json").read_text()
+    console.print(f"[green]exported[/] {path}")
+    typer.echo(metrics.strip())
+
+
 def main() -> None:
     try:
         app()

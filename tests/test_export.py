@@ -1,0 +1,378 @@
+"""Export: the written directory loads (nasprune and trust_remote_code), computes exactly what
+``Supernet.use()`` computed, runs on ONNX Runtime and int8, and refuses damaged files."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_tokenizer
+
+import nasprune
+from nasprune import export as ex
+from nasprune.adapters import tiny_model
+from nasprune.data import Encoded, TaskPreset
+from nasprune.errors import NaspruneError
+from nasprune.hf_remote import modeling_nasprune as remote
+from nasprune.subnet import Subnet
+from nasprune.supernet import Supernet, shrink_structure
+from nasprune.training import evaluate
+
+torch.set_num_threads(2)
+FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "distilbert"]
+# every case at once: fewer heads and units, no attention, no FFN, a removed layer
+SUBNET = Subnet(((2, 32), (0, 48), (3, 0), (0, 0)))
+SST2 = TaskPreset("sst2", ("sentence",), ("negative", "positive"))
+
+
+def make_supernet(family: str = "bert") -> Supernet:
+    sn = Supernet(tiny_model(family, layers=4, heads=4, head_dim=8, ffn=64, vocab=100))
+    sn.reorder_by_importance([], method="magnitude")  # prefixes are not the original order
+    sn.model.eval()
+    return sn
+
+
+def batch(config, rows: int = 3, seq: int = 11, seed: int = 5) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 100, (rows, seq), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, seq - 4:] = 0  # padding in a row: the mask must survive export
+    out = {"input_ids": ids, "attention_mask": mask}
+    if ex.uses_token_types(config):
+        out["token_type_ids"] = (torch.arange(seq) >= seq // 2).long().expand(rows, -1)
+    return out
+
+
+def reference_logits(sn: Supernet, subnet: Subnet, inputs: dict) -> torch.Tensor:
+    with torch.no_grad(), sn.use(subnet) as model:
+        return model(**inputs).logits
+
+
+def tiny_validation(n: int = 40, seed: int = 0) -> Encoded:
+    rng = np.random.default_rng(seed)
+    ids = [np.concatenate([[2], rng.integers(5, 60, rng.integers(3, 12)), [3]]).astype(np.int32)
+           for _ in range(n)]
+    return Encoded(ids, [np.zeros(len(x), np.int8) for x in ids], rng.integers(0, 2, n))
+
+
+@pytest.fixture(scope="module")
+def bert_export(tmp_path_factory):
+    """One export with every artefact: HF files, ONNX, int8 ONNX, measured metrics."""
+    sn = make_supernet("bert")
+    out = tmp_path_factory.mktemp("export") / "bert"
+    ex.export_model(sn, SUBNET, out, tokenizer=tiny_tokenizer(), metrics={"error": 0.25},
+                    source_model="tiny-bert", formats=("hf", "onnx"), quantize="int8",
+                    validation=(tiny_validation(), SST2))
+    return sn, out
+
+
+# ------------------------------------------------------------------- round trip
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_round_trip_matches_supernet_use(family, tmp_path):
+    sn = make_supernet(family)
+    out = ex.export_model(sn, SUBNET, tmp_path / "out")
+    inputs = batch(sn.model.config)
+    expected = reference_logits(sn, SUBNET, inputs)
+    loaded = nasprune.load(out)
+    assert loaded.backend == "torch" and loaded.subnet == SUBNET and loaded.tokenizer is None
+    with torch.no_grad():
+        got = loaded.model(**inputs).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    # the export is physically smaller: the encoder holds exactly the sub-network's weights
+    assert sum(p.numel() for p in loaded.model.parameters()) < sum(
+        p.numel() for p in sn.model.parameters())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_shipped_class_has_the_same_structure_as_extract(family):
+    """The remote-code copy of the shrinking must never drift from nasprune's own."""
+    sn = make_supernet(family)
+    ours = shrink_structure(type(sn.model)(sn.model.config), SUBNET)
+    config = ours.config
+    theirs = remote.CLASSES[family](config)
+    shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert shapes == {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
+
+
+def test_directory_contents(bert_export):
+    sn, out = bert_export
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "modeling_nasprune.py", "subnet.json",
+            "metrics.json", "manifest.json", "model.onnx", "model.int8.onnx",
+            "tokenizer_config.json"} <= names
+    assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl"))]
+    config = json.loads((out / "config.json").read_text())
+    assert config["nasprune_subnet"] == [list(x) for x in SUBNET.layers]
+    assert config["nasprune_source_model"] == "tiny-bert"
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    assert config["auto_map"]["AutoModelForSequenceClassification"] == \
+        "modeling_nasprune.NaspruneBertForSequenceClassification"
+    subnet = json.loads((out / "subnet.json").read_text())
+    assert Subnet.from_json(json.dumps(subnet)) == SUBNET
+    assert subnet["shape"]["num_heads"] == 4 and subnet["kept_layers"] == 3
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["files"]) == names - {"manifest.json"}
+    assert manifest["backends"] == {"torch": "model.safetensors", "onnx": "model.onnx",
+                                    "onnx_int8": "model.int8.onnx"}
+    # cost figures are the analytic ones of the sub-network
+    cost = json.loads((out / "metrics.json").read_text())["cost"]
+    assert cost["flops"] == nasprune.subnet.encoder_flops(SUBNET, sn.shape, 128)
+    assert cost["params"] == sum(p.numel() for p in nasprune.load(out, backend="torch",
+                                                                  quantized=False
+                                                                  ).model.parameters())
+
+
+def test_remote_file_imports_only_torch_and_transformers():
+    tree = ast.parse(Path(remote.__file__).read_text())
+    roots = {alias.name.split(".")[0] for node in ast.walk(tree)
+             if isinstance(node, ast.Import) for alias in node.names}
+    roots |= {node.module.split(".")[0] for node in ast.walk(tree)
+              if isinstance(node, ast.ImportFrom) and node.module}
+    assert roots <= {"__future__", "torch", "transformers"}
+
+
+def test_trust_remote_code_loads_without_nasprune(bert_export, tmp_path):
+    """A user with only transformers: AutoModelForSequenceClassification + remote code."""
+    sn, out = bert_export
+    inputs = batch(sn.model.config)
+    expected = reference_logits(sn, SUBNET, inputs)
+    script = (
+        "import sys, json, torch\n"
+        "sys.modules['nasprune'] = None  # not installed, as far as this process knows\n"
+        "from transformers import AutoModelForSequenceClassification as A\n"
+        f"m = A.from_pretrained({str(out)!r}, trust_remote_code=True).eval()\n"
+        f"inputs = {{k: torch.tensor(v) for k, v in json.loads({json.dumps(json.dumps({k: v.tolist() for k, v in inputs.items()}))}).items()}}\n"  # noqa: E501
+        "with torch.no_grad():\n"
+        "    print(json.dumps([type(m).__name__, m(**inputs).logits.tolist()]))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    name, logits = json.loads(result.stdout.strip().splitlines()[-1])
+    assert name == "NaspruneBertForSequenceClassification"
+    torch.testing.assert_close(torch.tensor(logits), expected, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------------------- ONNX
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert"])
+def test_onnx_parity_with_dynamic_axes(family, tmp_path):
+    sn = make_supernet(family)
+    out = ex.export_model(sn, SUBNET, tmp_path / "out", formats=("onnx",))
+    loaded = nasprune.load(out, backend="onnx")
+    assert isinstance(loaded.model, ex.OnnxClassifier)
+    shapes = [i.shape for i in loaded.model.session.get_inputs()]
+    assert all(s == ["batch", "sequence"] for s in shapes)
+    for rows, seq in ((1, 5), (4, 23)):  # neither is the traced shape (2, 8)
+        inputs = batch(sn.model.config, rows, seq)
+        got = loaded.model(**inputs).logits
+        torch.testing.assert_close(got, reference_logits(sn, SUBNET, inputs), rtol=0, atol=1e-3)
+
+
+def test_auto_backend_prefers_onnx_and_env_overrides(bert_export, monkeypatch):
+    _, out = bert_export
+    auto = nasprune.load(out, quantized=False)
+    assert auto.backend == "onnx"
+    monkeypatch.setenv(ex.BACKEND_ENV, "torch")
+    assert nasprune.load(out, quantized=False).backend == "torch"
+    monkeypatch.setenv(ex.BACKEND_ENV, "tensorflow")
+    with pytest.raises(NaspruneError, match="NASPRUNE_BACKEND"):
+        nasprune.load(out)
+
+
+def test_onnx_backend_requested_but_not_exported(tmp_path):
+    out = ex.export_model(make_supernet(), SUBNET, tmp_path / "out")
+    with pytest.raises(NaspruneError, match="re-export with --format onnx"):
+        nasprune.load(out, backend="onnx")
+
+
+# ------------------------------------------------------------------------- int8
+
+
+def test_metrics_are_measured_per_backend(bert_export):
+    sn, out = bert_export
+    metrics = json.loads((out / "metrics.json").read_text())
+    validation = tiny_validation()
+    with sn.use(SUBNET) as model:
+        expected = evaluate(model, validation, SST2)
+    v = metrics["validation"]
+    assert metrics["task_metric"] == "accuracy" and metrics["validation_examples"] == 40
+    assert v["float"]["accuracy"] == pytest.approx(expected["accuracy"])
+    assert v["onnx"]["accuracy"] == pytest.approx(expected["accuracy"])
+    assert 0.0 <= v["int8"]["accuracy"] <= 1.0
+    assert metrics["int8_backend"] == "onnxruntime"
+    assert metrics["int8_change"] == pytest.approx(v["int8"]["accuracy"] - expected["accuracy"])
+    assert metrics["search"] == {"error": 0.25}
+    assert metrics["onnx_max_abs_diff"] <= 1e-3
+
+
+def test_onnx_int8_runs_and_is_a_quantized_graph(bert_export):
+    sn, out = bert_export
+    loaded = nasprune.load(out)  # the export was made with --quantize int8
+    assert loaded.quantized and loaded.backend == "onnx"
+    assert loaded.model.path.name == "model.int8.onnx"
+    assert (out / "model.int8.onnx").stat().st_size < (out / "model.onnx").stat().st_size
+    inputs = batch(sn.model.config)
+    got = loaded.model(**inputs).logits
+    expected = reference_logits(sn, SUBNET, inputs)
+    assert got.shape == expected.shape and torch.isfinite(got).all()
+    assert (got - expected).abs().max() < 0.1  # int8 is close, not exact
+
+
+def test_pytorch_int8_is_applied_at_load(tmp_path):
+    sn = make_supernet()
+    out = ex.export_model(sn, SUBNET, tmp_path / "out", quantize="int8",
+                          validation=(tiny_validation(), SST2))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["int8_backend"] == "pytorch"
+    assert set(metrics["validation"]) == {"float", "int8"}
+    loaded = nasprune.load(out)
+    assert loaded.quantized and loaded.backend == "torch"
+    kinds = {type(m).__module__ for m in loaded.model.modules()}
+    assert any("quantized" in k for k in kinds)
+    inputs = batch(sn.model.config)
+    with torch.no_grad():
+        got = loaded.model(**inputs).logits
+    assert (got - reference_logits(sn, SUBNET, inputs)).abs().max() < 0.1
+    # the stored int8 metric is what the loaded int8 model measures
+    assert evaluate(loaded.model, tiny_validation(), SST2)["accuracy"] == pytest.approx(
+        metrics["validation"]["int8"]["accuracy"])
+
+
+# ----------------------------------------------------------------------- damage
+
+
+@pytest.fixture
+def small_export(tmp_path):
+    return ex.export_model(make_supernet(), SUBNET, tmp_path / "out", tokenizer=tiny_tokenizer())
+
+
+def test_corrupted_weights_fail_the_checksum(small_export):
+    weights = small_export / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0xFF  # same size, one weight changed
+    weights.write_bytes(bytes(data))
+    with pytest.raises(NaspruneError, match="model.safetensors fails its sha256 checksum"):
+        nasprune.load(small_export)
+
+
+def test_truncated_weights_are_reported(small_export):
+    weights = small_export / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(NaspruneError, match="model.safetensors has .* bytes.*truncated"):
+        nasprune.load(small_export)
+    # without checksum verification the file itself is still rejected clearly
+    with pytest.raises(NaspruneError, match="unreadable weights"):
+        nasprune.load(small_export, verify_checksums=False)
+
+
+def test_missing_config_is_reported(small_export):
+    (small_export / "config.json").unlink()
+    with pytest.raises(NaspruneError, match="config.json is missing"):
+        nasprune.load(small_export)
+    with pytest.raises(NaspruneError, match="config.json is missing"):
+        nasprune.load(small_export, verify_checksums=False)
+
+
+def test_not_an_export(tmp_path):
+    with pytest.raises(NaspruneError, match="manifest manifest.json is missing"):
+        nasprune.load(tmp_path)
+    with pytest.raises(NaspruneError, match="not found"):
+        nasprune.load(tmp_path / "nowhere")
+
+
+def test_never_overwrites_foreign_directories(tmp_path):
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "notes.txt").write_text("mine")
+    with pytest.raises(NaspruneError, match="not a nasprune export"):
+        ex.export_model(make_supernet(), SUBNET, tmp_path / "keep")
+    assert (tmp_path / "keep" / "notes.txt").read_text() == "mine"
+    out = ex.export_model(make_supernet(), SUBNET, tmp_path / "again")
+    other = Subnet(((4, 64),) * 4)
+    ex.export_model(make_supernet(), other, out)  # an export is replaced whole
+    assert nasprune.load(out).subnet == other
+    assert not list(tmp_path.glob("*-export"))
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(NaspruneError, match="unknown export format"):
+        ex.export_model(make_supernet(), SUBNET, tmp_path / "x", formats=("tflite",))
+    with pytest.raises(NaspruneError, match="unknown quantization"):
+        ex.export_model(make_supernet(), SUBNET, tmp_path / "x", quantize="int4")
+
+
+# ------------------------------------------------------------ run dir, CLI, serve
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A run directory as the pipeline leaves it: supernet/ and search/trials.db."""
+    from nasprune.search.store import TrialStore
+
+    sn = make_supernet()
+    run = tmp_path / "run"
+    sn.save(run / "supernet")
+    tiny_tokenizer().save_pretrained(run / "supernet")
+    full = sn.shape.full
+    with TrialStore.for_run(run) as store:
+        store.set_meta("objectives", ["error", "params"])
+        store.set_meta("full_subnet", full.to_json())
+        store.add(full, {"error": 0.10, "params": 1000.0})
+        store.add(SUBNET, {"error": 0.20, "params": 400.0})
+        store.add(Subnet(((1, 16),) * 4), {"error": 0.40, "params": 200.0})
+    return run, sn
+
+
+def test_export_from_run_picks_by_budget(run_dir):
+    run, sn = run_dir
+    out = ex.export_from_run(run, "params<=0.5")
+    assert out == run / "export"
+    loaded = nasprune.load(out)
+    assert loaded.subnet == SUBNET and loaded.metrics["search"]["trial"] == 2
+    inputs = batch(sn.model.config)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(**inputs).logits,
+                                   reference_logits(sn, SUBNET, inputs), rtol=1e-4, atol=1e-5)
+    assert loaded.tokenizer is not None
+
+
+def cli(*args, timeout=180):
+    return subprocess.run([sys.executable, "-m", "nasprune", *args], capture_output=True,
+                          text=True, timeout=timeout,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_cli_export_onnx(run_dir, tmp_path):
+    run, _ = run_dir
+    result = cli("export", str(run), "--pick", "smallest", "--out", str(tmp_path / "e"),
+                 "--format", "onnx")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "e" / "model.onnx").is_file()
+    assert nasprune.load(tmp_path / "e").subnet == Subnet(((1, 16),) * 4)
+    bad = cli("export", str(run), "--pick", "params<=0.01", "--out", str(tmp_path / "f"))
+    assert bad.returncode == 2 and "no evaluated sub-network satisfies" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_serve_runs_the_onnx_backend(bert_export, monkeypatch):
+    pytest.importorskip("fastapi")
+    from nasprune.serve import Predictor
+
+    _, out = bert_export
+    monkeypatch.setenv(ex.BACKEND_ENV, "onnx")
+    predictor = Predictor.from_dir(out)
+    assert isinstance(predictor.model, ex.OnnxClassifier)
+    results = predictor.predict([("the movie was good", None), ("bad", None)])
+    assert [r["label_name"] in ("negative", "positive") for r in results] == [True, True]
+    assert predictor.describe()["parameters"] > 0
