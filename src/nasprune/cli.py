@@ -36,6 +36,25 @@ RegressionOpt = Annotated[bool, typer.Option(help="Custom data: the label is a n
 MaxTrainOpt = Annotated[int | None, typer.Option(help="Use a fixed random subset of the training set.")]
 MaxEvalOpt = Annotated[int | None, typer.Option(help="Use a fixed random subset of the validation set.")]
 ModelOpt = Annotated[str, typer.Option(help="Hub id, local directory, or 'minilm-l6' (packaged, offline).")]
+EpochsOpt = Annotated[float, typer.Option(help="Passes over the training set.")]
+BatchOpt = Annotated[int, typer.Option(help="Examples per step.")]
+LrOpt = Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate.")]
+AccumOpt = Annotated[int, typer.Option(help="Steps to accumulate before an update.")]
+WarmupOpt = Annotated[float, typer.Option(help="Fraction of updates with rising lr.")]
+MaxLenOpt = Annotated[int, typer.Option(help="Tokens kept per example.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed for data order, subsets, init and search.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")]
+ThreadsOpt = Annotated[int | None, typer.Option(help="CPU threads for torch.")]
+StrategyOpt = Annotated[str, typer.Option(help="Fine-tuning strategy: standard, or a super-network strategy (sandwich, sandwich-kd, random-linear).")]
+SpaceOpt = Annotated[str, typer.Option(help="Search space: small (the tutorial's L/H/U), layer, layerwise.")]
+SearcherOpt = Annotated[str, typer.Option(help="random (the tutorial's), local, nsga2, optuna-tpe, optuna-nsga2.")]
+TrialsOpt = Annotated[int, typer.Option(help="Sub-networks to evaluate (the full and smallest first).")]
+ObjectivesOpt = Annotated[str, typer.Option(help="error plus one or two of params, encoder_params, flops, latency.")]
+AnyHeadsOpt = Annotated[bool, typer.Option(help="small space: any head count 1..H, not only halvings.")]
+UnitStepOpt = Annotated[int, typer.Option(help="FFN units move in steps of this size.")]
+LowFidOpt = Annotated[float | None, typer.Option(help="Multi-fidelity: first evaluate on this fraction of the validation set.")]
+ImportanceOpt = Annotated[str, typer.Option(help="Importance scores for reordering: fisher, taylor, magnitude.")]
+CalibOpt = Annotated[int, typer.Option(help="Training examples used to score importance.")]
 
 
 def data_config(task, data_dir, train_file, validation_file, text_columns, label_column,
@@ -53,10 +72,12 @@ def data_config(task, data_dir, train_file, validation_file, text_columns, label
 
 def quiet_libraries() -> None:
     """Keep the terminal for our own progress bars and tables."""
+    import huggingface_hub
     import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
 
 
 @app.callback()
@@ -86,17 +107,17 @@ def finetune(
     regression: RegressionOpt = False,
     max_train_examples: MaxTrainOpt = None,
     max_eval_examples: MaxEvalOpt = None,
-    out: Annotated[Path, typer.Option(help="Run directory for the checkpoint and metrics.json.")] = Path("runs/finetune"),
-    epochs: Annotated[float, typer.Option(help="Passes over the training set.")] = 3.0,
-    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 16,
-    learning_rate: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate.")] = 5e-5,
-    grad_accum: Annotated[int, typer.Option(help="Steps to accumulate before an update.")] = 1,
-    warmup_ratio: Annotated[float, typer.Option(help="Fraction of updates with rising lr.")] = 0.1,
-    max_length: Annotated[int, typer.Option(help="Tokens kept per example.")] = 128,
-    seed: Annotated[int, typer.Option(help="Seed for data order, subsets and init.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
-    threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
-    strategy: Annotated[str, typer.Option(help="standard, or a super-network strategy.")] = "standard",
+    out: Annotated[Path, typer.Option(help="Folder for the checkpoint (OUT/model) and metrics.json.")] = Path("runs/finetune"),
+    epochs: EpochsOpt = 3.0,
+    batch_size: BatchOpt = 16,
+    learning_rate: LrOpt = 5e-5,
+    grad_accum: AccumOpt = 1,
+    warmup_ratio: WarmupOpt = 0.1,
+    max_length: MaxLenOpt = 128,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    strategy: StrategyOpt = "standard",
 ) -> None:
     """Fine-tune an encoder on a classification or regression task."""
     from nasprune.data import load_task_data
@@ -114,6 +135,131 @@ def finetune(
     best = result["best"]
     console.print(f"[green]best[/] {result['metric']} {best[result['metric']]:.4f} "
                   f"(epoch {best['epoch']}) -> {out / 'model'}")
+
+
+# ---- run / search: the pipeline (nasprune.pipeline) ----
+
+
+def _objectives(text: str) -> tuple[str, ...]:
+    return tuple(o.strip() for o in text.split(",") if o.strip())
+
+
+def _print_summary(record: dict, run_dir: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"nasprune run: {record['task']} ({run_dir})", show_header=False)
+    metric = record["metric"]
+    table.add_row("fine-tuned " + metric, f"{record['finetuned'][metric]:.4f}")
+    if "pick" in record:
+        p = record["pick"]
+        table.add_row("sub-networks evaluated", f"{record['trials']} "
+                      f"({record['evaluated_now']} in this call)")
+        table.add_row("Pareto front / hypervolume",
+                      f"{record['front_size']} / {record['hypervolume']:.4f}")
+        table.add_row(f"pick ({record['pick_rule']})", f"trial {p['id']}: {metric} {p['metric']:.4f}")
+        table.add_row("pick size", f"{p['params_fraction']:.1%} of parameters, "
+                      f"{p['encoder_params_fraction']:.1%} of encoder, "
+                      f"{p['flops_fraction']:.1%} of FLOPs")
+        table.add_row("Pareto plot", record["pareto_png"])
+    if "export_dir" in record:
+        table.add_row("exported model", record["export_dir"])
+    table.add_row("time", ", ".join(f"{k} {v:.0f}s" for k, v in record["seconds"].items()))
+    Console().print(table)
+
+
+@app.command()
+def run(
+    model: ModelOpt = "minilm-l6",
+    task: TaskOpt = None,
+    data_dir: DataDirOpt = None,
+    train_file: TrainFileOpt = None,
+    validation_file: ValFileOpt = None,
+    text_columns: TextColsOpt = None,
+    label_column: LabelColOpt = None,
+    regression: RegressionOpt = False,
+    max_train_examples: MaxTrainOpt = None,
+    max_eval_examples: MaxEvalOpt = None,
+    run_dir: Annotated[Path, typer.Option(help="Everything goes here; finished stages are reused.")] = Path("runs/run"),
+    epochs: EpochsOpt = 3.0,
+    batch_size: BatchOpt = 16,
+    learning_rate: LrOpt = 5e-5,
+    grad_accum: AccumOpt = 1,
+    warmup_ratio: WarmupOpt = 0.1,
+    max_length: MaxLenOpt = 128,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    strategy: StrategyOpt = "standard",
+    space: SpaceOpt = "layerwise",
+    searcher: SearcherOpt = "local",
+    trials: TrialsOpt = 100,
+    objectives: ObjectivesOpt = "error,params",
+    any_heads: AnyHeadsOpt = False,
+    unit_step: UnitStepOpt = 64,
+    low_fidelity: LowFidOpt = None,
+    importance: ImportanceOpt = "fisher",
+    calibration_examples: CalibOpt = 512,
+    pick: Annotated[str, typer.Option(help="largest, smallest, 'params<=0.5', 'flops<=0.3', 'latency<=12ms', 'error<=0.1' or a trial id.")] = "params<=0.5",
+    export_format: Annotated[str, typer.Option("--format", help="Export format(s): hf, or hf,onnx.")] = "hf",
+    quantize: Annotated[str | None, typer.Option(help="int8: also write a dynamically quantized copy.")] = None,
+    until: Annotated[str, typer.Option(help="Stop after this stage: finetune, search, export.")] = "export",
+) -> None:
+    """Fine-tune → reorder → search → Pareto → export, in one resumable run directory."""
+    from nasprune.pipeline import RunConfig, SearchConfig
+    from nasprune.pipeline import run as run_pipeline
+    from nasprune.training import TrainConfig
+
+    quiet_libraries()
+    cfg = RunConfig(
+        model=model,
+        data=data_config(task, data_dir, train_file, validation_file, text_columns,
+                         label_column, regression, max_train_examples, max_eval_examples, seed),
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                          grad_accum=grad_accum, warmup_ratio=warmup_ratio,
+                          max_length=max_length, seed=seed, device=device, threads=threads,
+                          strategy=strategy, strategy_options=_strategy_options(strategy, space)),
+        search=SearchConfig(space=space, searcher=searcher, trials=trials,
+                            objectives=_objectives(objectives), any_heads=any_heads,
+                            unit_step=unit_step, low_fidelity=low_fidelity,
+                            importance=importance, calibration_examples=calibration_examples,
+                            seed=seed),
+        pick=pick, export_formats=_objectives(export_format), quantize=quantize)
+    _print_summary(run_pipeline(cfg, run_dir, until=until), run_dir)
+
+
+def _strategy_options(strategy: str, space: str) -> dict:
+    """Super-network strategies sample from the space the search will use."""
+    return {} if strategy == "standard" else {"space": space}
+
+
+@app.command()
+def search(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with a fine-tuned model (nasprune run --until finetune).")],
+    space: SpaceOpt = "layerwise",
+    searcher: SearcherOpt = "local",
+    trials: TrialsOpt = 100,
+    objectives: ObjectivesOpt = "error,params",
+    any_heads: AnyHeadsOpt = False,
+    unit_step: UnitStepOpt = 64,
+    low_fidelity: LowFidOpt = None,
+    importance: ImportanceOpt = "fisher",
+    calibration_examples: CalibOpt = 512,
+    seed: SeedOpt = 0,
+    pick: Annotated[str, typer.Option(help="Budget rule shown in the summary.")] = "params<=0.5",
+) -> None:
+    """Search the sub-networks of a run's fine-tuned model (resumes a stopped search)."""
+    from nasprune.pipeline import SearchConfig, config_of_run
+    from nasprune.pipeline import run as run_pipeline
+
+    quiet_libraries()
+    cfg = config_of_run(run_dir)
+    cfg.search = SearchConfig(space=space, searcher=searcher, trials=trials,
+                              objectives=_objectives(objectives), any_heads=any_heads,
+                              unit_step=unit_step, low_fidelity=low_fidelity,
+                              importance=importance, calibration_examples=calibration_examples,
+                              seed=seed)
+    cfg.pick = pick
+    _print_summary(run_pipeline(cfg, run_dir, until="search"), run_dir)
 
 
 # ---- pareto: the front of a search (nasprune.report) ----
@@ -167,6 +313,84 @@ def export(
     metrics = (path / "metrics.json").read_text()
     console.print(f"[green]exported[/] {path}")
     typer.echo(metrics.strip())
+
+
+# ---- serve / loadtest: HTTP endpoint with dynamic batching, stepped-users load test ----
+
+
+@app.command()
+def serve(
+    model_dir: Annotated[Path, typer.Argument(help="Hugging Face classifier directory or an export.")],
+    host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean it.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    max_batch_size: Annotated[int, typer.Option(help="Most texts per model call.")] = 32,
+    max_wait_ms: Annotated[float, typer.Option(help="Longest wait for a batch to fill.")] = 5.0,
+    max_queue: Annotated[int, typer.Option(help="Waiting requests before answering 503.")] = 256,
+    token: Annotated[str | None, typer.Option(envvar="NASPRUNE_TOKEN", show_envvar=True, help="Bearer token required on /v1/* and /metrics.")] = None,
+    max_items: Annotated[int, typer.Option(help="Texts (or pairs) per request.")] = 64,
+    max_text_chars: Annotated[int, typer.Option(help="Characters per text.")] = 20_000,
+    max_body_bytes: Annotated[int, typer.Option(help="Request body limit (413 beyond).")] = 1_000_000,
+    max_length: Annotated[int, typer.Option(help="Tokens kept per input.")] = 128,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve a classifier over HTTP: POST /v1/predict, /healthz, /readyz, /v1/model, /metrics."""
+    from nasprune.serve import ServeConfig
+    from nasprune.serve import serve as run_server
+
+    quiet_libraries()
+    cfg = ServeConfig(host=host, port=port, max_batch_size=max_batch_size,
+                      max_wait_ms=max_wait_ms, max_queue=max_queue, token=token,
+                      max_items=max_items, max_text_chars=max_text_chars,
+                      max_body_bytes=max_body_bytes, max_length=max_length,
+                      torch_threads=threads, log_level=log_level)
+    if host not in ("127.0.0.1", "localhost", "::1") and not cfg.token:
+        console.print(f"[yellow]warning[/]: serving on {host} without a token")
+    console.print(f"serving {model_dir} on http://{host}:{port}")
+    run_server(model_dir, cfg)
+
+
+@app.command()
+def loadtest(
+    target: Annotated[list[str], typer.Option(help="NAME=URL of a nasprune server; repeat for several.")],
+    texts_from: Annotated[Path, typer.Option(help="Validation file (TSV/CSV/JSONL) to draw inputs from.")],
+    users: Annotated[str, typer.Option(help="User steps: 1,8,16,32 or START:STEP:MAX.")] = "1,8,16,32",
+    step_time: Annotated[float, typer.Option(help="Seconds each user count is held.")] = 10.0,
+    text_column: Annotated[str | None, typer.Option(help="Text column (default: sentence, text, sentence1, ...).")] = None,
+    pair_column: Annotated[str | None, typer.Option(help="Second text column for pair tasks.")] = None,
+    slo_ms: Annotated[float, typer.Option(help="p95 latency objective; defines saturation.")] = 200.0,
+    out: Annotated[Path, typer.Option(help="Folder for steps.csv, summary.json, loadtest.png.")] = Path("loadtest"),
+    think_ms: Annotated[float, typer.Option(help="Pause between a user's requests.")] = 0.0,
+    token: Annotated[str | None, typer.Option(envvar="NASPRUNE_TOKEN", show_envvar=True, help="Bearer token for the targets.")] = None,
+    max_texts: Annotated[int, typer.Option(help="Inputs sampled from the file.")] = 2000,
+) -> None:
+    """Load-test one or more endpoints with rising users; CSV, plot and saturation points."""
+    from rich.console import Console as StdoutConsole
+    from rich.table import Table
+
+    from nasprune.loadtest import LoadTestConfig, parse_targets, parse_users, run_loadtest
+
+    cfg = LoadTestConfig(targets=parse_targets(target), users=parse_users(users),
+                         step_time=step_time, texts_from=texts_from, text_column=text_column,
+                         pair_column=pair_column, slo_ms=slo_ms, out_dir=out,
+                         think_ms=think_ms, token=token, max_texts=max_texts)
+    total = len(cfg.users) * cfg.step_time * len(cfg.targets)
+    console.print(f"load-testing {', '.join(cfg.targets)}: users {cfg.users}, "
+                  f"{cfg.step_time:g} s per step (~{total:.0f} s)")
+    results = run_loadtest(cfg)
+    table = Table("target", "users", "req/s", "p50 ms", "p95 ms", "p99 ms", "failures")
+    for result in results:
+        for s in result.steps:
+            table.add_row(result.name, str(s.users), f"{s.ok_rps:.1f}", f"{s.p50_ms:.0f}",
+                          f"{s.p95_ms:.0f}", f"{s.p99_ms:.0f}", f"{s.failure_rate:.1%}")
+    StdoutConsole().print(table)
+    for result in results:
+        where = (f"saturates at {result.saturation_users} users"
+                 if result.saturation_users is not None
+                 else f"not saturated up to {max(cfg.users)} users")
+        StdoutConsole().print(f"{result.name}: {where} (p95 > {cfg.slo_ms:g} ms or > 1 % "
+                              f"failures); peak {result.max_ok_rps:.1f} req/s")
+    console.print(f"wrote {out / 'steps.csv'}, {out / 'summary.json'}, {out / 'loadtest.png'}")
 
 
 def main() -> None:

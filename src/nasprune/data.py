@@ -273,7 +273,8 @@ def load_task_data(cfg: DataConfig) -> TaskData:
     validation = _normalise(validation, preset, "validation file")
     train = _subsample(train, cfg.max_train_examples, cfg.seed)
     validation = _subsample(validation, cfg.max_eval_examples, cfg.seed)
-    return TaskData(preset, train.reset_index(drop=True), validation.reset_index(drop=True), source)
+    return TaskData(preset, train.reset_index(drop=True), validation.reset_index(drop=True), source,
+                    {"config": cfg.to_dict()})
 
 
 def _subsample(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:

@@ -1,0 +1,36 @@
+"""What every benchmark shares: where the data is, machine facts, writing JSON + Markdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "glue"
+RESULTS = REPO / "benchmarks" / "results"
+#: Checkpoints that benchmarks produce and reuse (not committed).
+CHECKPOINTS = REPO / "runs" / "bench"
+
+
+def machine() -> dict:
+    return {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cuda": torch.cuda.is_available(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def write_results(name: str, payload: dict, markdown: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "machine": machine(), **payload}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str))
+    (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
+    print(markdown)

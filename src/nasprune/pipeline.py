@@ -1,0 +1,251 @@
+"""``nasprune run``: fine-tune → super-network → search → Pareto → export, in one run directory.
+
+Each stage leaves its output in the run directory and is skipped when that output is
+already there; the search resumes from its trial store. So a killed run continues where it
+stopped, and any stage can be rerun alone by deleting its folder.
+
+    RUN/config.json            the RunConfig (repeat a run exactly)
+    RUN/finetune/model/        fine-tuned checkpoint (+ metrics.json)
+    RUN/supernet/              importance-reordered checkpoint + order.json + tokenizer
+    RUN/search/trials.db       every evaluated sub-network (SQLite)
+    RUN/search/pareto.{png,csv}
+    RUN/export/                the picked sub-network, physically smaller
+    RUN/summary.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from nasprune.data import DataConfig, Encoded, TaskData, encode, load_task_data, subset
+from nasprune.errors import NaspruneError
+from nasprune.models import pick_device
+from nasprune.training import (
+    TrainConfig,
+    iter_batches,
+    load_classifier,
+    train,
+    write_json,
+)
+
+FINETUNE_DIR, SUPERNET_DIR, EXPORT_DIR = "finetune", "supernet", "export"
+
+
+@dataclass
+class SearchConfig:
+    space: str = "layerwise"
+    searcher: str = "local"
+    trials: int = 100
+    objectives: tuple[str, ...] = ("error", "params")
+    any_heads: bool = False
+    unit_step: int = 64
+    low_fidelity: float | None = None
+    importance: str = "fisher"
+    calibration_examples: int = 512
+    eval_batch_size: int = 64
+    seed: int = 0
+    backend: str = "local"
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        self.objectives = tuple(self.objectives)
+        if self.objectives[0] != "error" or len(self.objectives) not in (2, 3):
+            raise NaspruneError("objectives: 'error' followed by one or two of "
+                                "params, encoder_params, flops, latency")
+        if self.trials < 1:
+            raise NaspruneError("trials must be at least 1")
+
+
+@dataclass
+class RunConfig:
+    model: str = "minilm-l6"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    pick: str = "params<=0.5"
+    export_formats: tuple[str, ...] = ("hf",)
+    quantize: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def config_of_run(run_dir: str | Path) -> RunConfig:
+    """The configuration a run directory was made with (``config.json``)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise NaspruneError(f"{run_dir} is not a run directory (no config.json); "
+                            "start one with: nasprune run --until finetune ...")
+    saved = json.loads(path.read_text())
+    data = DataConfig(**{**saved["data"], "text_columns": tuple(saved["data"]["text_columns"])
+                         if saved["data"].get("text_columns") else None})
+    return RunConfig(model=saved["model"], data=data, train=TrainConfig(**saved["train"]),
+                     search=SearchConfig(**saved["search"]), pick=saved["pick"],
+                     export_formats=tuple(saved["export_formats"]), quantize=saved["quantize"])
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def finetune_stage(cfg: RunConfig, data: TaskData, run_dir: Path) -> dict:
+    """The fine-tuned checkpoint; reused when ``finetune/metrics.json`` exists."""
+    out = run_dir / FINETUNE_DIR
+    done = out / "metrics.json"
+    if done.is_file() and (out / "model").is_dir():
+        return json.loads(done.read_text())
+    model, tokenizer = load_classifier(cfg.model, data.preset)
+    result = train(model, tokenizer, data, cfg.train, out)
+    result["model"] = cfg.model
+    write_json(done, result)
+    return result
+
+
+def supernet_stage(cfg: RunConfig, data: TaskData, run_dir: Path, train_encoded: Encoded):
+    """The importance-reordered super-network; reused when ``supernet/`` exists."""
+    from transformers import AutoTokenizer
+
+    from nasprune.supernet import Supernet
+
+    out = run_dir / SUPERNET_DIR
+    device = pick_device(cfg.train.device)
+    if (out / "config.json").is_file():
+        supernet = Supernet.from_pretrained(out)
+        tokenizer = AutoTokenizer.from_pretrained(out)
+    else:
+        source = run_dir / FINETUNE_DIR / "model"
+        supernet = Supernet.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        if supernet.order is None:  # super-network training already reordered it
+            supernet.model.to(device)
+            calibration = subset(train_encoded, cfg.search.calibration_examples, cfg.data.seed)
+            supernet.reorder_by_importance(
+                iter_batches(calibration, 32, supernet.model, tokenizer.pad_token_id or 0),
+                method=cfg.search.importance)
+        tmp = out.with_name(out.name + ".tmp")  # written whole, then renamed
+        shutil.rmtree(tmp, ignore_errors=True)
+        supernet.save(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, out)
+    supernet.model.to(device).eval()
+    return supernet, tokenizer
+
+
+def search_stage(cfg: RunConfig, data: TaskData, run_dir: Path, supernet, tokenizer,
+                 progress: bool = True):
+    """Run or resume the search; finished candidates are looked up, never re-evaluated."""
+    from nasprune.cost import CostModel
+    from nasprune.search.objective import SubnetEvaluator
+    from nasprune.search.runner import run_search
+    from nasprune.search.searchers import make_searcher
+    from nasprune.search.store import TrialStore
+    from nasprune.subnet import make_space
+
+    s = cfg.search
+    space = make_space(s.space, supernet.shape, any_heads=s.any_heads, unit_step=s.unit_step)
+    searcher = make_searcher(s.searcher, space, s.seed, n_objectives=len(s.objectives))
+    validation = encode(tokenizer, data, "validation", cfg.train.max_length)
+    evaluator = SubnetEvaluator(
+        supernet, validation, data.preset, cost=CostModel(supernet, cfg.train.max_length),
+        batch_size=s.eval_batch_size, pad_id=tokenizer.pad_token_id or 0,
+        latency="latency" in s.objectives, seed=s.seed)
+    with TrialStore.for_run(run_dir) as store:
+        return run_search(space, searcher, evaluator, store, s.trials, s.objectives,
+                          progress=progress, low_fidelity=s.low_fidelity)
+
+
+def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data: TaskData,
+                 validation: Encoded) -> Path:
+    from nasprune.export import export_model
+
+    out = run_dir / EXPORT_DIR
+    return export_model(
+        supernet, trial.subnet, out, tokenizer=tokenizer, metrics=dict(trial.metrics),
+        source_model=cfg.model, formats=cfg.export_formats, quantize=cfg.quantize,
+        validation=(validation, data.preset))
+
+
+STAGES = ("finetune", "search", "export")
+
+
+def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True,
+        until: str = "export") -> dict:
+    """The stages up to ``until`` (finetune, search or export); returns the run summary."""
+    if until not in STAGES:
+        raise NaspruneError(f"unknown stage {until!r}; choose one of {', '.join(STAGES)}")
+    from nasprune.report import pareto_summary
+    from nasprune.search.pareto import pick
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    saved = run_dir / "config.json"
+    if saved.is_file():
+        previous = json.loads(saved.read_text())
+        if previous.get("model") != cfg.model or previous.get("data") != json.loads(
+                json.dumps(cfg.data.to_dict())):
+            raise NaspruneError(
+                f"{run_dir} holds a run of another model or data set; use a new --run-dir")
+    write_json(saved, cfg.to_dict())
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    data = load_task_data(cfg.data)
+    t = time.perf_counter()
+    finetuned = finetune_stage(cfg, data, run_dir)
+    timings["finetune"] = time.perf_counter() - t
+    record: dict = {"task": data.preset.name, "metric": data.preset.metric,
+                    "finetuned": finetuned["best"], "seconds": timings}
+    if until == "finetune":
+        write_json(run_dir / "summary.json", record)
+        return record
+
+    t = time.perf_counter()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / FINETUNE_DIR / "model")
+    train_encoded = encode(tokenizer, data, "train", cfg.train.max_length)
+    supernet, tokenizer = supernet_stage(cfg, data, run_dir, train_encoded)
+    timings["supernet"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    result = search_stage(cfg, data, run_dir, supernet, tokenizer, progress)
+    timings["search"] = time.perf_counter() - t
+
+    summary = pareto_summary(run_dir, cfg.search.objectives)
+    chosen = pick([x for x in summary.trials if x.is_full_fidelity], cfg.pick,
+                  summary.objectives, summary.full)
+    full = summary.full
+    record.update({
+        "trials": len(summary.trials),
+        "evaluated_now": result.evaluated,
+        "hypervolume": summary.hypervolume,
+        "front_size": len(summary.front),
+        "pick_rule": cfg.pick,
+        "pick": {"id": chosen.id, "subnet": json.loads(chosen.subnet.to_json()),
+                 **chosen.metrics,
+                 "params_fraction": chosen.metrics["params"] / full["params"],
+                 "encoder_params_fraction":
+                     chosen.metrics["encoder_params"] / full["encoder_params"],
+                 "flops_fraction": chosen.metrics["flops"] / full["flops"]},
+        "full": full,
+        "pareto_png": str(summary.png),
+        "searcher": cfg.search.searcher,
+        "space": cfg.search.space,
+    })
+    if until == "export":
+        t = time.perf_counter()
+        validation = encode(tokenizer, data, "validation", cfg.train.max_length)
+        record["export_dir"] = str(
+            export_stage(cfg, run_dir, supernet, tokenizer, chosen, data, validation))
+        timings["export"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - started
+    write_json(run_dir / "summary.json", record)
+    return record

@@ -1,0 +1,68 @@
+"""`nasprune run` end to end on a tiny random model and real SST-2 rows."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from nasprune.data import DataConfig
+from nasprune.pipeline import RunConfig, SearchConfig, config_of_run, run
+from nasprune.training import TrainConfig
+
+
+def tiny_run_config(model_dir, shared_data, **search) -> RunConfig:
+    return RunConfig(
+        model=str(model_dir),
+        data=DataConfig(task="sst2", data_dir=str(shared_data), max_train_examples=128,
+                        max_eval_examples=64),
+        train=TrainConfig(epochs=1, batch_size=16, progress=False),
+        search=SearchConfig(**{"trials": 12, "calibration_examples": 32, **search}),
+        pick="params<=0.9",
+    )
+
+
+def test_run_until_search_then_resume_skips_finished_stages(tmp_path, tiny_model_dir,
+                                                            shared_data):
+    cfg = tiny_run_config(tiny_model_dir, shared_data)
+    first = run(cfg, tmp_path, progress=False, until="search")
+    assert first["trials"] == 12 and first["evaluated_now"] == 12
+    assert (tmp_path / "supernet" / "order.json").is_file()
+    assert (tmp_path / "search" / "pareto.png").stat().st_size > 0
+    assert first["pick"]["params_fraction"] <= 0.9
+    weights = tmp_path / "finetune" / "model" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+
+    cfg.search.trials = 16  # more trials: only the new ones are evaluated
+    second = run(cfg, tmp_path, progress=False, until="search")
+    assert second["trials"] == 16 and second["evaluated_now"] == 4
+    assert weights.stat().st_mtime_ns == stamp  # fine-tuning was not repeated
+    assert config_of_run(tmp_path).search.trials == 16
+
+
+def test_a_run_directory_of_other_data_is_refused(tmp_path, tiny_model_dir, shared_data):
+    cfg = tiny_run_config(tiny_model_dir, shared_data)
+    run(cfg, tmp_path, progress=False, until="finetune")
+    cfg.data.task = "rte"
+    with pytest.raises(Exception, match="another model or data set"):
+        run(cfg, tmp_path, progress=False, until="finetune")
+
+
+def test_cli_run_and_search_commands(tmp_path, tiny_model_dir, shared_data):
+    base = [sys.executable, "-m", "nasprune"]
+    common = ["--model", str(tiny_model_dir), "--task", "sst2", "--data-dir", str(shared_data),
+              "--max-train-examples", "64", "--max-eval-examples", "32", "--epochs", "1",
+              "--run-dir", str(tmp_path)]
+    done = subprocess.run([*base, "run", *common, "--until", "finetune"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([*base, "search", str(tmp_path), "--space", "small", "--searcher",
+                           "random", "--trials", "5", "--calibration-examples", "16"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "sub-networks evaluated" in done.stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["trials"] == 5 and summary["space"] == "small"  # of 6 in this space
+    bad = subprocess.run([*base, "search", str(tmp_path / "nowhere")], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "not a run directory" in bad.stderr
