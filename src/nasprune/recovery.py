@@ -1,0 +1,334 @@
+"""Recovery for the picked sub-network: win back accuracy lost to pruning, shapes unchanged.
+
+Two light steps, each optional, applied to the *extracted* (physically smaller) model with
+the full model as reference:
+
+- ``least_squares``: retraining-free. Layer by layer, the output projection of the kept
+  heads (attention output) and of the kept FFN units (FFN output) is refitted by ridge
+  regression so that the sub-network's pre-LayerNorm activations match the full model's
+  on a calibration set (the residual stream's own error is folded into the target, so
+  later layers also compensate for earlier ones). In the spirit of Kwon et al. 2022 ("A
+  fast post-training pruning framework for transformers"), which rescales masks by least
+  squares; here the whole output weight of the kept parts is refitted. A block whose fit
+  does not lower its error keeps its weights.
+- ``distill``: a short fine-tuning of the sub-network on the full model's soft
+  predictions (a few hundred steps).
+
+Neither step changes a shape: only the values of existing weights are written.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nasprune.adapters import get_adapter
+from nasprune.data import Encoded, TaskPreset, collate, subset
+from nasprune.errors import NaspruneError
+from nasprune.subnet import Subnet
+from nasprune.supernet import model_inputs, subnet_of
+from nasprune.supertrain import distillation_loss
+from nasprune.training import evaluate, grouped_batches, iter_batches, uses_token_types
+
+METHODS = ("least-squares", "distill", "both", "none")
+
+
+@dataclass
+class RecoveryConfig:
+    """What recovery does; saved with the export so it can be repeated."""
+
+    method: str = "least-squares"
+    calibration_examples: int = 256
+    calibration_batch_size: int = 32
+    ridge: float = 1e-3  # relative to the mean diagonal of the Gram matrix
+    distill_steps: int = 300
+    distill_batch_size: int = 16
+    learning_rate: float = 5e-5
+    warmup_ratio: float = 0.1
+    temperature: float = 2.0
+    alpha: float = 0.0  # weight of the labels loss during distillation
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise NaspruneError(f"unknown recovery method {self.method!r}; choose one of "
+                                + ", ".join(METHODS))
+        for name in ("calibration_examples", "calibration_batch_size", "distill_batch_size"):
+            if getattr(self, name) < 1:
+                raise NaspruneError(f"recovery {name.replace('_', '-')} must be at least 1")
+        if self.distill_steps < 0 or self.ridge < 0 or self.temperature <= 0:
+            raise NaspruneError("recovery steps and ridge must be >= 0, temperature > 0")
+        if not 0 <= self.alpha <= 1:
+            raise NaspruneError("recovery alpha must be in [0, 1]")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(p.shape) for name, p in model.state_dict().items()}
+
+
+def _capture_input(store: dict, key: str):
+    def hook(module, args):
+        store[key] = args[0].detach()
+    return hook
+
+
+def _capture_io(store: dict, key: str):
+    def hook(module, args, output):
+        store[key + "_in"] = args[0].detach()
+        store[key + "_out"] = output.detach()
+    return hook
+
+
+@torch.no_grad()
+def logits_mse(small: nn.Module, full: nn.Module, batches: Iterable[Mapping[str, Any]]) -> float:
+    """Mean squared difference of the two models' logits (the calibration error that
+    recovery lowers)."""
+    total, count = 0.0, 0
+    for batch in batches:
+        a = small(**model_inputs(batch, _device(small))).logits.double()
+        b = full(**model_inputs(batch, _device(full))).logits.double().to(a.device)
+        total += float(((a - b) ** 2).sum())
+        count += a.numel()
+    return total / max(1, count)
+
+
+# --------------------------------------------------------------------- least squares
+
+
+@dataclass
+class BlockFit:
+    """One refitted output projection: relative squared error of its pre-LayerNorm target
+    before and after, and whether the new weights were kept."""
+
+    layer: int
+    block: str  # "attention" or "ffn"
+    kept: int  # heads or units
+    error_before: float
+    error_after: float
+    applied: bool
+
+
+@torch.no_grad()
+def least_squares_correction(small: nn.Module, full: nn.Module,
+                             batches: list[Mapping[str, Any]], *, ridge: float = 1e-3,
+                             subnet: Subnet | None = None) -> list[BlockFit]:
+    """Refit the output weights of the kept heads and units of ``small`` in place.
+
+    For each kept block in order (layer 0 attention, layer 0 FFN, layer 1 ...) the
+    calibration ``batches`` run through both models; with ``X`` the kept heads' context
+    vectors (or kept units' activations) in ``small``, ``R`` its residual input and ``Z``
+    the full model's pre-LayerNorm activation at the same place, ``[W b]`` minimises
+    ``|X W^T + b - (Z - R)|^2 + ridge * |W|^2`` over the non-padding tokens. Both models
+    run in eval mode. Returns one ``BlockFit`` per block.
+    """
+    subnet = subnet or subnet_of(small)
+    if subnet is None:
+        raise NaspruneError("the small model does not say which sub-network it is "
+                            "(no nasprune_subnet in its config); pass subnet=")
+    sa, fa = get_adapter(small), get_adapter(full)
+    subnet.validate(fa.shape)
+    modes = small.training, full.training
+    small.eval()
+    full.eval()
+    fits = []
+    try:
+        for i, (h, u) in enumerate(subnet.layers):
+            for block, kept, out_name, norm_name in (("attention", h, "attn_out", "attn_norm"),
+                                                     ("ffn", u, "ffn_out", "ffn_norm")):
+                if kept == 0:
+                    continue
+                lin = getattr(sa, out_name)(i)
+                fit = _fit_block(small, full, lin, getattr(sa, norm_name)(i),
+                                 getattr(fa, norm_name)(i), batches, ridge)
+                fits.append(BlockFit(i, block, kept, *fit))
+    finally:
+        small.train(modes[0])
+        full.train(modes[1])
+    return fits
+
+
+def _fit_block(small, full, lin: nn.Linear, small_norm, full_norm, batches, ridge):
+    k, hidden = lin.in_features, lin.out_features
+    has_bias = lin.bias is not None
+    n = k + int(has_bias)
+    gram = torch.zeros(n, n, dtype=torch.float64)
+    cross = torch.zeros(n, hidden, dtype=torch.float64)
+    target_sq = 0.0
+    store: dict[str, torch.Tensor] = {}
+    handles = [lin.register_forward_hook(_capture_io(store, "lin")),
+               small_norm.register_forward_pre_hook(_capture_input(store, "small")),
+               full_norm.register_forward_pre_hook(_capture_input(store, "full"))]
+    try:
+        for batch in batches:
+            store.clear()
+            small(**model_inputs(batch, _device(small)))
+            full(**model_inputs(batch, _device(full)))
+            keep = batch["attention_mask"].bool().reshape(-1).cpu()
+            x = store["lin_in"].reshape(-1, k).double().cpu()[keep]
+            residual = (store["small"] - store["lin_out"]).reshape(-1, hidden)
+            target = (store["full"].to(residual.device).reshape(-1, hidden) - residual)
+            target = target.double().cpu()[keep]
+            if has_bias:
+                x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+            gram += x.T @ x
+            cross += x.T @ target
+            target_sq += float((target**2).sum())
+    finally:
+        for handle in handles:
+            handle.remove()
+    old = lin.weight.detach().double().cpu().T
+    if has_bias:
+        old = torch.cat([old, lin.bias.detach().double().cpu()[None]], 0)
+
+    def error(w):  # |A w - T|^2 from the accumulated moments, relative to |T|^2
+        value = float((w * (gram @ w)).sum() - 2 * (w * cross).sum()) + target_sq
+        return max(0.0, value) / max(target_sq, 1e-30)
+
+    reg = torch.zeros(n, dtype=torch.float64)
+    reg[:k] = ridge * float(gram.diagonal()[:k].mean()) + 1e-12
+    try:
+        new = torch.linalg.solve(gram + torch.diag(reg), cross)
+    except RuntimeError:  # singular even with the ridge: keep the weights
+        new = old
+    before, after = error(old), error(new)
+    applied = bool(np.isfinite(after)) and after < before
+    if applied:
+        dtype = lin.weight.dtype
+        lin.weight.copy_(new[:k].T.to(dtype).to(lin.weight.device))
+        if has_bias:
+            lin.bias.copy_(new[k].to(dtype).to(lin.bias.device))
+    return before, min(after, before) if applied else before, applied
+
+
+# ----------------------------------------------------------------------- distillation
+
+
+def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *, steps: int = 300,
+            batch_size: int = 16, learning_rate: float = 5e-5, warmup_ratio: float = 0.1,
+            temperature: float = 2.0, alpha: float = 0.0, seed: int = 0,
+            pad_id: int = 0) -> dict:
+    """Fine-tune ``student`` for ``steps`` on ``teacher``'s soft predictions (plus
+    ``alpha`` x the labels loss). The teacher stays frozen in eval mode."""
+    if steps <= 0:
+        return {"steps": 0, "loss": []}
+    device = _device(student)
+    token_types = uses_token_types(student)
+    modes = student.training, teacher.training
+    teacher.eval()
+    student.train()
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
+    warmup = int(warmup_ratio * steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup
+        else max(0.0, (steps - s) / max(1, steps - warmup)))
+    losses, done, epoch = [], 0, 0
+    torch.manual_seed(seed)
+    try:
+        while done < steps:
+            for indices in grouped_batches(train, batch_size, seed + epoch):
+                if done >= steps:
+                    break
+                batch = {k: v.to(device) for k, v in
+                         collate(train, indices, pad_id, token_types).items()}
+                with torch.no_grad():
+                    target = teacher(**model_inputs(batch, _device(teacher))).logits.to(device)
+                out = student(**batch) if alpha else student(**model_inputs(batch))
+                loss = distillation_loss(out.logits, target, temperature)
+                if alpha:
+                    loss = (1 - alpha) * loss + alpha * out.loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(float(loss.detach()))
+                done += 1
+            epoch += 1
+    finally:
+        student.train(modes[0])
+        teacher.train(modes[1])
+    tail = losses[-max(1, len(losses) // 10):]
+    return {"steps": done, "first_loss": losses[0], "last_loss": sum(tail) / len(tail)}
+
+
+# ------------------------------------------------------------------------- recover()
+
+
+@dataclass
+class RecoveryReport:
+    """Metrics of the sub-network before and after each step (validation set when given)."""
+
+    config: dict
+    before: dict[str, float] | None = None
+    after: dict[str, float] | None = None
+    steps: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def recover(small: nn.Module, full: nn.Module, train: Encoded, *,
+            validation: Encoded | None = None, preset: TaskPreset | None = None,
+            config: RecoveryConfig | None = None, pad_id: int = 0,
+            subnet: Subnet | None = None) -> RecoveryReport:
+    """Apply ``config.method`` to the extracted ``small`` (in place) with ``full`` as the
+    reference; calibration and distillation data come from ``train``. With ``validation``
+    and ``preset`` the task metric is measured before and after every step."""
+    cfg = config or RecoveryConfig()
+    start = time.perf_counter()
+    shapes = _shapes(small)
+    report = RecoveryReport(cfg.to_dict())
+    calib_set = subset(train, cfg.calibration_examples, cfg.seed)
+    calib = list(iter_batches(calib_set, cfg.calibration_batch_size, small, pad_id))
+
+    def measure() -> dict[str, float]:
+        was = small.training
+        small.eval()
+        scores = {"logits_mse": logits_mse(small, full, calib)}
+        small.train(was)
+        if validation is not None and preset is not None:
+            scores.update(evaluate(small, validation, preset, pad_id=pad_id))
+            small.train(was)
+        return scores
+
+    report.before = measure()
+    if cfg.method in ("least-squares", "both"):
+        fits = least_squares_correction(small, full, calib, ridge=cfg.ridge, subnet=subnet)
+        report.steps.append({"step": "least-squares", "blocks": [asdict(f) for f in fits],
+                             **measure()})
+    if cfg.method in ("distill", "both") and cfg.distill_steps:
+        info = distill(small, full, train, steps=cfg.distill_steps,
+                       batch_size=cfg.distill_batch_size, learning_rate=cfg.learning_rate,
+                       warmup_ratio=cfg.warmup_ratio, temperature=cfg.temperature,
+                       alpha=cfg.alpha, seed=cfg.seed, pad_id=pad_id)
+        small.eval()
+        report.steps.append({"step": "distill", **info, **measure()})
+    small.eval()
+    report.after = report.steps[-1] if report.steps else report.before
+    report.after = {k: v for k, v in report.after.items()
+                    if isinstance(v, float) and k not in ("first_loss", "last_loss")}
+    if _shapes(small) != shapes:  # a bug, never a user mistake
+        raise AssertionError("recovery changed the shape of the sub-network")
+    report.seconds = time.perf_counter() - start
+    if not math.isfinite(report.after.get("logits_mse", 0.0)):
+        raise NaspruneError("recovery diverged (non-finite outputs); rerun with method=none")
+    return report

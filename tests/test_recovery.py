@@ -1,0 +1,132 @@
+"""Recovery of an extracted sub-network: least-squares correction and short distillation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nasprune.adapters import tiny_model
+from nasprune.data import PRESETS, Encoded
+from nasprune.errors import NaspruneError
+from nasprune.recovery import (
+    RecoveryConfig,
+    distill,
+    least_squares_correction,
+    logits_mse,
+    recover,
+)
+from nasprune.subnet import Subnet
+from nasprune.supernet import Supernet
+from nasprune.training import iter_batches
+
+# 3 layers x 4 heads x 8, FFN 48: partial blocks, a removed attention, a removed FFN
+SUBNET = Subnet(((2, 24), (0, 16), (3, 0)))
+
+
+def _encoded(n=96, seed=0) -> Encoded:
+    rng = np.random.default_rng(seed)
+    ids = [rng.integers(5, 100, size=int(rng.integers(6, 14))).astype(np.int32) for _ in range(n)]
+    return Encoded(ids, [np.zeros_like(x, dtype=np.int8) for x in ids],
+                   rng.integers(0, 2, size=n))
+
+
+def _setup(family="bert"):
+    torch.set_num_threads(2)
+    full = tiny_model(family, layers=3, heads=4, head_dim=8, ffn=48, seed=2)
+    with torch.no_grad():  # larger weights than the default init: outputs that differ
+        for name, p in full.named_parameters():
+            if p.dim() == 2 and "embeddings" not in name:
+                p.normal_(0, 0.3)
+    sn = Supernet(full)
+    tt = family != "distilbert"
+    sn.reorder_by_importance(iter_batches(_encoded(32, 5), 16, full) if tt else
+                             _no_types(iter_batches(_encoded(32, 5), 16, full)))
+    return sn, sn.extract(SUBNET)
+
+
+def _no_types(batches):
+    for b in batches:
+        b.pop("token_type_ids", None)
+        yield b
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_least_squares_lowers_the_calibration_error_and_keeps_shapes(family):
+    sn, small = _setup(family)
+    full_state = _state(sn.model)
+    shapes = {k: v.shape for k, v in small.state_dict().items()}
+    calib = list(iter_batches(_encoded(), 32, small))
+    before = logits_mse(small.eval(), sn.model.eval(), calib)
+    fits = least_squares_correction(small, sn.model, calib, ridge=1e-4)
+    # one fit per kept block, in order; each one lowers (or keeps) its own error
+    assert [(f.layer, f.block) for f in fits] == [(0, "attention"), (0, "ffn"), (1, "ffn"),
+                                                 (2, "attention")]
+    assert all(f.error_after <= f.error_before for f in fits)
+    assert any(f.applied and f.error_after < 0.9 * f.error_before for f in fits)
+    after = logits_mse(small, sn.model, calib)
+    assert after < before
+    assert {k: v.shape for k, v in small.state_dict().items()} == shapes
+    assert all(torch.equal(v, full_state[k]) for k, v in sn.model.state_dict().items())
+
+
+def test_least_squares_leaves_the_full_subnetwork_exact():
+    """The full model's own weights already fit perfectly: nothing to change."""
+    sn, _ = _setup()
+    full = sn.extract(sn.shape.full)
+    calib = list(iter_batches(_encoded(), 32, full))
+    fits = least_squares_correction(full, sn.model, calib, ridge=1e-4)
+    assert all(f.error_before < 1e-10 for f in fits)
+    assert logits_mse(full, sn.model, calib) < 1e-10
+
+
+def test_least_squares_needs_to_know_the_subnetwork():
+    sn, _ = _setup()
+    with pytest.raises(NaspruneError, match="sub-network"):
+        least_squares_correction(tiny_model("bert", layers=3, heads=4, head_dim=8, ffn=48),
+                                 sn.model, [])
+
+
+def test_distillation_moves_the_subnetwork_towards_the_full_model():
+    sn, small = _setup()
+    shapes = {k: v.shape for k, v in small.state_dict().items()}
+    train = _encoded(64, 1)
+    calib = list(iter_batches(train, 32, small))
+    before = logits_mse(small.eval(), sn.model.eval(), calib)
+    info = distill(small, sn.model, train, steps=40, batch_size=16, learning_rate=3e-3,
+                   temperature=1.0)
+    assert info["steps"] == 40
+    assert logits_mse(small.eval(), sn.model, calib) < 0.5 * before
+    assert {k: v.shape for k, v in small.state_dict().items()} == shapes
+
+
+@pytest.mark.parametrize("method", ["least-squares", "distill", "both", "none"])
+def test_recover_reports_before_and_after_and_never_changes_shapes(method):
+    sn, small = _setup()
+    shapes = {k: v.shape for k, v in small.state_dict().items()}
+    cfg = RecoveryConfig(method=method, calibration_examples=64, distill_steps=20,
+                         learning_rate=1e-3)
+    report = recover(small, sn.model, _encoded(96, 1), validation=_encoded(40, 7),
+                     preset=PRESETS["sst2"], config=cfg)
+    assert {k: v.shape for k, v in small.state_dict().items()} == shapes
+    assert {"accuracy", "error", "logits_mse"} <= set(report.before)
+    assert {"accuracy", "error", "logits_mse"} <= set(report.after)
+    expected = {"least-squares": ["least-squares"], "distill": ["distill"],
+                "both": ["least-squares", "distill"], "none": []}[method]
+    assert [s["step"] for s in report.steps] == expected
+    if method != "none":
+        assert report.after["logits_mse"] < report.before["logits_mse"]
+    else:
+        assert report.after == report.before
+    assert report.to_dict()["config"]["method"] == method
+
+
+def test_bad_recovery_config():
+    for kwargs in ({"method": "magic"}, {"calibration_examples": 0}, {"temperature": 0},
+                   {"alpha": 2.0}, {"distill_steps": -1}):
+        with pytest.raises(NaspruneError):
+            RecoveryConfig(**kwargs)
