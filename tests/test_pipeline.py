@@ -22,14 +22,33 @@ def tiny_run_config(model_dir, shared_data, **search) -> RunConfig:
     )
 
 
-def test_run_until_search_then_resume_skips_finished_stages(tmp_path, tiny_model_dir,
-                                                            shared_data):
+def test_run_end_to_end_then_resume_skips_finished_stages(tmp_path, tiny_model_dir,
+                                                          shared_data):
+    import torch
+
+    from nasprune.data import batches, encode, load_task_data
+    from nasprune.export import load
+    from nasprune.subnet import Subnet
+    from nasprune.supernet import Supernet
+
     cfg = tiny_run_config(tiny_model_dir, shared_data)
-    first = run(cfg, tmp_path, progress=False, until="search")
+    first = run(cfg, tmp_path, progress=False)
     assert first["trials"] == 12 and first["evaluated_now"] == 12
     assert (tmp_path / "supernet" / "order.json").is_file()
     assert (tmp_path / "search" / "pareto.png").stat().st_size > 0
     assert first["pick"]["params_fraction"] <= 0.9
+    # the export is the picked sub-network, physically smaller, computing what use() computed
+    exported = load(first["export_dir"], backend="torch")
+    picked = Subnet(tuple(map(tuple, first["pick"]["subnet"]["layers"])))
+    assert exported.subnet == picked
+    assert sum(p.numel() for p in exported.model.parameters()) == first["pick"]["params"]
+    supernet = Supernet.from_pretrained(tmp_path / "supernet")
+    data = load_task_data(cfg.data)
+    batch = next(iter(batches(encode(exported.tokenizer, data, "validation"), 8)))
+    batch.pop("labels")
+    with torch.inference_mode(), supernet.use(picked) as model:
+        expected = model.eval()(**batch).logits
+    assert torch.allclose(exported.model.eval()(**batch).logits, expected, atol=1e-4)
     weights = tmp_path / "finetune" / "model" / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
 

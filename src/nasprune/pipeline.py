@@ -162,9 +162,15 @@ def search_stage(cfg: RunConfig, data: TaskData, run_dir: Path, supernet, tokeni
 
 def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data: TaskData,
                  validation: Encoded) -> Path:
-    from nasprune.export import export_model
+    """The picked sub-network as a deployable directory; kept when it already holds the pick."""
+    from nasprune.export import MANIFEST, SUBNET_FILE, export_model
 
     out = run_dir / EXPORT_DIR
+    if (out / MANIFEST).is_file() and (out / SUBNET_FILE).is_file():
+        stored = json.loads((out / SUBNET_FILE).read_text())
+        if [list(layer) for layer in stored.get("layers", [])] == [
+                list(layer) for layer in trial.subnet.layers]:
+            return out
     return export_model(
         supernet, trial.subnet, out, tokenizer=tokenizer, metrics=dict(trial.metrics),
         source_model=cfg.model, formats=cfg.export_formats, quantize=cfg.quantize,
