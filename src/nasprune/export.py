@@ -537,6 +537,8 @@ def verify(directory: str | os.PathLike) -> dict:
         if required not in files:
             raise NaspruneError(f"{directory}: the manifest lists no {required}")
     for rel, entry in files.items():
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise NaspruneError(f"{directory / MANIFEST} lists a path outside the export: {rel}")
         path = directory / rel
         if not path.is_file():
             raise NaspruneError(f"{directory}: {rel} is missing")
