@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -267,3 +269,47 @@ def test_killed_worker_loses_and_doubles_nothing(pool, evaluator, local_result, 
     assert set(finished) == {t.subnet for t in result.trials} == \
         {t.subnet for t in local_result.trials}  # nothing lost: the killed one was retried
     assert {t.subnet for t in result.front} == {t.subnet for t in local_result.front}
+
+
+# --------------------------------------------------------------------------- pipeline + CLI
+
+
+def _cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "nasprune", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_cli_rejects_an_unknown_backend_in_one_line(tmp_path):
+    done = _cli("run", "--task", "sst2", "--run-dir", str(tmp_path), "--backend", "dask")
+    assert done.returncode == 2 and "unknown backend 'dask'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_cli_search_on_worker_processes_matches_in_process(tmp_path, tiny_model_dir,
+                                                            shared_data):
+    from nasprune.data import DataConfig
+    from nasprune.pipeline import RunConfig, SearchConfig, config_of_run, run
+    from nasprune.training import TrainConfig
+
+    local = tmp_path / "local"
+    cfg = RunConfig(model=str(tiny_model_dir),
+                    data=DataConfig(task="sst2", data_dir=str(shared_data),
+                                    max_train_examples=64, max_eval_examples=48),
+                    train=TrainConfig(epochs=1, batch_size=16, progress=False),
+                    search=SearchConfig(space="layerwise", searcher="random", trials=8,
+                                        unit_step=16, calibration_examples=16))
+    run(cfg, local, progress=False, until="search")
+    parallel = tmp_path / "parallel"  # same fine-tuned super-network, search not yet run
+    shutil.copytree(local, parallel, ignore=shutil.ignore_patterns("search"))
+    done = _cli("search", str(parallel), "--space", "layerwise", "--searcher", "random",
+                "--trials", "8", "--unit-step", "16", "--calibration-examples", "16",
+                "--backend", "process", "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    assert config_of_run(parallel).search.backend == "process"
+    with TrialStore.for_run(local) as a, TrialStore.for_run(parallel) as b:
+        expected = {t.subnet: t.metrics for t in a.trials()}
+        got = {t.subnet: t.metrics for t in b.trials()}
+    assert set(got) == set(expected) and len(got) == 8
+    for subnet, metrics in got.items():
+        assert metrics == pytest.approx(expected[subnet])

@@ -51,10 +51,20 @@ class SearchConfig:
     calibration_examples: int = 512
     eval_batch_size: int = 64
     seed: int = 0
-    backend: str = "local"
+    backend: str = "local"  # local (in process), process (worker processes), ray
     workers: int = 1
+    address: str | None = None  # ray: None = a private local Ray, "auto", "ray://host:port"
+    cpus_per_worker: float = 1
+    gpus_per_worker: float = 0
 
     def __post_init__(self) -> None:
+        from nasprune.search.executors import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise NaspruneError(f"unknown backend {self.backend!r}; choose one of "
+                                + ", ".join(BACKENDS))
+        if self.workers < 1:
+            raise NaspruneError("workers must be at least 1")
         self.objectives = tuple(self.objectives)
         if self.objectives[0] != "error" or len(self.objectives) not in (2, 3):
             raise NaspruneError("objectives: 'error' followed by one or two of "
@@ -155,9 +165,21 @@ def search_stage(cfg: RunConfig, data: TaskData, run_dir: Path, supernet, tokeni
         supernet, validation, data.preset, cost=CostModel(supernet, cfg.train.max_length),
         batch_size=s.eval_batch_size, pad_id=tokenizer.pad_token_id or 0,
         latency="latency" in s.objectives, seed=s.seed)
-    with TrialStore.for_run(run_dir) as store:
-        return run_search(space, searcher, evaluator, store, s.trials, s.objectives,
-                          progress=progress, low_fidelity=s.low_fidelity)
+    executor = None
+    if s.backend != "local":  # workers rebuild the evaluator from its spec, once each
+        from nasprune.search.executors import make_executor
+
+        executor = make_executor(s.backend, evaluator, workers=s.workers, address=s.address,
+                                 cpus_per_worker=s.cpus_per_worker,
+                                 gpus_per_worker=s.gpus_per_worker)
+    try:
+        with TrialStore.for_run(run_dir) as store:
+            return run_search(space, searcher, evaluator, store, s.trials, s.objectives,
+                              executor=executor, progress=progress,
+                              low_fidelity=s.low_fidelity)
+    finally:
+        if executor is not None:
+            executor.close()
 
 
 def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data: TaskData,
