@@ -144,6 +144,19 @@ def _objectives(text: str) -> tuple[str, ...]:
     return tuple(o.strip() for o in text.split(",") if o.strip())
 
 
+# where candidates are evaluated (nasprune.search.executors; docs/distributed.md)
+BackendOpt = Annotated[str, typer.Option(help="Where candidates are evaluated: local (in process), process (worker processes), ray (Ray actors; nasprune[ray]).")]
+AddressOpt = Annotated[str | None, typer.Option(help="ray: cluster to join, 'auto' or 'ray://head:10001' (default: a private local Ray).")]
+WorkersOpt = Annotated[int, typer.Option(help="process/ray: parallel workers, each holding the super-network once.")]
+CpusPerWorkerOpt = Annotated[float, typer.Option(help="process/ray: CPUs (and torch threads) per worker.")]
+GpusPerWorkerOpt = Annotated[float, typer.Option(help="ray: GPUs per worker (fractions share a GPU).")]
+
+
+def _executor_options(backend, address, workers, cpus_per_worker, gpus_per_worker) -> dict:
+    return {"backend": backend, "address": address, "workers": workers,
+            "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker}
+
+
 def _print_summary(record: dict, run_dir: Path) -> None:
     from rich.table import Table
 
@@ -203,6 +216,11 @@ def run(
     export_format: Annotated[str, typer.Option("--format", help="Export format(s): hf, or hf,onnx.")] = "hf",
     quantize: Annotated[str | None, typer.Option(help="int8: also write a dynamically quantized copy.")] = None,
     until: Annotated[str, typer.Option(help="Stop after this stage: finetune, search, export.")] = "export",
+    backend: BackendOpt = "local",
+    address: AddressOpt = None,
+    workers: WorkersOpt = 2,
+    cpus_per_worker: CpusPerWorkerOpt = 1.0,
+    gpus_per_worker: GpusPerWorkerOpt = 0.0,
 ) -> None:
     """Fine-tune → reorder → search → Pareto → export, in one resumable run directory."""
     from nasprune.pipeline import RunConfig, SearchConfig
@@ -222,7 +240,8 @@ def run(
                             objectives=_objectives(objectives), any_heads=any_heads,
                             unit_step=unit_step, low_fidelity=low_fidelity,
                             importance=importance, calibration_examples=calibration_examples,
-                            seed=seed),
+                            seed=seed, **_executor_options(backend, address, workers,
+                                                           cpus_per_worker, gpus_per_worker)),
         pick=pick, export_formats=_objectives(export_format), quantize=quantize)
     _print_summary(run_pipeline(cfg, run_dir, until=until), run_dir)
 
@@ -246,6 +265,11 @@ def search(
     calibration_examples: CalibOpt = 512,
     seed: SeedOpt = 0,
     pick: Annotated[str, typer.Option(help="Budget rule shown in the summary.")] = "params<=0.5",
+    backend: BackendOpt = "local",
+    address: AddressOpt = None,
+    workers: WorkersOpt = 2,
+    cpus_per_worker: CpusPerWorkerOpt = 1.0,
+    gpus_per_worker: GpusPerWorkerOpt = 0.0,
 ) -> None:
     """Search the sub-networks of a run's fine-tuned model (resumes a stopped search)."""
     from nasprune.pipeline import SearchConfig, config_of_run
@@ -257,7 +281,8 @@ def search(
                               objectives=_objectives(objectives), any_heads=any_heads,
                               unit_step=unit_step, low_fidelity=low_fidelity,
                               importance=importance, calibration_examples=calibration_examples,
-                              seed=seed)
+                              seed=seed, **_executor_options(backend, address, workers,
+                                                             cpus_per_worker, gpus_per_worker))
     cfg.pick = pick
     _print_summary(run_pipeline(cfg, run_dir, until="search"), run_dir)
 
