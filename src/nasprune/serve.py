@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
 import os
 import threading
 import time
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from nasprune.errors import NaspruneError, require
+
+_log = logging.getLogger("nasprune.serve")
 
 #: One input: a text, or a text pair (premise, hypothesis).
 Item = tuple[str, str | None]
@@ -70,11 +73,12 @@ class ServeConfig:
 # --------------------------------------------------------------------------- model
 
 
-def load_for_inference(model_dir: str | Path):
-    """``(model, tokenizer)`` in eval mode from an exported pruned model or a HF directory.
+def load_for_inference(model_dir: str | Path, *, threads: int | None = None):
+    """``(model, tokenizer)`` in eval mode from a nasprune export or a plain HF directory.
 
-    An export (a directory with ``subnet.json``) is loaded by ``nasprune.export.load``
-    when that module is present, because a pruned model may not fit the stock config.
+    An export (``subnet.json`` + ``manifest.json``) goes through ``nasprune.export.load``,
+    which verifies checksums and builds the pruned architecture (possibly ONNX Runtime);
+    anything else through ``AutoModelForSequenceClassification.from_pretrained``.
     """
     path = Path(model_dir).expanduser()
     if not path.is_dir():
@@ -82,13 +86,13 @@ def load_for_inference(model_dir: str | Path):
     if not (path / "config.json").is_file():
         raise NaspruneError(f"{path} is not a model directory (no config.json)")
     loaded = None
-    if (path / "subnet.json").is_file():
+    if (path / "subnet.json").is_file() and (path / "manifest.json").is_file():
         try:
             from nasprune import export
         except ImportError:
             export = None
         if export is not None and hasattr(export, "load"):
-            loaded = export.load(path)
+            loaded = export.load(path, threads=threads)
     if loaded is None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -98,17 +102,11 @@ def load_for_inference(model_dir: str | Path):
         except (OSError, ValueError) as exc:
             raise NaspruneError(f"cannot load {path}: {str(exc).splitlines()[0]}") from exc
         loaded = (model, tokenizer)
-    model, tokenizer = _unpack_loaded(loaded)
+    model, tokenizer = loaded  # a tuple, or an Export (which unpacks the same way)
+    if tokenizer is None:
+        raise NaspruneError(f"{path} has no tokenizer files; serving needs one")
     model.eval()
     return model, tokenizer
-
-
-def _unpack_loaded(loaded) -> tuple[Any, Any]:
-    if isinstance(loaded, tuple):
-        return loaded[0], loaded[1]
-    if isinstance(loaded, dict):
-        return loaded["model"], loaded["tokenizer"]
-    return loaded.model, loaded.tokenizer
 
 
 def _read_json(path: Path) -> dict | None:
@@ -124,16 +122,19 @@ class Predictor:
     def __init__(self, model, tokenizer, *, max_length: int = 128, model_dir: Path | None = None):
         self.model = model
         self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.model_dir = model_dir
         config = model.config
+        # Never more tokens than the model has positions (a 500 on long inputs otherwise).
+        positions = getattr(config, "max_position_embeddings", None) or max_length
+        self.max_length = min(max_length, positions)
+        self.model_dir = model_dir
         self.regression = config.problem_type == "regression" or config.num_labels == 1
         id2label = getattr(config, "id2label", None) or {}
         self.labels = [str(id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path, *, max_length: int = 128) -> "Predictor":
-        model, tokenizer = load_for_inference(model_dir)
+    def from_dir(cls, model_dir: str | Path, *, max_length: int = 128,
+                 threads: int | None = None) -> "Predictor":
+        model, tokenizer = load_for_inference(model_dir, threads=threads)
         return cls(model, tokenizer, max_length=max_length, model_dir=Path(model_dir))
 
     def predict(self, items: Sequence[Item]) -> list[dict]:
@@ -304,6 +305,7 @@ class DynamicBatcher:
                         p.future.set_exception(QueueFull("server is shutting down"))
                 raise
             except Exception as exc:  # noqa: BLE001 - a model failure fails this batch only
+                _log.exception("inference failed for a batch of %d items", len(items))
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(exc)
@@ -412,7 +414,7 @@ def create_app(model: "str | Path | Predictor", config: ServeConfig | None = Non
 
         torch.set_num_threads(config.torch_threads)
     predictor = model if isinstance(model, Predictor) else Predictor.from_dir(
-        model, max_length=config.max_length)
+        model, max_length=config.max_length, threads=config.torch_threads)
     description = predictor.describe()
     PredictRequest, PredictResponse = _request_models(config.max_items, config.max_text_chars)
 
@@ -438,26 +440,7 @@ def create_app(model: "str | Path | Predictor", config: ServeConfig | None = Non
     app.state.metrics = metrics
     app.state.config = config
 
-    open_paths = {"/healthz", "/readyz"}
-
-    @app.middleware("http")
-    async def guard_and_count(request: Request, call_next):
-        path = request.url.path
-        if config.token is not None and path not in open_paths:
-            given = request.headers.get("authorization", "")
-            expected = f"Bearer {config.token}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                response = JSONResponse({"detail": "missing or wrong bearer token"},
-                                        status_code=401,
-                                        headers={"WWW-Authenticate": "Bearer"})
-                metrics.requests.labels(path=_path_label(path), status="401").inc()
-                return response
-        started = time.perf_counter()
-        response = await call_next(request)
-        metrics.requests.labels(path=_path_label(path), status=str(response.status_code)).inc()
-        if path == "/v1/predict":
-            metrics.latency.observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(_GuardAndCount, token=config.token, metrics=metrics)
 
     @app.get("/healthz")
     async def healthz():
@@ -497,9 +480,56 @@ def create_app(model: "str | Path | Predictor", config: ServeConfig | None = Non
         except QueueFull as exc:
             raise HTTPException(503, detail=str(exc),
                                 headers={"Retry-After": str(config.retry_after_s)}) from None
+        except Exception:  # noqa: BLE001 - logged once per batch by the batcher
+            raise HTTPException(500, detail="inference failed") from None
         return {"predictions": results}
 
     return app
+
+
+class _GuardAndCount:
+    """Pure ASGI middleware: bearer-token check, request counts, predict latency.
+
+    ``/healthz`` and ``/readyz`` stay open so that probes need no secret.
+    """
+
+    OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+
+    def __init__(self, app, token: str | None, metrics: _Metrics):
+        self.app = app
+        self.expected = f"Bearer {token}".encode() if token else None
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        label = _path_label(path)
+        if self.expected is not None and path not in self.OPEN_PATHS:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                from starlette.responses import JSONResponse
+
+                self.metrics.requests.labels(path=label, status="401").inc()
+                response = JSONResponse({"detail": "missing or wrong bearer token"},
+                                        status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+        status = {"code": 500}
+
+        async def send_and_note(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            self.metrics.requests.labels(path=label, status=str(status["code"])).inc()
+            if path == "/v1/predict":
+                self.metrics.latency.observe(time.perf_counter() - started)
 
 
 def _path_label(path: str) -> str:
