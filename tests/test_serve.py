@@ -106,6 +106,19 @@ def test_predictor_matches_direct_forward(predictor):
     assert len(got) == 3 and sum(got[2]["scores"].values()) == pytest.approx(1.0)
 
 
+def test_length_sorted_chunks_give_the_same_answers(predictor):
+    """Sorting by length and padding per chunk must not change any prediction."""
+    items = [("good", None), ("the movie was not very fun and the plot was boring", None),
+             ("bad film", "the actors were great"), ("a", None), ("fun plot", None),
+             ("the", "the movie is good but the plot is awful and boring"), ("great", None)]
+    chunked = Predictor(predictor.model, predictor.tokenizer, chunk_size=2).predict(items)
+    for (text, pair), got in zip(items, chunked):
+        [alone] = predictor.predict([(text, pair)])
+        assert got["label"] == alone["label"]
+        assert got["scores"]["positive"] == pytest.approx(alone["scores"]["positive"],
+                                                          abs=1e-5)
+
+
 # --------------------------------------------------------------------------- API contract
 
 

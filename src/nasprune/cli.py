@@ -356,6 +356,7 @@ def serve(
     max_text_chars: Annotated[int, typer.Option(help="Characters per text.")] = 20_000,
     max_body_bytes: Annotated[int, typer.Option(help="Request body limit (413 beyond).")] = 1_000_000,
     max_length: Annotated[int, typer.Option(help="Tokens kept per input.")] = 128,
+    chunk_size: Annotated[int, typer.Option(help="A batch runs length-sorted in chunks of this many texts.")] = 16,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
@@ -368,7 +369,7 @@ def serve(
                       max_wait_ms=max_wait_ms, max_queue=max_queue, token=token,
                       max_items=max_items, max_text_chars=max_text_chars,
                       max_body_bytes=max_body_bytes, max_length=max_length,
-                      torch_threads=threads, log_level=log_level)
+                      chunk_size=chunk_size, torch_threads=threads, log_level=log_level)
     if host not in ("127.0.0.1", "localhost", "::1") and not cfg.token:
         console.print(f"[yellow]warning[/]: serving on {host} without a token")
     console.print(f"serving {model_dir} on http://{host}:{port}")

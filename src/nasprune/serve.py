@@ -47,6 +47,7 @@ class ServeConfig:
     max_items: int = 64  # texts (or pairs) per request
     max_text_chars: int = 20_000  # per text, before tokenisation
     max_length: int = 128  # tokens; longer inputs are truncated
+    chunk_size: int = 16  # a batch runs length-sorted in chunks of this many (less padding)
     torch_threads: int | None = None  # None = leave torch's default
     retry_after_s: int = 1
     log_level: str = "warning"
@@ -58,7 +59,8 @@ class ServeConfig:
             raise NaspruneError("max wait must be >= 0 ms")
         if self.max_queue < 1:
             raise NaspruneError("max queue must be >= 1")
-        if self.max_items < 1 or self.max_text_chars < 1 or self.max_length < 2:
+        if self.max_items < 1 or self.max_text_chars < 1 or self.max_length < 2 or \
+                self.chunk_size < 1:
             raise NaspruneError("input limits must be positive")
         if self.token == "":
             self.token = None
@@ -119,44 +121,81 @@ def _read_json(path: Path) -> dict | None:
 class Predictor:
     """Tokenise a batch of items and classify it; thread-confined to the worker thread."""
 
-    def __init__(self, model, tokenizer, *, max_length: int = 128, model_dir: Path | None = None):
+    def __init__(self, model, tokenizer, *, max_length: int = 128, chunk_size: int = 16,
+                 model_dir: Path | None = None):
         self.model = model
         self.tokenizer = tokenizer
         config = model.config
         # Never more tokens than the model has positions (a 500 on long inputs otherwise).
         positions = getattr(config, "max_position_embeddings", None) or max_length
         self.max_length = min(max_length, positions)
+        self.chunk_size = max(1, chunk_size)
+        self.pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
         self.model_dir = model_dir
         self.regression = config.problem_type == "regression" or config.num_labels == 1
         id2label = getattr(config, "id2label", None) or {}
         self.labels = [str(id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path, *, max_length: int = 128,
+    def from_dir(cls, model_dir: str | Path, *, max_length: int = 128, chunk_size: int = 16,
                  threads: int | None = None) -> "Predictor":
         model, tokenizer = load_for_inference(model_dir, threads=threads)
-        return cls(model, tokenizer, max_length=max_length, model_dir=Path(model_dir))
+        return cls(model, tokenizer, max_length=max_length, chunk_size=chunk_size,
+                   model_dir=Path(model_dir))
 
     def predict(self, items: Sequence[Item]) -> list[dict]:
-        """One result per item, in order. Singles and pairs are encoded as separate groups."""
+        """One result per item, in order.
+
+        Items are tokenised unpadded, sorted by length and run in chunks of at most
+        ``chunk_size``, each padded only to its own longest input: a batch of mixed
+        lengths padded to its longest member wastes most of its compute on padding.
+        """
         import torch
 
+        encoded = self._encode(items)
+        order = sorted(range(len(items)), key=lambda i: len(encoded[i]["input_ids"]))
         results: list[dict | None] = [None] * len(items)
-        singles = [i for i, (_, b) in enumerate(items) if b is None]
-        pairs = [i for i, (_, b) in enumerate(items) if b is not None]
         with torch.inference_mode():
-            for group, is_pair in ((singles, False), (pairs, True)):
-                if not group:
-                    continue
-                first = [items[i][0] for i in group]
-                second = [items[i][1] for i in group] if is_pair else None
-                enc = self.tokenizer(first, second, padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt")
-                enc = {k: v.to(self.model.device) for k, v in enc.items()}
-                logits = self.model(**enc).logits.float().cpu()
-                for row, i in zip(logits, group):
+            for start in range(0, len(order), self.chunk_size):
+                chunk = order[start:start + self.chunk_size]
+                batch = self._pad([encoded[i] for i in chunk])
+                logits = self.model(**batch).logits.float().cpu()
+                for row, i in zip(logits, chunk):
                     results[i] = self._result(row)
         return results  # type: ignore[return-value]
+
+    def _encode(self, items: Sequence[Item]) -> list[dict]:
+        """Token ids per item; singles and pairs are tokenised in one call each."""
+        encoded: list[dict | None] = [None] * len(items)
+        singles = [i for i, (_, b) in enumerate(items) if b is None]
+        pairs = [i for i, (_, b) in enumerate(items) if b is not None]
+        for group, is_pair in ((singles, False), (pairs, True)):
+            if not group:
+                continue
+            first = [items[i][0] for i in group]
+            second = [items[i][1] for i in group] if is_pair else None
+            enc = self.tokenizer(first, second, truncation=True, max_length=self.max_length)
+            for row, i in enumerate(group):
+                encoded[i] = {k: enc[k][row] for k in enc.keys()}
+        return encoded  # type: ignore[return-value]
+
+    def _pad(self, features: list[dict]) -> dict:
+        import torch
+
+        longest = max(len(f["input_ids"]) for f in features)
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        batch = {}
+        for key in features[0]:
+            fill = self.pad_id if key == "input_ids" else 0
+            tensor = torch.full((len(features), longest), fill, dtype=torch.long)
+            for row, f in enumerate(features):
+                values = torch.tensor(f[key], dtype=torch.long)
+                if left:
+                    tensor[row, longest - len(values):] = values
+                else:
+                    tensor[row, :len(values)] = values
+            batch[key] = tensor.to(self.model.device)
+        return batch
 
     def _result(self, logits) -> dict:
         if self.regression:
@@ -180,6 +219,7 @@ class Predictor:
             "labels": self.labels,
             "problem_type": "regression" if self.regression else "classification",
             "max_length": self.max_length,
+            "chunk_size": self.chunk_size,
             "subnet": None,
             "metrics": None,
         }
@@ -414,7 +454,8 @@ def create_app(model: "str | Path | Predictor", config: ServeConfig | None = Non
 
         torch.set_num_threads(config.torch_threads)
     predictor = model if isinstance(model, Predictor) else Predictor.from_dir(
-        model, max_length=config.max_length, threads=config.torch_threads)
+        model, max_length=config.max_length, chunk_size=config.chunk_size,
+        threads=config.torch_threads)
     description = predictor.describe()
     PredictRequest, PredictResponse = _request_models(config.max_items, config.max_text_chars)
 
