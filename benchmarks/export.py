@@ -123,8 +123,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1,
                         help="torch / ONNX Runtime threads; 1 is steadiest on shared cores")
-    parser.add_argument("--b1-rounds", type=int, default=10)
-    parser.add_argument("--b32-rounds", type=int, default=2)
+    parser.add_argument("--b1-rounds", type=int, default=15)
+    parser.add_argument("--b32-rounds", type=int, default=3)
     parser.add_argument("--eval-examples", type=int, default=872,
                         help="SST-2 validation examples for accuracy (fine-tuned model only)")
     parser.add_argument("--calibration", type=int, default=64, help="SST-2 train examples")
