@@ -147,24 +147,49 @@ def least_squares_correction(small: nn.Module, full: nn.Module,
     modes = small.training, full.training
     small.eval()
     full.eval()
+    blocks = [(i, block, kept, out_name, norm_name)
+              for i, (h, u) in enumerate(subnet.layers)
+              for block, kept, out_name, norm_name in (("attention", h, "attn_out", "attn_norm"),
+                                                       ("ffn", u, "ffn_out", "ffn_norm"))
+              if kept]
     fits = []
     try:
-        for i, (h, u) in enumerate(subnet.layers):
-            for block, kept, out_name, norm_name in (("attention", h, "attn_out", "attn_norm"),
-                                                     ("ffn", u, "ffn_out", "ffn_norm")):
-                if kept == 0:
-                    continue
-                lin = getattr(sa, out_name)(i)
-                fit = _fit_block(small, full, lin, getattr(sa, norm_name)(i),
-                                 getattr(fa, norm_name)(i), batches, ridge)
-                fits.append(BlockFit(i, block, kept, *fit))
+        targets = _full_activations(full, [getattr(fa, b[4])(b[0]) for b in blocks], batches)
+        for j, (i, block, kept, out_name, norm_name) in enumerate(blocks):
+            fit = _fit_block(small, getattr(sa, out_name)(i), getattr(sa, norm_name)(i),
+                             batches, [t[j] for t in targets], ridge)
+            fits.append(BlockFit(i, block, kept, *fit))
     finally:
         small.train(modes[0])
         full.train(modes[1])
     return fits
 
 
-def _fit_block(small, full, lin: nn.Linear, small_norm, full_norm, batches, ridge):
+def _tokens(batch) -> torch.Tensor:
+    return batch["attention_mask"].bool().reshape(-1).cpu()
+
+
+def _full_activations(full, norms, batches) -> list[list[torch.Tensor]]:
+    """Per batch, per norm: the full model's pre-LayerNorm activations at real tokens
+    (one pass of the full model instead of one per block)."""
+    store: dict[str, torch.Tensor] = {}
+    handles = [norm.register_forward_pre_hook(_capture_input(store, str(j)))
+               for j, norm in enumerate(norms)]
+    out = []
+    try:
+        for batch in batches:
+            store.clear()
+            full(**model_inputs(batch, _device(full)))
+            keep = _tokens(batch)
+            out.append([store[str(j)].reshape(keep.numel(), -1).float().cpu()[keep]
+                        for j in range(len(norms))])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out
+
+
+def _fit_block(small, lin: nn.Linear, small_norm, batches, targets, ridge):
     k, hidden = lin.in_features, lin.out_features
     has_bias = lin.bias is not None
     n = k + int(has_bias)
@@ -173,18 +198,15 @@ def _fit_block(small, full, lin: nn.Linear, small_norm, full_norm, batches, ridg
     target_sq = 0.0
     store: dict[str, torch.Tensor] = {}
     handles = [lin.register_forward_hook(_capture_io(store, "lin")),
-               small_norm.register_forward_pre_hook(_capture_input(store, "small")),
-               full_norm.register_forward_pre_hook(_capture_input(store, "full"))]
+               small_norm.register_forward_pre_hook(_capture_input(store, "small"))]
     try:
-        for batch in batches:
+        for batch, full_act in zip(batches, targets):
             store.clear()
             small(**model_inputs(batch, _device(small)))
-            full(**model_inputs(batch, _device(full)))
-            keep = batch["attention_mask"].bool().reshape(-1).cpu()
+            keep = _tokens(batch)
             x = store["lin_in"].reshape(-1, k).double().cpu()[keep]
             residual = (store["small"] - store["lin_out"]).reshape(-1, hidden)
-            target = (store["full"].to(residual.device).reshape(-1, hidden) - residual)
-            target = target.double().cpu()[keep]
+            target = full_act.double() - residual.double().cpu()[keep]
             if has_bias:
                 x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
             gram += x.T @ x
