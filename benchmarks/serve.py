@@ -201,7 +201,8 @@ def main() -> None:
         f"{subnet.layers[0][1]}` per layer ({flops:.0%} of the encoder FLOPs, {params:.0%} of "
         f"its parameters), served from a `nasprune export` directory; base served from a plain "
         f"Hugging Face directory. One uvicorn server per model, {args.threads} torch thread(s) "
-        f"each, dynamic batching (max 32 texts, max wait 5 ms); Locust (FastHttpUser, closed "
+        f"each, dynamic batching (max 32 texts, max wait 5 ms, length-sorted chunks of 8); "
+        f"Locust (FastHttpUser, closed "
         f"loop, no think time) in its own process; requests are SST-2 validation sentences. "
         f"SLO: p95 <= {args.slo_ms:g} ms; saturation = {summary_users['saturation_rule']}.",
         "",

@@ -356,7 +356,7 @@ def serve(
     max_text_chars: Annotated[int, typer.Option(help="Characters per text.")] = 20_000,
     max_body_bytes: Annotated[int, typer.Option(help="Request body limit (413 beyond).")] = 1_000_000,
     max_length: Annotated[int, typer.Option(help="Tokens kept per input.")] = 128,
-    chunk_size: Annotated[int, typer.Option(help="A batch runs length-sorted in chunks of this many texts.")] = 16,
+    chunk_size: Annotated[int, typer.Option(help="A batch runs length-sorted in chunks of this many texts.")] = 8,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:

@@ -47,7 +47,7 @@ class ServeConfig:
     max_items: int = 64  # texts (or pairs) per request
     max_text_chars: int = 20_000  # per text, before tokenisation
     max_length: int = 128  # tokens; longer inputs are truncated
-    chunk_size: int = 16  # a batch runs length-sorted in chunks of this many (less padding)
+    chunk_size: int = 8  # a batch runs length-sorted in chunks of this many (less padding)
     torch_threads: int | None = None  # None = leave torch's default
     retry_after_s: int = 1
     log_level: str = "warning"
@@ -121,7 +121,7 @@ def _read_json(path: Path) -> dict | None:
 class Predictor:
     """Tokenise a batch of items and classify it; thread-confined to the worker thread."""
 
-    def __init__(self, model, tokenizer, *, max_length: int = 128, chunk_size: int = 16,
+    def __init__(self, model, tokenizer, *, max_length: int = 128, chunk_size: int = 8,
                  model_dir: Path | None = None):
         self.model = model
         self.tokenizer = tokenizer
@@ -137,7 +137,7 @@ class Predictor:
         self.labels = [str(id2label.get(i, f"LABEL_{i}")) for i in range(config.num_labels)]
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path, *, max_length: int = 128, chunk_size: int = 16,
+    def from_dir(cls, model_dir: str | Path, *, max_length: int = 128, chunk_size: int = 8,
                  threads: int | None = None) -> "Predictor":
         model, tokenizer = load_for_inference(model_dir, threads=threads)
         return cls(model, tokenizer, max_length=max_length, chunk_size=chunk_size,
