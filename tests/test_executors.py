@@ -286,8 +286,11 @@ def test_cli_rejects_an_unknown_backend_in_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_search_on_worker_processes_matches_in_process(tmp_path, tiny_model_dir,
-                                                            shared_data):
+@pytest.mark.parametrize("backend", ["process", "ray"])
+def test_cli_search_on_workers_matches_in_process(backend, tmp_path, tiny_model_dir,
+                                                  shared_data):
+    """The user's path: `nasprune search --backend ...` (for Ray: a private local Ray that
+    the command starts and shuts down itself)."""
     from nasprune.data import DataConfig
     from nasprune.pipeline import RunConfig, SearchConfig, config_of_run, run
     from nasprune.training import TrainConfig
@@ -304,9 +307,9 @@ def test_cli_search_on_worker_processes_matches_in_process(tmp_path, tiny_model_
     shutil.copytree(local, parallel, ignore=shutil.ignore_patterns("search"))
     done = _cli("search", str(parallel), "--space", "layerwise", "--searcher", "random",
                 "--trials", "8", "--unit-step", "16", "--calibration-examples", "16",
-                "--backend", "process", "--workers", "2")
+                "--backend", backend, "--workers", "2")
     assert done.returncode == 0, done.stderr
-    assert config_of_run(parallel).search.backend == "process"
+    assert config_of_run(parallel).search.backend == backend
     with TrialStore.for_run(local) as a, TrialStore.for_run(parallel) as b:
         expected = {t.subnet: t.metrics for t in a.trials()}
         got = {t.subnet: t.metrics for t in b.trials()}

@@ -350,10 +350,11 @@ class RayExecutor(_WorkerPool):
     """Ray actors, each building the evaluator once from a factory put in the object store.
 
     ``address=None`` starts a private local Ray (``num_cpus = workers * cpus_per_worker``, no
-    dashboard) unless Ray is already initialised in this process; ``"auto"`` or
-    ``"ray://host:10001"`` joins a running cluster. Each actor reserves ``cpus_per_worker``
-    CPUs and ``gpus_per_worker`` GPUs and uses that many torch threads. A dead actor
-    (``ray.kill``, a lost node) fails its in-flight job and is replaced by a new actor.
+    dashboard; shut down on ``close``) unless Ray is already initialised in this process;
+    ``"auto"`` (this machine's ``ray start`` cluster, or ``RAY_ADDRESS``), ``"host:6379"`` or
+    ``"ray://host:10001"`` (Ray Client) joins a running cluster. Each actor reserves
+    ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs and uses that many torch threads.
+    A dead actor (``ray.kill``, a lost node) fails its in-flight job and is replaced.
     """
 
     def __init__(self, factory: Callable[[], Evaluate], workers: int = 2, *,
@@ -365,13 +366,12 @@ class RayExecutor(_WorkerPool):
         self._ray = ray
         self._owns_ray = False
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
-                                      **(init_kwargs or {})}
-            if address:
-                kwargs.pop("include_dashboard")
-                ray.init(address=address, **kwargs)
-            else:
-                ray.init(num_cpus=max(1, math.ceil(workers * cpus_per_worker)), **kwargs)
+            if address:  # join a cluster: its resources and settings are the cluster's
+                ray.init(address=address, **(init_kwargs or {}))
+            else:  # "local": a new instance, even if `ray start` or RAY_ADDRESS name one
+                ray.init(address="local", num_cpus=max(1, math.ceil(workers * cpus_per_worker)),
+                         **{"include_dashboard": False, "logging_level": logging.WARNING,
+                            **(init_kwargs or {})})
             self._owns_ray = True
         self.cpus_per_worker, self.gpus_per_worker = cpus_per_worker, gpus_per_worker
         self._actor_class = ray.remote(_EvalActor)
