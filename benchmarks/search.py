@@ -1,0 +1,125 @@
+"""Search cost: 100 candidates the tutorial's way vs. nasprune's way, on one fine-tuned model.
+
+Arms, in one process on the same checkpoint (runs/bench/finetune-<task>/model from
+benchmarks/finetune.py, or fine-tuned here if missing):
+
+- tutorial: `small` space, random search, every candidate evaluated by masking the full
+  model (zeroed heads/units, full-size compute), original weight order;
+- nasprune: importance-reordered weights, the default space and searcher, every candidate
+  evaluated through `Supernet.use()` (prefix slices, skipped layers).
+
+Hypervolume: error vs. parameters, both arms normalised by the same full model.
+
+    python benchmarks/search.py [--tasks rte,sst2] [--trials 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common import CHECKPOINTS, DATA, write_results
+from nasprune.cli import quiet_libraries
+from nasprune.data import DataConfig, encode, load_task_data, subset
+from nasprune.pipeline import SearchConfig
+from nasprune.search.objective import SubnetEvaluator
+from nasprune.search.runner import run_search
+from nasprune.search.searchers import make_searcher
+from nasprune.search.store import TrialStore
+from nasprune.subnet import make_space
+from nasprune.supernet import Supernet
+from nasprune.training import TrainConfig, finetune, iter_batches
+
+SETTINGS = {"sst2": {"max_train_examples": 8000, "epochs": 2},
+            "rte": {"max_train_examples": None, "epochs": 5}}
+
+
+def checkpoint(task: str, data) -> Path:
+    path = CHECKPOINTS / f"finetune-{task}" / "model"
+    if not (path / "config.json").is_file():
+        finetune("minilm-l6", data, TrainConfig(epochs=SETTINGS[task]["epochs"], seed=0),
+                 path.parent)
+    return path
+
+
+def arm(name, supernet, space, searcher, validation, preset, trials, *, masked, pad_id):
+    evaluator = SubnetEvaluator(supernet, validation, preset, pad_id=pad_id, masked=masked)
+    with tempfile.TemporaryDirectory() as tmp, TrialStore(Path(tmp) / "trials.db") as store:
+        start = time.perf_counter()
+        result = run_search(space, make_searcher(searcher, space, 0), evaluator, store, trials,
+                            progress=True)
+        wall = time.perf_counter() - start
+    sub = [t for t in result.trials if t.subnet != space.full()]
+    half = [t.metrics["metric"] for t in sub
+            if t.metrics["encoder_params"] <= 0.5 * result.full["encoder_params"]]
+    return {"arm": name, "space": space.name, "searcher": searcher,
+            "evaluation": "masking" if masked else "use() slicing",
+            "trials": len(result.trials), "wall_seconds": wall,
+            "seconds_per_candidate": wall / len(result.trials),
+            "hypervolume": result.hypervolume, "full_metric": result.full["metric"],
+            "best_metric_at_half_encoder": max(half) if half else None,
+            "front_size": len(result.front)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", default="rte,sst2")
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    quiet_libraries()
+    defaults = SearchConfig()
+    results = {}
+    for task in args.tasks.split(","):
+        data = load_task_data(DataConfig(task=task, data_dir=str(DATA),
+                                         max_train_examples=SETTINGS[task]["max_train_examples"]))
+        path = checkpoint(task, data)
+        plain = Supernet.from_pretrained(path)
+        plain.model.eval()
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        pad = tokenizer.pad_token_id or 0
+        validation = encode(tokenizer, data, "validation")
+        rows = [arm("tutorial", plain, make_space("small", plain.shape), "random", validation,
+                    data.preset, args.trials, masked=True, pad_id=pad)]
+
+        reordered = Supernet.from_pretrained(path)
+        calibration = subset(encode(tokenizer, data, "train"), defaults.calibration_examples)
+        start = time.perf_counter()
+        reordered.reorder_by_importance(iter_batches(calibration, 32, reordered.model, pad))
+        reorder_seconds = time.perf_counter() - start
+        reordered.model.eval()
+        rows.append(arm("tutorial space, use()", reordered, make_space("small", plain.shape),
+                        "random", validation, data.preset, args.trials, masked=False, pad_id=pad))
+        rows.append(arm("nasprune defaults", reordered,
+                        make_space(defaults.space, plain.shape), defaults.searcher, validation,
+                        data.preset, args.trials, masked=False, pad_id=pad))
+        rows[-1]["reorder_seconds"] = reorder_seconds
+        results[task] = rows
+
+    lines = [f"# Search: {args.trials} candidates, MiniLM-L6 (standard fine-tuning)", "",
+             "| task | arm | space | searcher | evaluation | wall | s/candidate | vs tutorial "
+             "| hypervolume | best acc. at <= 50 % encoder |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for task, rows in results.items():
+        base = rows[0]["wall_seconds"]
+        for r in rows:
+            best = r["best_metric_at_half_encoder"]
+            lines.append(
+                f"| {task} | {r['arm']} | {r['space']} | {r['searcher']} | {r['evaluation']} | "
+                f"{r['wall_seconds']:.0f} s | {r['seconds_per_candidate']:.2f} | "
+                f"{r['wall_seconds'] / base:.2f} | {r['hypervolume']:.4f} | "
+                f"{'-' if best is None else f'{best:.3f}'} |")
+    lines += ["", "Target: nasprune's 100 candidates in <= 1/3 of the masked evaluation's time. "
+              "Importance reordering (once per model) is listed separately in the JSON "
+              "(`reorder_seconds`)."]
+    write_results("search", {"trials": args.trials, "results": results}, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
