@@ -8,7 +8,8 @@ soon as the previous one is answered):
 1. **base vs. pruned**: the full MiniLM-L6 classifier (a plain Hugging Face directory)
    and an export of the uniform sub-network keeping 6 of 12 heads and 768 of 1536 FFN
    units in every layer (50 % of the encoder FLOPs, ``nasprune.export.export_model``),
-   stepped users; per step requests/s, p50/p95/p99 and the saturation point (p95 > SLO or
+   stepped users, twice in alternating order (A B B A); per step the mean requests/s,
+   p50/p95/p99 of the two rounds and the saturation point (p95 > SLO or
    > 1 % failures).
 2. **dynamic batching vs. batch-size-1 serving** of the same base model at 32 users
    (``max_batch_size=32, max_wait_ms=5`` vs. ``max_batch_size=1``), run twice in
@@ -28,6 +29,7 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -35,7 +37,14 @@ from common import CHECKPOINTS, DATA, RESULTS, write_results
 
 from nasprune.cli import quiet_libraries
 from nasprune.export import export_model
-from nasprune.loadtest import LoadTestConfig, load_texts, run_loadtest
+from nasprune.loadtest import (
+    LoadTestConfig,
+    TargetResult,
+    load_texts,
+    plot,
+    run_loadtest,
+    saturation,
+)
 from nasprune.serve import Predictor, ServeConfig, create_app, serve_in_thread
 from nasprune.subnet import Subnet, encoder_flops, encoder_params
 from nasprune.supernet import Supernet
@@ -75,6 +84,43 @@ def step_rows(result) -> list[dict]:
             for s in result.steps]
 
 
+def averaged(name: str, results: list, slo_ms: float) -> TargetResult:
+    """Per step, the mean of the rounds (requests/s, percentiles, failure rate)."""
+    steps = []
+    for parts in zip(*(r.steps for r in results)):
+        mean = {f: sum(getattr(p, f) for p in parts) / len(parts)
+                for f in ("rps", "ok_rps", "p50_ms", "p95_ms", "p99_ms", "mean_ms",
+                          "failure_rate", "duration_s")}
+        steps.append(replace(parts[0], requests=sum(p.requests for p in parts),
+                             failures=sum(p.failures for p in parts),
+                             max_ms=max(p.max_ms for p in parts), **mean))
+    saturated = saturation(steps, slo_ms)
+    return TargetResult(name=name, url=results[0].url, steps=steps,
+                        saturation_users=saturated.users if saturated else None,
+                        max_ok_rps=max(s.ok_rps for s in steps))
+
+
+def offline_batch_gain(predictor: Predictor, texts: list[list[str]], rounds: int = 5) -> float:
+    """Median over rounds of: time of 16 one-sentence calls / time of one 16-sentence call.
+
+    The ceiling for what dynamic batching can gain on this machine, without any HTTP.
+    """
+    import random
+    import statistics
+
+    rng, gains = random.Random(1), []
+    for _ in range(rounds):
+        batch = [(t[0], None) for t in rng.sample(texts, 16)]
+        start = time.perf_counter()
+        for item in batch:
+            predictor.predict([item])
+        singles = time.perf_counter() - start
+        start = time.perf_counter()
+        predictor.predict(batch)
+        gains.append(singles / (time.perf_counter() - start))
+    return statistics.median(gains)
+
+
 def batch_mean(app) -> float:
     samples = {s.name: s.value for s in app.state.metrics.batch_size.collect()[0].samples}
     count = samples.get("nasprune_batch_size_count", 0)
@@ -86,8 +132,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="users 1,8,32, 4 s steps")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per server")
     parser.add_argument("--users", default="1,4,8,16,32,64")
-    parser.add_argument("--step-time", type=float, default=8.0)
-    parser.add_argument("--batch-step-time", type=float, default=12.0)
+    parser.add_argument("--step-time", type=float, default=6.0)
+    parser.add_argument("--batch-step-time", type=float, default=10.0)
     parser.add_argument("--slo-ms", type=float, default=200.0)
     args = parser.parse_args()
     if args.quick:
@@ -95,6 +141,7 @@ def main() -> None:
     users = [int(u) for u in args.users.split(",")]
     quiet_libraries()
     torch.set_num_threads(args.threads)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.time()
 
     model, tokenizer, note = base_model()
@@ -116,16 +163,23 @@ def main() -> None:
         pruned = Predictor.from_dir(work / "pruned", threads=args.threads)
         for p in (base, pruned):
             warm(p, texts)
+        gain = offline_batch_gain(base, texts)
 
-        # 1. base vs pruned, stepped users
-        print(f"base vs pruned: users {users}, {args.step_time:g} s per step", flush=True)
+        # 1. base vs pruned, stepped users, A B B A
+        print(f"base vs pruned: users {users}, {args.step_time:g} s per step, ABBA", flush=True)
         apps = {"base": create_app(base, cfg), "pruned": create_app(pruned, cfg)}
+        user_rounds: dict[str, list] = {"base": [], "pruned": []}
         with serve_in_thread(apps["base"]) as base_url, \
                 serve_in_thread(apps["pruned"]) as pruned_url:
-            stepped = run_loadtest(LoadTestConfig(
-                targets={"base": base_url, "pruned": pruned_url}, users=users,
-                step_time=args.step_time, slo_ms=args.slo_ms, out_dir=work / "users"),
-                texts=texts)
+            urls = {"base": base_url, "pruned": pruned_url}
+            for k, order in enumerate((("base", "pruned"), ("pruned", "base"))):
+                for r in run_loadtest(LoadTestConfig(
+                        targets={name: urls[name] for name in order}, users=users,
+                        step_time=args.step_time, slo_ms=args.slo_ms,
+                        out_dir=work / f"users-{k}"), texts=texts):
+                    user_rounds[r.name].append(r)
+        stepped = [averaged(name, rs, args.slo_ms) for name, rs in user_rounds.items()]
+        plot(stepped, args.slo_ms, RESULTS / "serve_users.png")
 
         # 2. dynamic batching vs batch 1 at 32 users, A B B A
         print(f"dynamic batching vs batch 1: 32 users, {args.batch_step_time:g} s, ABBA",
@@ -146,10 +200,7 @@ def main() -> None:
             rounds.append({r.name: r.steps[0] for r in result})
             batch_means.append(batch_mean(arms["dynamic"]))
 
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(work / "users" / "loadtest.png", RESULTS / "serve_users.png")
-        shutil.copy(work / "batching-0" / "loadtest.png", RESULTS / "serve_batching.png")
-        summary_users = json.loads((work / "users" / "summary.json").read_text())
+        summary_users = json.loads((work / "users-0" / "summary.json").read_text())
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -178,7 +229,9 @@ def main() -> None:
         "step_time_s": args.step_time,
         "base_vs_pruned": {
             name: {"saturation_users": r.saturation_users, "max_rps": round(r.max_ok_rps, 2),
-                   "steps": step_rows(r)} for name, r in by_name.items()},
+                   "steps": step_rows(r),
+                   "rounds": [step_rows(x) for x in user_rounds[name]]}
+            for name, r in by_name.items()},
         "pruned_over_base": [{"users": u, "rps_ratio": round(t, 3),
                               "p95_ratio": round(q, 3)} for u, t, q in speedups],
         "batching": {
@@ -189,6 +242,7 @@ def main() -> None:
             "dynamic_rps": round(dyn_rps, 2), "batch1_rps": round(one_rps, 2),
             "dynamic_p95_ms": round(dyn_p95, 1), "batch1_p95_ms": round(one_p95, 1),
             "rps_ratio": round(ratio, 3), "mean_batch_size": [round(m, 2) for m in batch_means],
+            "offline_gain_batch16_vs_1": round(gain, 3),
             "target": ">= 2.5x requests/s with lower p95", "target_met": met},
         "loadtest_summary": summary_users["saturation_rule"],
         "elapsed_s": round(elapsed, 1),
@@ -210,7 +264,7 @@ def main() -> None:
         "and Locust itself takes one core**: absolute figures are noisy and low; compare the "
         "arms, which were measured minutes apart in the same process.",
         "",
-        f"## Base vs. pruned ({args.step_time:g} s per step)",
+        f"## Base vs. pruned ({args.step_time:g} s per step, two rounds A B B A, means)",
         "",
         "| users | base req/s | base p50 ms | base p95 ms | pruned req/s | pruned p50 ms "
         "| pruned p95 ms | throughput pruned/base | p95 base/pruned |",
@@ -248,6 +302,16 @@ def main() -> None:
         f"{dyn_p95:.0f} ms vs. {one_p95:.0f} ms (mean batch "
         f"{', '.join(f'{m:.1f}' for m in batch_means)} texts). Target >= 2.5x with lower p95: "
         f"**{'met' if met else 'not met'}**.",
+        "",
+        f"Why the 2.5x target is not reached here: the model itself gains only {gain:.2f}x "
+        f"from batching (one call on 16 SST-2 sentences vs. 16 calls of one; median of 5 "
+        f"rounds, same `Predictor`, no HTTP, measured in this run), because at ~25 tokens one "
+        f"sentence already keeps the single core busy; the rest of the gain is per-request "
+        f"overhead that batch-1 serving pays one request at a time. In a closed loop the 32 "
+        f"users also split into two cohorts (one batch runs while the next gathers), so "
+        f"batches average {min(batch_means):.0f}-{max(batch_means):.0f} texts, not 32. Load "
+        f"from other jobs on the shared cores moves the ratio from run to run." if not met
+        else "",
         "",
         f"Total time {elapsed / 60:.1f} min. `python benchmarks/serve.py` "
         f"({'--quick' if args.quick else 'default settings'}).",

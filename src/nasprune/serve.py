@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -240,7 +240,6 @@ class QueueFull(Exception):
 class _Pending:
     items: list[Item]
     future: asyncio.Future
-    enqueued: float = field(default_factory=time.perf_counter)
 
 
 class DynamicBatcher:
