@@ -1,0 +1,276 @@
+"""Load-test pieces: parsing, step statistics, saturation, plots, and a real Locust run."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nasprune.errors import NaspruneError
+from nasprune.loadtest import (
+    LoadTestConfig,
+    StepStats,
+    TargetResult,
+    load_texts,
+    parse_targets,
+    parse_users,
+    plot,
+    saturation,
+    summarise_record,
+    wait_ready,
+)
+
+
+def _skip_without_locust() -> None:
+    # Never import locust here: it monkey-patches threads and sockets with gevent.
+    if importlib.util.find_spec("locust") is None:
+        pytest.skip("locust is not installed")
+
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def test_parse_targets():
+    assert parse_targets(["base=http://127.0.0.1:8000/", "pruned=http://127.0.0.1:8001"]) == {
+        "base": "http://127.0.0.1:8000", "pruned": "http://127.0.0.1:8001"}
+    for bad in (["base"], ["=http://x"], ["a=ftp://x"], ["a=http://x", "a=http://y"],
+                ["a b=http://x"]):
+        with pytest.raises(NaspruneError):
+            parse_targets(bad)
+
+
+def test_parse_users():
+    assert parse_users("1,8,16,32") == [1, 8, 16, 32]
+    assert parse_users("8:8:32") == [8, 16, 24, 32]
+    for bad in ("", "a,b", "0,4", "8:0:32", "32:8:8"):
+        with pytest.raises(NaspruneError):
+            parse_users(bad)
+
+
+def test_config_rejects_nonsense():
+    with pytest.raises(NaspruneError):
+        LoadTestConfig(targets={})
+    with pytest.raises(NaspruneError):
+        LoadTestConfig(targets={"a": "http://x"}, step_time=0)
+    assert LoadTestConfig(targets={"a": "http://x"}, token="t").public_dict()["token"] == "set"
+
+
+def test_load_texts_formats(tmp_path):
+    (tmp_path / "v.tsv").write_text('sentence\tlabel\nit \'s "quoted good\t1\nbad\t0\n')
+    assert load_texts(tmp_path / "v.tsv") == [["it 's \"quoted good"], ["bad"]]
+    (tmp_path / "v.jsonl").write_text('{"text": "one", "y": 1}\n{"text": "two", "y": 0}\n')
+    assert load_texts(tmp_path / "v.jsonl") == [["one"], ["two"]]
+    (tmp_path / "v.csv").write_text("premise,hypothesis\np1,h1\np2,h2\n")
+    assert load_texts(tmp_path / "v.csv") == [["p1", "h1"], ["p2", "h2"]]  # pair found
+    (tmp_path / "w.csv").write_text("body,other\nx,y\n")
+    assert load_texts(tmp_path / "w.csv", text_column="body") == [["x"]]
+    with pytest.raises(NaspruneError, match="--text-column"):
+        load_texts(tmp_path / "w.csv")
+    with pytest.raises(NaspruneError, match="no column"):
+        load_texts(tmp_path / "w.csv", text_column="nope")
+
+
+def test_load_texts_real_glue_sample():
+    rte = load_texts(DATA / "rte" / "validation.tsv", limit=50)
+    assert len(rte) == 50 and all(len(row) == 2 for row in rte)  # sentence1 + sentence2
+    sst2 = load_texts(DATA / "sst2" / "validation.tsv")
+    assert len(sst2) == 872 and all(len(row) == 1 and row[0].strip() for row in sst2)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _write_record(path: Path, rows: list[list]) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["kind", "step", "users", "time", "response_ms", "ok", "status"])
+        writer.writerows(rows)
+    return path
+
+
+def test_summarise_record_cuts_steps_by_start_time(tmp_path):
+    t0 = 1000.0
+    rows = [["step", 0, 1, t0, "", "", ""]]
+    rows += [["req", 0, "", t0 + 0.1 * i, 10 + i, 1, 200] for i in range(10)]  # 10..19 ms
+    rows += [["step", 1, 4, t0 + 2.0, "", "", ""]]
+    # started in step 0, reported after step 1 began: still step 0
+    rows += [["req", 1, "", t0 + 1.95, 100, 1, 200]]
+    rows += [["req", 1, "", t0 + 2.0 + 0.05 * i, 50, int(i % 4 != 0), 200] for i in range(20)]
+    rows += [["stop", 1, "", t0 + 6.0, "", "", ""]]
+    steps = summarise_record("x", _write_record(tmp_path / "r.csv", rows))
+    first, second = steps
+    assert (first.users, first.requests, first.failures, first.duration_s) == (1, 11, 0, 2.0)
+    assert first.rps == pytest.approx(11 / 2.0)
+    assert first.p50_ms == pytest.approx(15.0)
+    assert first.max_ms == 100
+    assert (second.users, second.requests, second.failures) == (4, 20, 5)
+    assert second.duration_s == pytest.approx(4.0)
+    assert second.failure_rate == pytest.approx(0.25)
+    assert second.ok_rps == pytest.approx(15 / 4.0)
+    assert second.p95_ms == pytest.approx(50.0)
+
+
+def test_summarise_record_without_steps_is_an_error(tmp_path):
+    with pytest.raises(NaspruneError, match="no steps"):
+        summarise_record("x", _write_record(tmp_path / "r.csv", []))
+
+
+def _step(users, p95, failure_rate=0.0, requests=100):
+    return StepStats("t", 0, users, requests, int(requests * failure_rate), failure_rate, 1.0,
+                     requests, requests, p95 / 2, p95, p95 * 1.2, p95 / 2, p95 * 2)
+
+
+def test_saturation_rule():
+    steps = [_step(1, 20), _step(8, 150), _step(16, 250), _step(32, 900)]
+    assert saturation(steps, slo_ms=200).users == 16
+    assert saturation(steps, slo_ms=1000) is None
+    failing = [_step(1, 20), _step(8, 30, failure_rate=0.02), _step(16, 40)]
+    assert saturation(failing, slo_ms=200).users == 8
+    assert saturation([_step(1, 20), _step(8, 30, failure_rate=0.01)], 200) is None  # <= 1 %
+
+
+def test_plot_writes_png(tmp_path):
+    results = [TargetResult("base", "u", [_step(1, 20), _step(8, 300)], 8, 100.0),
+               TargetResult("pruned", "u", [_step(1, 10), _step(8, 100)], None, 100.0)]
+    plot(results, 200, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_wait_ready_fails_fast_on_a_closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(NaspruneError, match="not ready"):
+        wait_ready(f"http://127.0.0.1:{port}", timeout=0.5)
+
+
+# --------------------------------------------------------------------------- real run
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tiny_model(directory: Path) -> Path:
+    """A random 2-layer BERT classifier with a small WordPiece vocabulary."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    directory.mkdir(parents=True)
+    words = "the a it is was not film movie good bad fun plot".split()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *"abcdefghijklmnopqrstuvwxyz"]
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64, num_labels=2,
+                        id2label={0: "negative", 1: "positive"},
+                        label2id={"negative": 0, "positive": 1})
+    BertForSequenceClassification(config).save_pretrained(directory)
+    BertTokenizerFast(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
+    return directory
+
+
+def test_run_loadtest_against_a_uvicorn_server(tmp_path):
+    """The library API: a real uvicorn server on a free port, Locust in a subprocess."""
+    _skip_without_locust()
+    pytest.importorskip("fastapi")
+    from nasprune.loadtest import run_loadtest
+    from nasprune.serve import ServeConfig, create_app, serve_in_thread
+
+    app = create_app(_tiny_model(tmp_path / "model"),
+                     ServeConfig(token="tok", torch_threads=1, max_wait_ms=2))
+    out = tmp_path / "lt"
+    with serve_in_thread(app) as url:
+        config = LoadTestConfig(targets={"a": url, "b": url}, users=[1, 3], step_time=2.0,
+                                texts_from=DATA / "rte" / "validation.tsv", max_texts=100,
+                                slo_ms=5000, out_dir=out, token="tok")
+        results = run_loadtest(config)
+        batch_sizes = app.state.metrics.batch_size.collect()[0].samples
+    assert [r.name for r in results] == ["a", "b"]
+    for result in results:
+        assert result.saturation_users is None
+        assert [s.users for s in result.steps] == [1, 3]
+        for step in result.steps:
+            assert step.requests > 0 and step.failures == 0  # pairs + token accepted
+            assert step.p50_ms <= step.p95_ms <= step.p99_ms
+    with open(out / "steps.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["target"], r["users"]) for r in rows] == [("a", "1"), ("a", "3"), ("b", "1"),
+                                                         ("b", "3")]
+    assert (out / "loadtest.png").read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["targets"]) == {"a", "b"} and summary["texts"] == 100
+    count = next(s.value for s in batch_sizes if s.name == "nasprune_batch_size_count")
+    assert count > 0
+
+
+@pytest.mark.slow
+def test_cli_loadtest_against_a_real_server(tmp_path):
+    """`nasprune serve` in one process, `nasprune loadtest` (Locust) in another."""
+    _skip_without_locust()
+    pytest.importorskip("fastapi")
+    model = _tiny_model(tmp_path / "model")
+    port = _free_port()
+    env = {**os.environ, "NASPRUNE_TOKEN": "lt-secret", "HF_HUB_OFFLINE": "1"}
+    bin_dir = Path(sys.executable).parent
+    server = subprocess.Popen(
+        [str(bin_dir / "nasprune"), "serve", str(model), "--port", str(port),
+         "--threads", "1", "--log-level", "warning"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    out = tmp_path / "lt"
+    try:
+        wait_ready(url, timeout=60)
+        run = subprocess.run(
+            [str(bin_dir / "nasprune"), "loadtest", "--target", f"tiny={url}",
+             "--users", "1,4", "--step-time", "3", "--slo-ms", "5000",
+             "--texts-from", str(DATA / "sst2" / "validation.tsv"), "--out", str(out)],
+            env=env, capture_output=True, text=True, timeout=120)
+        import httpx
+
+        metrics = httpx.get(f"{url}/metrics",
+                            headers={"Authorization": "Bearer lt-secret"}).text
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "tiny: not saturated up to 4 users" in run.stdout
+
+    with open(out / "steps.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["target"], r["users"]) for r in rows] == [("tiny", "1"), ("tiny", "4")]
+    for row in rows:
+        assert int(row["requests"]) > 0
+        assert int(row["failures"]) == 0  # the token went along
+        assert float(row["p50_ms"]) <= float(row["p95_ms"]) <= float(row["p99_ms"])
+        assert 2.0 < float(row["duration_s"]) < 5.0
+    assert (out / "loadtest.png").read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["targets"]["tiny"]["saturation_users"] is None
+    assert summary["config"]["token"] == "set"
+    assert (out / "raw" / "tiny_stats.csv").is_file()  # Locust's own CSV is kept
+
+    # What Locust counted as successes, the server counted as 200s (it may have answered
+    # a few more that were in flight when Locust stopped).
+    served = next(float(line.split()[-1]) for line in metrics.splitlines()
+                  if line.startswith('nasprune_requests_total{path="/v1/predict",status="200"}'))
+    recorded = sum(int(r["requests"]) for r in rows)
+    assert recorded <= served <= recorded + 4
+    assert not math.isnan(float(rows[1]["p95_ms"]))
