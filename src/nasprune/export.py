@@ -261,7 +261,8 @@ def export_onnx(model, path: str | os.PathLike, *, opset: int = ONNX_OPSET,
 
 
 def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """ONNX Runtime dynamic int8 quantization of the MatMul/Gemm weights."""
+    """ONNX Runtime dynamic int8 quantization of the MatMul/Gemm weights (per channel:
+    on fine-tuned MiniLM per-tensor scales cost about a point of SST-2 accuracy)."""
     require("onnxruntime", "onnx")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -271,21 +272,24 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
     finally:
         root.setLevel(level)
     return Path(dst)
 
 
 def quantize_torch(model):
-    """PyTorch dynamic int8 quantization of the ``nn.Linear`` layers (a new model)."""
+    """PyTorch dynamic int8 quantization of the ``nn.Linear`` layers, per output channel
+    (a new model; the argument is left as it is)."""
     import torch
     from torch import nn
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(model).to("cpu").eval(), {nn.Linear}, dtype=torch.qint8)
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        return quantize_dynamic(copy.deepcopy(model).to("cpu").eval(),
+                                {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
 # ------------------------------------------------------------------------------ export
