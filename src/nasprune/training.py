@@ -42,6 +42,7 @@ class TrainConfig:
     threads: int | None = None
     strategy: str = "standard"
     strategy_options: dict = field(default_factory=dict)
+    group_by_length: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -165,11 +166,14 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def grouped_batches(encoded: Encoded, batch_size: int, seed: int) -> list[list[int]]:
+def grouped_batches(encoded: Encoded, batch_size: int, seed: int,
+                    group_by_length: bool = True) -> list[list[int]]:
     """Random batches of similar length: far less padding, same randomness across epochs."""
     rng = random.Random(seed)
     order = list(range(len(encoded)))
     rng.shuffle(order)
+    if not group_by_length:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     lengths = encoded.lengths()
     chunk = batch_size * 50
     groups = []
@@ -237,7 +241,8 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
         task = bar.add_task("fine-tuning", total=total_batches, loss=float("nan"))
         epoch = 0
         while done < total_batches:
-            groups = grouped_batches(train_enc, cfg.batch_size, cfg.seed + epoch)
+            groups = grouped_batches(train_enc, cfg.batch_size, cfg.seed + epoch,
+                                     cfg.group_by_length)
             start = time.perf_counter()
             for indices in groups[: total_batches - done]:
                 batch = collate(train_enc, indices, pad_id, token_types)
