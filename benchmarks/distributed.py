@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from common import CHECKPOINTS, DATA, write_results
 
 from nasprune.cli import quiet_libraries
 from nasprune.cost import CostModel
@@ -45,6 +44,8 @@ from nasprune.search.executors import EvaluatorSpec, ProcessExecutor, RayExecuto
 from nasprune.search.objective import SubnetEvaluator
 from nasprune.subnet import make_space
 from nasprune.supernet import Supernet
+
+from common import CHECKPOINTS, DATA, write_results
 
 FINETUNED = CHECKPOINTS / "finetune-rte" / "model"
 

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from common import CHECKPOINTS, DATA, machine, write_results
 
 import nasprune
 from nasprune.cli import quiet_libraries
@@ -39,6 +38,8 @@ from nasprune.cost import CostModel, dummy_inputs
 from nasprune.export import export_model
 from nasprune.subnet import Subnet
 from nasprune.supernet import Supernet
+
+from common import CHECKPOINTS, DATA, machine, write_results
 
 SEQ = 128
 BACKENDS = {  # name -> load() arguments

@@ -18,11 +18,12 @@ import tempfile
 import time
 
 import torch
-from common import CHECKPOINTS, DATA, RESULTS, write_results
 
 from nasprune.cli import quiet_libraries
 from nasprune.data import DataConfig, load_task_data
 from nasprune.training import TrainConfig, finetune
+
+from common import CHECKPOINTS, DATA, RESULTS, write_results
 
 SETTINGS = {
     "sst2": {"max_train_examples": 8000, "epochs": 2},

@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 
 import torch
-from common import CHECKPOINTS, DATA, RESULTS, write_results
 
 from nasprune.cli import quiet_libraries
 from nasprune.cost import CostModel
@@ -51,6 +50,8 @@ from nasprune.search.store import TrialStore
 from nasprune.subnet import make_space
 from nasprune.supernet import Supernet
 from nasprune.training import TrainConfig, iter_batches, load_classifier, train
+
+from common import CHECKPOINTS, DATA, RESULTS, write_results
 
 MODEL = "minilm-l6"
 SETTINGS = {  # the same as benchmarks/finetune.py: arm (a) reuses its checkpoints

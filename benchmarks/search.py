@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-from common import CHECKPOINTS, DATA, write_results
 from nasprune.cli import quiet_libraries
 from nasprune.data import DataConfig, encode, load_task_data, subset
 from nasprune.pipeline import SearchConfig
@@ -33,6 +32,8 @@ from nasprune.search.store import TrialStore
 from nasprune.subnet import make_space
 from nasprune.supernet import Supernet
 from nasprune.training import TrainConfig, finetune, iter_batches
+
+from common import CHECKPOINTS, DATA, write_results
 
 SETTINGS = {"sst2": {"max_train_examples": 8000, "epochs": 2},
             "rte": {"max_train_examples": None, "epochs": 5}}
@@ -105,7 +106,8 @@ def main() -> None:
 
     lines = [f"# Search: {args.trials} candidates, MiniLM-L6 (standard fine-tuning)", "",
              "| task | arm | space | searcher | evaluation | wall | s/candidate | vs tutorial "
-             "| hypervolume | best acc. at <= 50 % encoder |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| hypervolume | best acc. at <= 50 % encoder |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for task, rows in results.items():
         base = rows[0]["wall_seconds"]
         for r in rows:

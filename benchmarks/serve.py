@@ -33,7 +33,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from common import CHECKPOINTS, DATA, RESULTS, write_results
 
 from nasprune.cli import quiet_libraries
 from nasprune.export import export_model
@@ -48,6 +47,8 @@ from nasprune.loadtest import (
 from nasprune.serve import Predictor, ServeConfig, create_app, serve_in_thread
 from nasprune.subnet import Subnet, encoder_flops, encoder_params
 from nasprune.supernet import Supernet
+
+from common import CHECKPOINTS, DATA, RESULTS, write_results
 
 FINETUNED = CHECKPOINTS / "finetune-sst2" / "model"
 

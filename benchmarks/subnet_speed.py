@@ -24,11 +24,12 @@ from functools import partial
 
 import pandas as pd
 import torch
-from common import DATA, machine, write_results
 
 from nasprune.cost import CostModel, dummy_inputs, measure_latency_ms
 from nasprune.subnet import Subnet
 from nasprune.supernet import Supernet
+
+from common import DATA, machine, write_results
 
 BATCH = 32
 

@@ -3,10 +3,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_tokenizer
 
 from nasprune.data import PRESETS, DataConfig, batches, encode, load_task_data, read_table, subset
 from nasprune.errors import NaspruneError
+
+from conftest import tiny_tokenizer
 
 ROWS = pd.DataFrame({"sentence": ["a good film", 'it said "bad"', "fun", "awful plot"],
                      "label": [1, 0, 1, 0]})

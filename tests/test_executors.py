@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from conftest import WORDS, tiny_bert, tiny_tokenizer
 
 from nasprune.data import PRESETS, Encoded
 from nasprune.errors import NaspruneError
@@ -34,6 +33,8 @@ from nasprune.search.executors import (
 from nasprune.search.objective import SubnetEvaluator
 from nasprune.subnet import make_space
 from nasprune.supernet import Supernet
+
+from conftest import WORDS, tiny_bert, tiny_tokenizer
 
 N_TRIALS = 12
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_tokenizer
 
 import nasprune
 from nasprune import export as ex
@@ -24,6 +23,8 @@ from nasprune.hf_remote import modeling_nasprune as remote
 from nasprune.subnet import Subnet
 from nasprune.supernet import Supernet, shrink_structure
 from nasprune.training import evaluate
+
+from conftest import tiny_tokenizer
 
 torch.set_num_threads(2)
 FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "distilbert"]

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_tokenizer
 from test_training import toy_data
 
 from nasprune.adapters import get_adapter, tiny_model
@@ -25,6 +24,8 @@ from nasprune.supertrain import (
     read_supernet_info,
 )
 from nasprune.training import STRATEGIES, TrainConfig, TrainContext, evaluate, make_strategy, train
+
+from conftest import tiny_tokenizer
 
 HEAD_DIM = 8
 SUB = Subnet(((2, 16), (1, 32)))  # the "random" sub-network forced in gradient tests

@@ -4,11 +4,12 @@ import random
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_bert, tiny_tokenizer
 
 from nasprune.data import PRESETS, DataConfig, TaskData, load_task_data
 from nasprune.errors import NaspruneError
 from nasprune.training import Strategy, TrainConfig, encode, evaluate, finetune, train
+
+from conftest import tiny_bert, tiny_tokenizer
 
 
 def toy_sentiment(n: int, seed: int) -> pd.DataFrame:

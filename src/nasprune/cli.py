@@ -212,7 +212,7 @@ def run(
     low_fidelity: LowFidOpt = None,
     importance: ImportanceOpt = "fisher",
     calibration_examples: CalibOpt = 512,
-    pick: Annotated[str, typer.Option(help="largest, smallest, 'params<=0.5', 'flops<=0.3', 'latency<=12ms', 'error<=0.1' or a trial id.")] = "params<=0.5",
+    pick: Annotated[str, typer.Option(help="largest, smallest, 'encoder_params<=0.5', 'params<=0.5', 'flops<=0.3', 'latency<=12ms', 'error<=0.1' or a trial id (fractions are of the full model).")] = "encoder_params<=0.5",
     export_format: Annotated[str, typer.Option("--format", help="Export format(s): hf, or hf,onnx.")] = "hf",
     quantize: Annotated[str | None, typer.Option(help="int8: also write a dynamically quantized copy.")] = None,
     until: Annotated[str, typer.Option(help="Stop after this stage: finetune, search, export.")] = "export",
@@ -235,7 +235,8 @@ def run(
         train=TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                           grad_accum=grad_accum, warmup_ratio=warmup_ratio,
                           max_length=max_length, seed=seed, device=device, threads=threads,
-                          strategy=strategy, strategy_options=_strategy_options(strategy, space)),
+                          strategy=strategy, strategy_options=_strategy_options(strategy, space, unit_step,
+                                                             any_heads)),
         search=SearchConfig(space=space, searcher=searcher, trials=trials,
                             objectives=_objectives(objectives), any_heads=any_heads,
                             unit_step=unit_step, low_fidelity=low_fidelity,
@@ -246,9 +247,11 @@ def run(
     _print_summary(run_pipeline(cfg, run_dir, until=until), run_dir)
 
 
-def _strategy_options(strategy: str, space: str) -> dict:
+def _strategy_options(strategy: str, space: str, unit_step: int, any_heads: bool) -> dict:
     """Super-network strategies sample from the space the search will use."""
-    return {} if strategy == "standard" else {"space": space}
+    if strategy == "standard":
+        return {}
+    return {"space": space, "unit_step": unit_step, "any_heads": any_heads}
 
 
 @app.command()
@@ -264,7 +267,7 @@ def search(
     importance: ImportanceOpt = "fisher",
     calibration_examples: CalibOpt = 512,
     seed: SeedOpt = 0,
-    pick: Annotated[str, typer.Option(help="Budget rule shown in the summary.")] = "params<=0.5",
+    pick: Annotated[str, typer.Option(help="Budget rule shown in the summary.")] = "encoder_params<=0.5",
     backend: BackendOpt = "local",
     address: AddressOpt = None,
     workers: WorkersOpt = 2,
@@ -321,7 +324,7 @@ def pareto(
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory holding supernet/ and search/trials.db.")],
-    pick: Annotated[str, typer.Option(help="largest, smallest, a trial id, or a budget: 'params<=0.5', 'flops<=0.3', 'latency<=12ms', 'error<=0.1'.")] = "params<=0.5",
+    pick: Annotated[str, typer.Option(help="largest, smallest, a trial id, or a budget: 'encoder_params<=0.5', 'params<=0.5', 'flops<=0.3', 'latency<=12ms', 'error<=0.1'.")] = "encoder_params<=0.5",
     out: Annotated[Path | None, typer.Option(help="Export directory (default RUN_DIR/export).")] = None,
     format: Annotated[str, typer.Option("--format", help="hf (safetensors + config), or onnx (hf files plus model.onnx).")] = "hf",
     quantize: Annotated[str | None, typer.Option(help="int8: dynamic quantization of the linear layers (ONNX Runtime with --format onnx, else PyTorch at load).")] = None,

@@ -79,7 +79,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
-    pick: str = "params<=0.5"
+    pick: str = "encoder_params<=0.5"
     export_formats: tuple[str, ...] = ("hf",)
     quantize: str | None = None
 
