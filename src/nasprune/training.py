@@ -98,6 +98,8 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {"standard": StandardStrategy}
 
 
 def make_strategy(name: str, options: dict) -> Strategy:
+    import nasprune.supertrain  # noqa: F401  (super-network strategies register on import)
+
     if name not in STRATEGIES:
         raise NaspruneError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
     return STRATEGIES[name](**options)
@@ -345,6 +347,3 @@ def finetune(model_name: str, data: TaskData, cfg: TrainConfig, out_dir: str | P
     result["model"] = model_name
     write_json(Path(out_dir) / "metrics.json", result)
     return result
-
-
-from nasprune import supertrain as _supertrain  # noqa: E402,F401  (registers strategies)
