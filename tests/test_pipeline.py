@@ -59,6 +59,22 @@ def test_run_end_to_end_then_resume_skips_finished_stages(tmp_path, tiny_model_d
     assert config_of_run(tmp_path).search.trials == 16
 
 
+def test_recovery_of_the_pick_is_reported_and_keeps_the_shape(tmp_path, tiny_model_dir,
+                                                               shared_data):
+    from nasprune.export import load
+
+    cfg = tiny_run_config(tiny_model_dir, shared_data)
+    cfg.recover = "least-squares"
+    record = run(cfg, tmp_path, progress=False)
+    assert set(record["recovery"]) == {"method", "before", "after"}
+    exported = load(record["export_dir"], backend="torch")
+    assert sum(p.numel() for p in exported.model.parameters()) == record["pick"]["params"]
+    again = run(cfg, tmp_path, progress=False)  # the export is reused with its report
+    assert again["recovery"] == record["recovery"] and again["evaluated_now"] == 0
+    with pytest.raises(Exception, match="unknown recovery"):
+        RunConfig(recover="magic")
+
+
 def test_a_run_directory_of_other_data_is_refused(tmp_path, tiny_model_dir, shared_data):
     cfg = tiny_run_config(tiny_model_dir, shared_data)
     run(cfg, tmp_path, progress=False, until="finetune")

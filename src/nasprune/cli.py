@@ -174,6 +174,9 @@ def _print_summary(record: dict, run_dir: Path) -> None:
                       f"{p['encoder_params_fraction']:.1%} of encoder, "
                       f"{p['flops_fraction']:.1%} of FLOPs")
         table.add_row("Pareto plot", record["pareto_png"])
+    if "recovery" in record:
+        r = record["recovery"]
+        table.add_row(f"recovery ({r['method']})", f"{metric} {r['before']:.4f} -> {r['after']:.4f}")
     if "export_dir" in record:
         table.add_row("exported model", record["export_dir"])
     table.add_row("time", ", ".join(f"{k} {v:.0f}s" for k, v in record["seconds"].items()))
@@ -215,6 +218,7 @@ def run(
     pick: Annotated[str, typer.Option(help="largest, smallest, 'encoder_params<=0.5', 'params<=0.5', 'flops<=0.3', 'latency<=12ms', 'error<=0.1' or a trial id (fractions are of the full model).")] = "encoder_params<=0.5",
     export_format: Annotated[str, typer.Option("--format", help="Export format(s): hf, or hf,onnx.")] = "hf",
     quantize: Annotated[str | None, typer.Option(help="int8: also write a dynamically quantized copy.")] = None,
+    recover: Annotated[str, typer.Option(help="Correct the pick before export: none, least-squares, distill, both.")] = "none",
     until: Annotated[str, typer.Option(help="Stop after this stage: finetune, search, export.")] = "export",
     backend: BackendOpt = "local",
     address: AddressOpt = None,
@@ -243,7 +247,7 @@ def run(
                             importance=importance, calibration_examples=calibration_examples,
                             seed=seed, **_executor_options(backend, address, workers,
                                                            cpus_per_worker, gpus_per_worker)),
-        pick=pick, export_formats=_objectives(export_format), quantize=quantize)
+        pick=pick, export_formats=_objectives(export_format), quantize=quantize, recover=recover)
     _print_summary(run_pipeline(cfg, run_dir, until=until), run_dir)
 
 

@@ -372,15 +372,17 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
                  metrics: dict | None = None, source_model: str | None = None,
                  formats: Sequence[str] = ("hf",), quantize: str | None = None,
                  validation=None, seq_len: int = 128, batch_size: int = 64,
-                 progress: Any = None) -> Path:
+                 progress: Any = None, small=None) -> Path:
     """Write ``subnet`` of ``supernet`` as a deployable directory (see the module docstring).
 
     ``metrics``: what the search measured for this sub-network (stored as ``search``).
     ``validation``: ``(Encoded, TaskPreset)``; when given, the metric of every backend
     written (PyTorch float, ONNX float, int8) is measured on it. ``formats``: ``("hf",)`` or
     ``("hf", "onnx")`` (``"onnx"`` alone implies the HF files too). ``quantize``: ``"int8"``.
-    ``progress``: optional ``callable(str)`` for status lines. The directory is written
-    beside ``out_dir`` and renamed into place, so a crash never leaves half an export.
+    ``progress``: optional ``callable(str)`` for status lines. ``small``: the extracted
+    sub-network to write when it was changed after extraction (recovery), else extracted
+    here. The directory is written beside ``out_dir`` and renamed into place, so a crash
+    never leaves half an export.
     """
     import torch
 
@@ -402,7 +404,9 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
     pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
 
     say(f"extracting {subnet}")
-    small = supernet.extract(subnet).to("cpu").float().eval()
+    if small is not None and tuple(map(tuple, small.config.nasprune_subnet)) != subnet.layers:
+        raise NaspruneError("the model given to export is not the sub-network being exported")
+    small = (small if small is not None else supernet.extract(subnet)).to("cpu").float().eval()
     config = copy.deepcopy(small.config)
     model_type = config.model_type
     cls = _remote_class(model_type)

@@ -82,6 +82,14 @@ class RunConfig:
     pick: str = "encoder_params<=0.5"
     export_formats: tuple[str, ...] = ("hf",)
     quantize: str | None = None
+    recover: str = "none"  # none, least-squares, distill, both (see recovery.py)
+
+    def __post_init__(self) -> None:
+        from nasprune.recovery import METHODS
+
+        if self.recover not in METHODS:  # checked now, not after an hour of search
+            raise NaspruneError(f"unknown recovery {self.recover!r}; choose one of "
+                                f"{', '.join(METHODS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,7 +106,8 @@ def config_of_run(run_dir: str | Path) -> RunConfig:
                          if saved["data"].get("text_columns") else None})
     return RunConfig(model=saved["model"], data=data, train=TrainConfig(**saved["train"]),
                      search=SearchConfig(**saved["search"]), pick=saved["pick"],
-                     export_formats=tuple(saved["export_formats"]), quantize=saved["quantize"])
+                     export_formats=tuple(saved["export_formats"]), quantize=saved["quantize"],
+                     recover=saved.get("recover", "none"))
 
 
 # --------------------------------------------------------------------------- stages
@@ -183,8 +192,13 @@ def search_stage(cfg: RunConfig, data: TaskData, run_dir: Path, supernet, tokeni
 
 
 def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data: TaskData,
-                 validation: Encoded) -> Path:
-    """The picked sub-network as a deployable directory; kept when it already holds the pick."""
+                 validation: Encoded, train_encoded: Encoded) -> tuple[Path, dict | None]:
+    """The picked sub-network as a deployable directory; kept when it already holds the pick.
+
+    With ``cfg.recover`` the extracted pick is first corrected against the full model
+    (least squares on a calibration set and/or a short distillation) and its metric is
+    reported before and after.
+    """
     from nasprune.export import MANIFEST, SUBNET_FILE, export_model
 
     out = run_dir / EXPORT_DIR
@@ -192,11 +206,23 @@ def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data
         stored = json.loads((out / SUBNET_FILE).read_text())
         if [list(layer) for layer in stored.get("layers", [])] == [
                 list(layer) for layer in trial.subnet.layers]:
-            return out
-    return export_model(
+            recovery = out / "recovery.json"
+            return out, json.loads(recovery.read_text()) if recovery.is_file() else None
+    small, report = None, None
+    if cfg.recover != "none":
+        from nasprune.recovery import RecoveryConfig, recover
+
+        small = supernet.extract(trial.subnet)
+        report = recover(small, supernet.model, train_encoded, validation=validation,
+                         preset=data.preset, config=RecoveryConfig(method=cfg.recover),
+                         pad_id=tokenizer.pad_token_id or 0, subnet=trial.subnet).to_dict()
+    path = export_model(
         supernet, trial.subnet, out, tokenizer=tokenizer, metrics=dict(trial.metrics),
         source_model=cfg.model, formats=cfg.export_formats, quantize=cfg.quantize,
-        validation=(validation, data.preset))
+        validation=(validation, data.preset), small=small)
+    if report is not None:
+        write_json(path / "recovery.json", report)
+    return path, report
 
 
 STAGES = ("finetune", "search", "export")
@@ -271,8 +297,13 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True,
     if until == "export":
         t = time.perf_counter()
         validation = encode(tokenizer, data, "validation", cfg.train.max_length)
-        record["export_dir"] = str(
-            export_stage(cfg, run_dir, supernet, tokenizer, chosen, data, validation))
+        path, recovery = export_stage(cfg, run_dir, supernet, tokenizer, chosen, data,
+                                      validation, train_encoded)
+        record["export_dir"] = str(path)
+        if recovery is not None:
+            metric = data.preset.metric
+            record["recovery"] = {"method": cfg.recover, "before": recovery["before"][metric],
+                                  "after": recovery["after"][metric]}
         timings["export"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - started
     write_json(run_dir / "summary.json", record)
