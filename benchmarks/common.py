@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -34,3 +35,16 @@ def write_results(name: str, payload: dict, markdown: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str))
     (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
     print(markdown)
+
+
+def interleaved(fns: dict, rounds: int) -> dict[str, float]:
+    """Median seconds per callable, timed round-robin so that load from other processes
+    on a shared machine hits every setting alike (one untimed warm-up round first)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(rounds + 1):
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if r:
+                times[key].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}

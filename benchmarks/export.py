@@ -24,7 +24,6 @@ import argparse
 import csv
 import os
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from nasprune.export import export_model
 from nasprune.subnet import Subnet
 from nasprune.supernet import Supernet
 
-from common import CHECKPOINTS, DATA, machine, write_results
+from common import CHECKPOINTS, DATA, interleaved, machine, write_results
 
 SEQ = 128
 BACKENDS = {  # name -> load() arguments
@@ -99,18 +98,6 @@ def picks(sn: Supernet, run_dir: Path | None) -> dict[str, Subnet]:
     for pct in (75, 50, 25):
         out[f"pick flops<={pct}%"] = pick(trials, f"flops<={pct / 100}", objectives, full).subnet
     return out
-
-
-def interleaved(fns: dict, rounds: int) -> dict[str, float]:
-    """Median seconds per callable over ``rounds`` round-robin rounds (one warm-up round)."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for r in range(rounds + 1):
-        for key, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if r:
-                times[key].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def call(model, inputs):

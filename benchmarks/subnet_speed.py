@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import statistics
 import time
 from functools import partial
 
@@ -29,7 +28,7 @@ from nasprune.cost import CostModel, dummy_inputs, measure_latency_ms
 from nasprune.subnet import Subnet
 from nasprune.supernet import Supernet
 
-from common import DATA, machine, write_results
+from common import DATA, interleaved, machine, write_results
 
 BATCH = 32
 
@@ -64,19 +63,6 @@ def evaluate(model, data) -> None:
     with torch.inference_mode():
         for b in data:
             model(**{k: v for k, v in b.items() if k != "labels"})
-
-
-def interleaved(fns: dict, rounds: int) -> dict[str, float]:
-    """Median seconds per callable, timed round-robin so that load from other processes
-    on a shared machine hits every setting alike (one untimed warm-up round first)."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for r in range(rounds + 1):
-        for key, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if r:
-                times[key].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def subnets(shape) -> dict[str, Subnet]:

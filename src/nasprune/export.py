@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from nasprune.errors import NaspruneError, require
+from nasprune.models import uses_token_types
 from nasprune.subnet import Subnet, encoder_flops, encoder_params
 
 FORMAT = "nasprune-export"
@@ -92,11 +93,6 @@ def _remote_class(model_type: str):
         raise NaspruneError(f"cannot export model type {model_type!r}; supported: "
                             + ", ".join(sorted(CLASSES)))
     return CLASSES[model_type]
-
-
-def uses_token_types(config) -> bool:
-    """BERT and ELECTRA take segment ids; RoBERTa (one type) and DistilBERT do not."""
-    return getattr(config, "type_vocab_size", 0) > 1
 
 
 def input_names(config) -> list[str]:

@@ -64,3 +64,8 @@ def pick_device(name: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def uses_token_types(config) -> bool:
+    """BERT and ELECTRA take segment ids; RoBERTa (one type) and DistilBERT do not."""
+    return getattr(config, "type_vocab_size", 0) > 1

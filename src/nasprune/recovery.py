@@ -32,10 +32,11 @@ from torch import nn
 from nasprune.adapters import get_adapter
 from nasprune.data import Encoded, TaskPreset, collate, subset
 from nasprune.errors import NaspruneError
+from nasprune.models import uses_token_types
 from nasprune.subnet import Subnet
 from nasprune.supernet import model_inputs, subnet_of
 from nasprune.supertrain import distillation_loss
-from nasprune.training import evaluate, grouped_batches, iter_batches, uses_token_types
+from nasprune.training import evaluate, grouped_batches, iter_batches
 
 METHODS = ("least-squares", "distill", "both", "none")
 
@@ -251,7 +252,7 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *, steps: in
     if steps <= 0:
         return {"steps": 0, "loss": []}
     device = _device(student)
-    token_types = uses_token_types(student)
+    token_types = uses_token_types(student.config)
     modes = student.training, teacher.training
     teacher.eval()
     student.train()

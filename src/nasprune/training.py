@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from nasprune import metrics as task_metrics
 from nasprune.data import Encoded, TaskData, TaskPreset, batches, collate, encode
 from nasprune.errors import NaspruneError
-from nasprune.models import pick_device
+from nasprune.models import pick_device, uses_token_types
 
 
 @dataclass
@@ -108,11 +108,6 @@ def make_strategy(name: str, options: dict) -> Strategy:
 # --------------------------------------------------------------------------- evaluation
 
 
-def uses_token_types(model: torch.nn.Module) -> bool:
-    """BERT and ELECTRA take segment ids; RoBERTa (one type) and DistilBERT do not."""
-    return getattr(model.config, "type_vocab_size", 0) > 1
-
-
 @torch.inference_mode()
 def predict(model: torch.nn.Module, encoded: Encoded, batch_size: int = 64,
             device: torch.device | None = None, pad_id: int = 0) -> np.ndarray:
@@ -122,7 +117,7 @@ def predict(model: torch.nn.Module, encoded: Encoded, batch_size: int = 64,
     model.eval()
     order = np.argsort(encoded.lengths(), kind="stable")
     out = []
-    token_types = uses_token_types(model)
+    token_types = uses_token_types(model.config)
     for start in range(0, len(order), batch_size):
         batch = collate(encoded, order[start:start + batch_size], pad_id, token_types)
         batch.pop("labels")
@@ -220,7 +215,7 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
     device = pick_device(cfg.device)
     model.to(device)
     pad_id = tokenizer.pad_token_id or 0
-    token_types = uses_token_types(model)
+    token_types = uses_token_types(model.config)
     train_enc = encode(tokenizer, data, "train", cfg.max_length)
     val_enc = encode(tokenizer, data, "validation", cfg.max_length)
     strategy = strategy or make_strategy(cfg.strategy, cfg.strategy_options)
@@ -319,7 +314,8 @@ def _progress(enabled: bool) -> Progress:
 def iter_batches(encoded: Encoded, batch_size: int, model, pad_id: int = 0,
                  limit: int | None = None) -> Iterable[dict]:
     """Length-sorted evaluation/calibration batches with the model's input names."""
-    return batches(encoded, batch_size, pad_id=pad_id, with_token_types=uses_token_types(model),
+    return batches(encoded, batch_size, pad_id=pad_id,
+                   with_token_types=uses_token_types(model.config),
                    limit=limit)
 
 
