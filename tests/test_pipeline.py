@@ -73,6 +73,9 @@ def test_recovery_of_the_pick_is_reported_and_keeps_the_shape(tmp_path, tiny_mod
     assert again["recovery"] == record["recovery"] and again["evaluated_now"] == 0
     with pytest.raises(Exception, match="unknown recovery"):
         RunConfig(recover="magic")
+    with pytest.raises(Exception, match="cannot read the pick rule"):
+        RunConfig(pick="params=half")
+    assert RunConfig(pick="#3").pick == "#3" and RunConfig(pick="latency<=12ms")
 
 
 def test_a_run_directory_of_other_data_is_refused(tmp_path, tiny_model_dir, shared_data):

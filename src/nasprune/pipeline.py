@@ -85,11 +85,16 @@ class RunConfig:
     recover: str = "none"  # none, least-squares, distill, both (see recovery.py)
 
     def __post_init__(self) -> None:
+        """Options used after the search are checked now, not after an hour of search."""
         from nasprune.recovery import METHODS
+        from nasprune.search.pareto import KNOWN_METRICS, parse_rule
 
-        if self.recover not in METHODS:  # checked now, not after an hour of search
+        if self.recover not in METHODS:
             raise NaspruneError(f"unknown recovery {self.recover!r}; choose one of "
                                 f"{', '.join(METHODS)}")
+        rule = self.pick.strip().lstrip("#")
+        if rule.lower() not in ("largest", "smallest") and not rule.isdigit():
+            parse_rule(self.pick, dict.fromkeys(KNOWN_METRICS, 1.0))
 
     def to_dict(self) -> dict:
         return asdict(self)
