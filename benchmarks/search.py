@@ -47,20 +47,45 @@ def checkpoint(task: str, data) -> Path:
     return path
 
 
-def arm(name, supernet, space, searcher, validation, preset, trials, *, masked, pad_id):
+def prepare(task: str):
+    """The task's data, the plain and the importance-reordered super-network, and the
+    encoded validation set; the reordering's wall time is returned too."""
+    from transformers import AutoTokenizer
+
+    data = load_task_data(DataConfig(task=task, data_dir=str(DATA),
+                                     max_train_examples=SETTINGS[task]["max_train_examples"]))
+    path = checkpoint(task, data)
+    plain = Supernet.from_pretrained(path)
+    plain.model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    pad = tokenizer.pad_token_id or 0
+    validation = encode(tokenizer, data, "validation")
+    reordered = Supernet.from_pretrained(path)
+    calibration = subset(encode(tokenizer, data, "train"), SearchConfig().calibration_examples)
+    start = time.perf_counter()
+    reordered.reorder_by_importance(iter_batches(calibration, 32, reordered.model, pad))
+    reorder_seconds = time.perf_counter() - start
+    reordered.model.eval()
+    return data, plain, reordered, validation, pad, reorder_seconds
+
+
+def arm(name, supernet, space, searcher, validation, preset, trials, *, masked, pad_id,
+        seed=0, **options):
     evaluator = SubnetEvaluator(supernet, validation, preset, pad_id=pad_id, masked=masked)
     with tempfile.TemporaryDirectory() as tmp, TrialStore(Path(tmp) / "trials.db") as store:
         start = time.perf_counter()
-        result = run_search(space, make_searcher(searcher, space, 0), evaluator, store, trials,
-                            progress=True)
+        result = run_search(space, make_searcher(searcher, space, seed, **options), evaluator,
+                            store, trials, progress=True)
         wall = time.perf_counter() - start
     sub = [t for t in result.trials if t.subnet != space.full()]
     half = [t.metrics["metric"] for t in sub
             if t.metrics["encoder_params"] <= 0.5 * result.full["encoder_params"]]
-    return {"arm": name, "space": space.name, "searcher": searcher,
-            "evaluation": "masking" if masked else "use() slicing",
+    flops = [t.metrics["flops"] / result.full["flops"] for t in result.trials]
+    return {"arm": name, "space": space.name, "searcher": searcher, "seed": seed,
+            "options": options, "evaluation": "masking" if masked else "use() slicing",
             "trials": len(result.trials), "wall_seconds": wall,
             "seconds_per_candidate": wall / len(result.trials),
+            "mean_flops_fraction": sum(flops) / len(flops),
             "hypervolume": result.hypervolume, "full_metric": result.full["metric"],
             "best_metric_at_half_encoder": max(half) if half else None,
             "front_size": len(result.front)}
@@ -77,25 +102,9 @@ def main() -> None:
     defaults = SearchConfig()
     results = {}
     for task in args.tasks.split(","):
-        data = load_task_data(DataConfig(task=task, data_dir=str(DATA),
-                                         max_train_examples=SETTINGS[task]["max_train_examples"]))
-        path = checkpoint(task, data)
-        plain = Supernet.from_pretrained(path)
-        plain.model.eval()
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        pad = tokenizer.pad_token_id or 0
-        validation = encode(tokenizer, data, "validation")
+        data, plain, reordered, validation, pad, reorder_seconds = prepare(task)
         rows = [arm("tutorial", plain, make_space("small", plain.shape), "random", validation,
                     data.preset, args.trials, masked=True, pad_id=pad)]
-
-        reordered = Supernet.from_pretrained(path)
-        calibration = subset(encode(tokenizer, data, "train"), defaults.calibration_examples)
-        start = time.perf_counter()
-        reordered.reorder_by_importance(iter_batches(calibration, 32, reordered.model, pad))
-        reorder_seconds = time.perf_counter() - start
-        reordered.model.eval()
         rows.append(arm("tutorial space, use()", reordered, make_space("small", plain.shape),
                         "random", validation, data.preset, args.trials, masked=False, pad_id=pad))
         rows.append(arm("nasprune defaults", reordered,
@@ -106,8 +115,8 @@ def main() -> None:
 
     lines = [f"# Search: {args.trials} candidates, MiniLM-L6 (standard fine-tuning)", "",
              "| task | arm | space | searcher | evaluation | wall | s/candidate | vs tutorial "
-             "| hypervolume | best acc. at <= 50 % encoder |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| mean FLOPs of candidates | hypervolume | best acc. at <= 50 % encoder |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for task, rows in results.items():
         base = rows[0]["wall_seconds"]
         for r in rows:
@@ -115,7 +124,8 @@ def main() -> None:
             lines.append(
                 f"| {task} | {r['arm']} | {r['space']} | {r['searcher']} | {r['evaluation']} | "
                 f"{r['wall_seconds']:.0f} s | {r['seconds_per_candidate']:.2f} | "
-                f"{r['wall_seconds'] / base:.2f} | {r['hypervolume']:.4f} | "
+                f"{r['wall_seconds'] / base:.2f} | {r['mean_flops_fraction']:.2f} | "
+                f"{r['hypervolume']:.4f} | "
                 f"{'-' if best is None else f'{best:.3f}'} |")
     lines += ["", "Target: nasprune's 100 candidates in <= 1/3 of the masked evaluation's time. "
               "Importance reordering (once per model) is listed separately in the JSON "

@@ -87,6 +87,22 @@ class TestSearcherContract:
         assert len(result.front) >= 5
 
 
+def test_local_search_spreads_along_the_front(tmp_path):
+    """Gap filling puts candidates across the size range; one-step moves alone cluster."""
+    space = make_space("layerwise", SHAPE, unit_step=16)
+
+    def widest_gap(searcher):
+        with TrialStore(tmp_path / f"{searcher.fill}.db") as store:
+            result = run_search(space, searcher, toy_evaluate, store, 40, progress=False)
+        sizes = sorted(t.metrics["params"] / result.full["params"] for t in result.trials)
+        return max(b - a for a, b in zip(sizes, sizes[1:]))
+
+    gap_filled = widest_gap(make_searcher("local", space, seed=0))
+    gap_steps = widest_gap(make_searcher("local", space, seed=0, fill=0.0))
+    assert gap_filled < 0.15
+    assert gap_filled <= gap_steps
+
+
 def test_unknown_searcher():
     with pytest.raises(NaspruneError, match="unknown searcher"):
         make_searcher("grid", spaces()[0])

@@ -75,6 +75,25 @@ def test_sampling_stays_in_bounds_and_round_trips(name):
 
 
 @pytest.mark.parametrize("name", SPACES)
+def test_sampling_near_a_size_reaches_both_ends_of_the_range(name):
+    space = make_space(name, MINILM)
+    rng = random.Random(0)
+    full = encoder_params(MINILM.full, MINILM)
+
+    def size(fraction):
+        subs = [space.sample_near(rng, fraction) for _ in range(50)]
+        for sub in subs:
+            space.index(sub)  # in the space
+        return sum(encoder_params(s, MINILM) for s in subs) / len(subs) / full
+
+    small, middle, large = size(0.1), size(0.5), size(0.9)
+    assert small < middle < large
+    if name == "layerwise":  # uniform samples of 12 dimensions stay near the middle
+        uniform = [encoder_params(space.sample(rng), MINILM) / full for _ in range(200)]
+        assert small < min(uniform) and large > max(uniform)
+
+
+@pytest.mark.parametrize("name", SPACES)
 def test_neighbours_differ_in_exactly_one_dimension(name):
     space = make_space(name, MINILM)
     rng = random.Random(1)

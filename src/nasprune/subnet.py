@@ -179,6 +179,18 @@ class SearchSpace:
     def sample(self, rng: random.Random) -> Subnet:
         return self.from_index([rng.randrange(len(dim)) for dim in self.dims])
 
+    def sample_near(self, rng: random.Random, fraction: float, spread: float = 0.2) -> Subnet:
+        """A random sub-network whose every dimension sits near ``fraction`` of its range.
+
+        Uniform samples of a many-dimensional space (12 in ``layerwise``) all land near its
+        middle; drawing the size first reaches the small and large ends too.
+        """
+        index = []
+        for dim in self.dims:
+            x = min(1.0, max(0.0, fraction + rng.uniform(-spread, spread)))
+            index.append(round(x * (len(dim) - 1)))
+        return self.from_index(index)
+
     def full(self) -> Subnet:
         return self.from_index([len(dim) - 1 for dim in self.dims])
 
