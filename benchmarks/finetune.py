@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument("--speed-only", action="store_true",
                         help="only the speed arm; keep the accuracy rows of the last run")
     parser.add_argument("--speed-examples", type=int, default=1600)
+    parser.add_argument("--plain-batches", action="store_true",
+                        help="train on plain random batches (the reference loop) instead of "
+                             "length-grouped ones; rows and checkpoints get a '-plain' suffix")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     quiet_libraries()
@@ -49,10 +52,14 @@ def main() -> None:
         data = load_task_data(DataConfig(task=task, data_dir=str(DATA), seed=args.seed,
                                          max_train_examples=setting["max_train_examples"]))
         cfg = TrainConfig(epochs=setting["epochs"], batch_size=16, learning_rate=5e-5,
-                          seed=args.seed, threads=args.threads)
+                          seed=args.seed, threads=args.threads,
+                          group_by_length=not args.plain_batches)
+        name = f"{task}-plain" if args.plain_batches else task
         start = time.perf_counter()
-        result = finetune("minilm-l6", data, cfg, CHECKPOINTS / f"finetune-{task}")
-        rows[task] = {
+        result = finetune("minilm-l6", data, cfg, CHECKPOINTS / f"finetune-{name}")
+        rows[name] = {
+            "batches": "plain random" if args.plain_batches else "length-grouped",
+            "seed": args.seed,
             "train_examples": result["train_examples"],
             "validation_examples": result["validation_examples"],
             "epochs": setting["epochs"],
@@ -63,13 +70,15 @@ def main() -> None:
             "wall_seconds": time.perf_counter() - start,
             "date": time.strftime("%Y-%m-%d %H:%M"),
         }
-    speed = speed_arm(args.speed_examples, args.threads, args.seed)
+    speed = (json.loads(previous.read_text())["speed"] if args.plain_batches
+             else speed_arm(args.speed_examples, args.threads, args.seed))
 
-    lines = ["# Fine-tuning MiniLM-L6 (AdamW, lr 5e-5, batch 16, length-grouped dynamic padding)",
-             "", "| task | train ex. | epochs | val. accuracy (best epoch) | examples/s | wall |",
-             "|---|---|---|---|---|---|"]
+    lines = ["# Fine-tuning MiniLM-L6 (AdamW, lr 5e-5, batch 16, dynamic padding)",
+             "", "| run | batches | train ex. | epochs | val. accuracy (best epoch) | examples/s "
+             "| wall |", "|---|---|---|---|---|---|---|"]
     for task, r in rows.items():
-        lines.append(f"| {task} | {r['train_examples']} | {r['epochs']} | {r['accuracy']:.3f} "
+        lines.append(f"| {task} | {r.get('batches', 'length-grouped')} | "
+                     f"{r['train_examples']} | {r['epochs']} | {r['accuracy']:.3f} "
                      f"({r['best_epoch']}) | {r['examples_per_second']:.1f} | "
                      f"{r['wall_seconds'] / 60:.1f} min |")
     lines += ["", f"Seed {args.seed}, {args.threads} CPU threads. Reference (plain loop, same "

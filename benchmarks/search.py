@@ -6,7 +6,9 @@ benchmarks/finetune.py, or fine-tuned here if missing):
 - tutorial: `small` space, random search, every candidate evaluated by masking the full
   model (zeroed heads/units, full-size compute), original weight order;
 - nasprune: importance-reordered weights, the default space and searcher, every candidate
-  evaluated through `Supernet.use()` (prefix slices, skipped layers).
+  evaluated through `Supernet.use()` (prefix slices, skipped layers);
+- the same with multi-fidelity (`--low-fidelity 0.25`): each candidate first on a quarter
+  of the validation set, on all of it only when not dominated by the front so far.
 
 Hypervolume: error vs. parameters, both arms normalised by the same full model.
 
@@ -70,19 +72,22 @@ def prepare(task: str):
 
 
 def arm(name, supernet, space, searcher, validation, preset, trials, *, masked, pad_id,
-        seed=0, **options):
+        seed=0, low_fidelity=None, **options):
     evaluator = SubnetEvaluator(supernet, validation, preset, pad_id=pad_id, masked=masked)
     with tempfile.TemporaryDirectory() as tmp, TrialStore(Path(tmp) / "trials.db") as store:
         start = time.perf_counter()
         result = run_search(space, make_searcher(searcher, space, seed, **options), evaluator,
-                            store, trials, progress=True)
+                            store, trials, progress=True, low_fidelity=low_fidelity)
         wall = time.perf_counter() - start
-    sub = [t for t in result.trials if t.subnet != space.full()]
+    sub = [t for t in result.trials if t.subnet != space.full() and t.is_full_fidelity]
     half = [t.metrics["metric"] for t in sub
             if t.metrics["encoder_params"] <= 0.5 * result.full["encoder_params"]]
     flops = [t.metrics["flops"] / result.full["flops"] for t in result.trials]
     return {"arm": name, "space": space.name, "searcher": searcher, "seed": seed,
-            "options": options, "evaluation": "masking" if masked else "use() slicing",
+            "options": options,
+            "evaluation": ("masking" if masked else "use() slicing")
+            + (f", multi-fidelity {low_fidelity:g}" if low_fidelity else ""),
+            "promoted": result.promoted if low_fidelity else None,
             "trials": len(result.trials), "wall_seconds": wall,
             "seconds_per_candidate": wall / len(result.trials),
             "mean_flops_fraction": sum(flops) / len(flops),
@@ -111,6 +116,9 @@ def main() -> None:
                         make_space(defaults.space, plain.shape), defaults.searcher, validation,
                         data.preset, args.trials, masked=False, pad_id=pad))
         rows[-1]["reorder_seconds"] = reorder_seconds
+        rows.append(arm("nasprune defaults + --low-fidelity 0.25", reordered,
+                        make_space(defaults.space, plain.shape), defaults.searcher, validation,
+                        data.preset, args.trials, masked=False, pad_id=pad, low_fidelity=0.25))
         results[task] = rows
 
     lines = [f"# Search: {args.trials} candidates, MiniLM-L6 (standard fine-tuning)", "",
