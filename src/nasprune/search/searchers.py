@@ -93,12 +93,13 @@ class LocalSearcher(Searcher):
         super().__init__(space, seed, n_objectives=n_objectives)
         self.restart = restart
         self.fill = fill
+        self.n_random = n_random
         sizes = [(i + self.rng.random()) / n_random for i in range(n_random)]
         self.rng.shuffle(sizes)
         self._start_sizes = sizes
 
     def _propose(self) -> Subnet:
-        if self._start_sizes:
+        if self._start_sizes and len(self.history) < self.n_random + 2:  # not on resume
             size = self._start_sizes.pop()
             return self._unseen(lambda: self.space.sample_near(self.rng, size))
         if self.rng.random() >= self.restart:
