@@ -41,7 +41,8 @@ def main() -> None:
     parser.add_argument("--speed-examples", type=int, default=1600)
     parser.add_argument("--plain-batches", action="store_true",
                         help="train on plain random batches (the reference loop) instead of "
-                             "length-grouped ones; rows and checkpoints get a '-plain' suffix")
+                             "length-grouped ones; rows and checkpoints get a '-plain' suffix "
+                             "(and '-seedN' for a seed other than 0)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     quiet_libraries()
@@ -54,7 +55,8 @@ def main() -> None:
         cfg = TrainConfig(epochs=setting["epochs"], batch_size=16, learning_rate=5e-5,
                           seed=args.seed, threads=args.threads,
                           group_by_length=not args.plain_batches)
-        name = f"{task}-plain" if args.plain_batches else task
+        name = task + ("-plain" if args.plain_batches else "") + (
+            f"-seed{args.seed}" if args.seed else "")
         start = time.perf_counter()
         result = finetune("minilm-l6", data, cfg, CHECKPOINTS / f"finetune-{name}")
         rows[name] = {
@@ -70,7 +72,7 @@ def main() -> None:
             "wall_seconds": time.perf_counter() - start,
             "date": time.strftime("%Y-%m-%d %H:%M"),
         }
-    speed = (json.loads(previous.read_text())["speed"] if args.plain_batches
+    speed = (json.loads(previous.read_text())["speed"] if args.plain_batches or args.seed
              else speed_arm(args.speed_examples, args.threads, args.seed))
 
     lines = ["# Fine-tuning MiniLM-L6 (AdamW, lr 5e-5, batch 16, dynamic padding)",
@@ -81,10 +83,10 @@ def main() -> None:
                      f"{r['train_examples']} | {r['epochs']} | {r['accuracy']:.3f} "
                      f"({r['best_epoch']}) | {r['examples_per_second']:.1f} | "
                      f"{r['wall_seconds'] / 60:.1f} min |")
-    lines += ["", f"Seed {args.seed}, {args.threads} CPU threads. Reference (plain loop, same "
-              "hyper-parameters): SST-2 0.861 in ~8 min, RTE 0.625 in ~19 min. Examples/s of "
-              "these long runs depend on what else the shared machine ran meanwhile; the "
-              "speed arm below compares loops in one process.", "",
+    lines += ["", f"Seed 0 unless the run's name says otherwise, {args.threads} CPU threads. "
+              "Reference (plain loop, same hyper-parameters): SST-2 0.861 in ~8 min, RTE 0.625 "
+              "in ~19 min. Examples/s of these long runs depend on what else the shared "
+              "machine ran meanwhile; the speed arm below compares loops in one process.", "",
               f"## Speed, same process: {args.speed_examples} SST-2 examples, one epoch each", "",
               "| batches | examples/s | tokens per batch (padded) |", "|---|---|---|"]
     for name, r in speed.items():
