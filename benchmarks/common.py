@@ -16,6 +16,12 @@ DATA = REPO.parent / "shared" / "data" / "glue"
 RESULTS = REPO / "benchmarks" / "results"
 #: Checkpoints that benchmarks produce and reuse (not committed).
 CHECKPOINTS = REPO / "runs" / "bench"
+#: Fine-tuning of the shared checkpoints (finetune.py writes them, search.py and quality.py
+#: reuse them).
+SETTINGS = {
+    "sst2": {"max_train_examples": 8000, "epochs": 2},
+    "rte": {"max_train_examples": None, "epochs": 5},
+}
 
 
 def machine() -> dict:

@@ -23,12 +23,7 @@ from nasprune.cli import quiet_libraries
 from nasprune.data import DataConfig, load_task_data
 from nasprune.training import TrainConfig, finetune
 
-from common import CHECKPOINTS, DATA, RESULTS, write_results
-
-SETTINGS = {
-    "sst2": {"max_train_examples": 8000, "epochs": 2},
-    "rte": {"max_train_examples": None, "epochs": 5},
-}
+from common import CHECKPOINTS, DATA, RESULTS, SETTINGS, write_results
 
 
 def main() -> None:
@@ -46,8 +41,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     quiet_libraries()
-    previous = RESULTS / "finetune.json"
-    rows = json.loads(previous.read_text()).get("results", {}) if previous.is_file() else {}
+    previous_file = RESULTS / "finetune.json"
+    previous = json.loads(previous_file.read_text()) if previous_file.is_file() else {}
+    rows = previous.get("results", {})
     for task in [] if args.speed_only else args.tasks.split(","):
         setting = SETTINGS[task]
         data = load_task_data(DataConfig(task=task, data_dir=str(DATA), seed=args.seed,
@@ -72,7 +68,7 @@ def main() -> None:
             "wall_seconds": time.perf_counter() - start,
             "date": time.strftime("%Y-%m-%d %H:%M"),
         }
-    speed = (json.loads(previous.read_text())["speed"] if args.plain_batches or args.seed
+    speed = (previous["speed"] if args.plain_batches or args.seed
              else speed_arm(args.speed_examples, args.threads, args.seed))
 
     lines = ["# Fine-tuning MiniLM-L6 (AdamW, lr 5e-5, batch 16, dynamic padding)",

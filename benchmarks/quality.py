@@ -39,7 +39,8 @@ import torch
 
 from nasprune.cli import quiet_libraries
 from nasprune.cost import CostModel
-from nasprune.data import DataConfig, encode, load_task_data, subset
+from nasprune.data import DataConfig, encode, load_task_data
+from nasprune.pipeline import reorder_on_calibration
 from nasprune.recovery import RecoveryConfig, recover
 from nasprune.report import plot_pareto
 from nasprune.search.objective import SubnetEvaluator
@@ -49,15 +50,11 @@ from nasprune.search.searchers import make_searcher
 from nasprune.search.store import TrialStore
 from nasprune.subnet import make_space
 from nasprune.supernet import Supernet
-from nasprune.training import TrainConfig, iter_batches, load_classifier, train
+from nasprune.training import TrainConfig, load_classifier, train
 
-from common import CHECKPOINTS, DATA, RESULTS, write_results
+from common import CHECKPOINTS, DATA, RESULTS, SETTINGS, write_results
 
 MODEL = "minilm-l6"
-SETTINGS = {  # the same as benchmarks/finetune.py: arm (a) reuses its checkpoints
-    "sst2": {"max_train_examples": 8000, "epochs": 2},
-    "rte": {"max_train_examples": None, "epochs": 5},
-}
 LR, BATCH = 5e-5, 16
 BUDGETS = (0.5, 0.3)
 
@@ -106,9 +103,8 @@ def search_arm(model_dir: Path, data, args, *, space_name: str, searcher_name: s
     supernet = Supernet.from_pretrained(model_dir)
     supernet.model.eval()
     if reorder and supernet.order is None:
-        train_enc = encode(tokenizer, data, "train")
-        calib = subset(train_enc, args.calibration, args.seed)
-        supernet.reorder_by_importance(iter_batches(calib, 32, supernet.model, pad))
+        reorder_on_calibration(supernet, encode(tokenizer, data, "train"), args.calibration,
+                               pad, seed=args.seed)
     if not reorder and supernet.order is not None:
         raise SystemExit(f"{model_dir} is importance-ordered; arm (a) needs the original order")
     validation = encode(tokenizer, data, "validation")

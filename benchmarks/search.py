@@ -25,20 +25,17 @@ from pathlib import Path
 import torch
 
 from nasprune.cli import quiet_libraries
-from nasprune.data import DataConfig, encode, load_task_data, subset
-from nasprune.pipeline import SearchConfig
+from nasprune.data import DataConfig, encode, load_task_data
+from nasprune.pipeline import SearchConfig, reorder_on_calibration
 from nasprune.search.objective import SubnetEvaluator
 from nasprune.search.runner import run_search
 from nasprune.search.searchers import make_searcher
 from nasprune.search.store import TrialStore
 from nasprune.subnet import make_space
 from nasprune.supernet import Supernet
-from nasprune.training import TrainConfig, finetune, iter_batches
+from nasprune.training import TrainConfig, finetune
 
-from common import CHECKPOINTS, DATA, write_results
-
-SETTINGS = {"sst2": {"max_train_examples": 8000, "epochs": 2},
-            "rte": {"max_train_examples": None, "epochs": 5}}
+from common import CHECKPOINTS, DATA, SETTINGS, write_results
 
 
 def checkpoint(task: str, data) -> Path:
@@ -63,9 +60,9 @@ def prepare(task: str):
     pad = tokenizer.pad_token_id or 0
     validation = encode(tokenizer, data, "validation")
     reordered = Supernet.from_pretrained(path)
-    calibration = subset(encode(tokenizer, data, "train"), SearchConfig().calibration_examples)
     start = time.perf_counter()
-    reordered.reorder_by_importance(iter_batches(calibration, 32, reordered.model, pad))
+    reorder_on_calibration(reordered, encode(tokenizer, data, "train"),
+                           SearchConfig().calibration_examples, pad)
     reorder_seconds = time.perf_counter() - start
     reordered.model.eval()
     return data, plain, reordered, validation, pad, reorder_seconds

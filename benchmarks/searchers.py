@@ -54,10 +54,11 @@ def main() -> None:
              "mean FLOPs of candidates | front size |", "|---|---|---|---|---|---|---|"]
     for label, space, _, _ in arms:
         mine = [r for r in rows if r["arm"] == label and r["space"] == space]
-        best = [r["best_metric_at_half_encoder"] or 0.0 for r in mine]
+        best = [r["best_metric_at_half_encoder"] for r in mine
+                if r["best_metric_at_half_encoder"] is not None]
         lines.append(
             f"| {label} | {space} | {statistics.mean(r['hypervolume'] for r in mine):.4f} | "
-            f"{statistics.mean(best):.3f} | "
+            f"{f'{statistics.mean(best):.3f}' if best else '-'} | "
             f"{statistics.mean(r['wall_seconds'] for r in mine):.0f} s | "
             f"{statistics.mean(r['mean_flops_fraction'] for r in mine):.2f} | "
             f"{statistics.mean(r['front_size'] for r in mine):.1f} |")

@@ -131,6 +131,15 @@ def finetune_stage(cfg: RunConfig, data: TaskData, run_dir: Path) -> dict:
     return result
 
 
+def reorder_on_calibration(supernet, train_encoded: Encoded, examples: int, pad_id: int = 0, *,
+                           seed: int = 0, method: str = "fisher") -> dict:
+    """Importance-reorder ``supernet`` on a fixed subset of the training split: the one
+    place the search's calibration set is drawn, for the pipeline and the benchmarks."""
+    calibration = subset(train_encoded, examples, seed)
+    return supernet.reorder_by_importance(iter_batches(calibration, 32, supernet.model, pad_id),
+                                          method=method)
+
+
 def supernet_stage(cfg: RunConfig, data: TaskData, run_dir: Path, train_encoded: Encoded):
     """The importance-reordered super-network; reused when ``supernet/`` exists."""
     from transformers import AutoTokenizer
@@ -148,10 +157,9 @@ def supernet_stage(cfg: RunConfig, data: TaskData, run_dir: Path, train_encoded:
         tokenizer = AutoTokenizer.from_pretrained(source)
         if supernet.order is None:  # super-network training already reordered it
             supernet.model.to(device)
-            calibration = subset(train_encoded, cfg.search.calibration_examples, cfg.data.seed)
-            supernet.reorder_by_importance(
-                iter_batches(calibration, 32, supernet.model, tokenizer.pad_token_id or 0),
-                method=cfg.search.importance)
+            reorder_on_calibration(supernet, train_encoded, cfg.search.calibration_examples,
+                                   tokenizer.pad_token_id or 0, seed=cfg.data.seed,
+                                   method=cfg.search.importance)
         tmp = out.with_name(out.name + ".tmp")  # written whole, then renamed
         shutil.rmtree(tmp, ignore_errors=True)
         supernet.save(tmp)

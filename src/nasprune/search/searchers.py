@@ -54,8 +54,14 @@ class Searcher:
         points = [self.history[s] for s in subnets]
         return [subnets[i] for i in pareto_front(points)]
 
-    def _unseen_sample(self, tries: int = 100) -> Subnet:
-        """A random sub-network not told yet (a seen one if the space looks exhausted)."""
+    def _unseen_sample(self, draw: Callable[[], Subnet] | None = None,
+                       draw_tries: int = 20, tries: int = 100) -> Subnet:
+        """A random sub-network not told yet: from ``draw`` when given (``draw_tries``
+        attempts), else uniform over the space; a seen one if the space looks exhausted."""
+        for _ in range(draw_tries if draw is not None else 0):
+            subnet = draw()
+            if subnet not in self.history:
+                return subnet
         subnet = self.space.sample(self.rng)
         for _ in range(tries):
             if subnet not in self.history:
@@ -101,7 +107,7 @@ class LocalSearcher(Searcher):
     def _propose(self) -> Subnet:
         if self._start_sizes and len(self.history) < self.n_random + 2:  # not on resume
             size = self._start_sizes.pop()
-            return self._unseen(lambda: self.space.sample_near(self.rng, size))
+            return self._unseen_sample(lambda: self.space.sample_near(self.rng, size))
         if self.rng.random() >= self.restart:
             front = self._front_by_cost()
             if len(front) >= 2:
@@ -113,7 +119,7 @@ class LocalSearcher(Searcher):
                         return child
                 weights = [a + b for a, b in zip([0.0, *gaps], [*gaps, 0.0])]
                 order = self.rng.choices(range(len(front)), weights=weights, k=len(front))
-                for i in [*order, *range(len(front))]:
+                for i in dict.fromkeys([*order, *range(len(front))]):  # each member once
                     candidates = [n for n in self.space.neighbours(front[i])
                                   if n not in self.history]
                     if candidates:
@@ -133,13 +139,6 @@ class LocalSearcher(Searcher):
         ia, ib = self.space.index(a), self.space.index(b)
         return self.space.from_index(
             [self.rng.randint(min(x, y), max(x, y)) for x, y in zip(ia, ib)])
-
-    def _unseen(self, draw: Callable[[], Subnet], tries: int = 20) -> Subnet:
-        for _ in range(tries):
-            subnet = draw()
-            if subnet not in self.history:
-                return subnet
-        return self._unseen_sample()
 
 
 class NSGA2Searcher(Searcher):
