@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +38,7 @@ from nasprune.supernet import Supernet
 from conftest import WORDS, tiny_bert, tiny_tokenizer
 
 N_TRIALS = 12
+STALL_S = 120  # far longer than the rest of a search; the test kills the stalled worker
 
 
 def tiny_evaluator(examples: int = 48) -> SubnetEvaluator:
@@ -66,22 +68,41 @@ def search(evaluator, store_dir, executor=None, on_trial=None, n=N_TRIALS):
 
 @dataclass
 class Slowed:
-    """A factory whose evaluations take at least ``delay`` s, so jobs are caught in flight."""
+    """A factory whose evaluations take at least ``delay`` s, so jobs are caught in flight.
+
+    With ``stall_dir``, a test can make exactly one later evaluation hang: touching
+    ``stall_dir/armed`` lets the next evaluation claim it (an atomic rename, so only one
+    worker wins), write its sub-network to ``stall_dir/stalled.pkl`` and sleep until killed.
+    That job is then certainly in flight, not finished but still uncollected.
+    """
 
     spec: EvaluatorSpec
     delay: float = 0.0
     fail_on: tuple | None = None  # layers of a sub-network whose evaluation raises
+    stall_dir: str | None = None
 
     def __call__(self):
         evaluate = self.spec.build()
 
         def slowed(subnet, fidelity):
             time.sleep(self.delay)
+            if self.stall_dir is not None and self._claim_stall(subnet):
+                time.sleep(STALL_S)
             if self.fail_on is not None and subnet.layers == self.fail_on:
                 raise ValueError("this sub-network cannot be evaluated")
             return evaluate(subnet, fidelity)
 
         return slowed
+
+    def _claim_stall(self, subnet) -> bool:
+        stall = Path(self.stall_dir)
+        try:
+            (stall / "armed").rename(stall / "claimed")
+        except FileNotFoundError:
+            return False
+        (stall / "stalled.tmp").write_bytes(pickle.dumps(subnet))
+        (stall / "stalled.tmp").rename(stall / "stalled.pkl")
+        return True
 
 
 class Recording:
@@ -145,16 +166,22 @@ def unseen(evaluator, local_result):
     return subnet
 
 
+@pytest.fixture(scope="module")
+def stall_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("stall")
+
+
 @pytest.fixture(scope="module", params=["process", pytest.param("ray", marks=pytest.mark.slow)])
-def pool(request, evaluator, unseen):
+def pool(request, evaluator, unseen, stall_dir):
     """Two workers of one backend, shared by the contract tests (workers start slowly).
 
-    Every evaluation takes >= 0.2 s, so the kill test always finds a job in flight. Ray is
+    Every evaluation takes >= 0.2 s; the kill test stalls one on purpose. Ray is
     marked slow: starting it takes ~10-30 s on a busy 2-core machine.
     """
     if request.param == "ray":
         request.getfixturevalue("ray_session")
-    factory = Slowed(EvaluatorSpec.from_evaluator(evaluator), delay=0.2, fail_on=unseen.layers)
+    factory = Slowed(EvaluatorSpec.from_evaluator(evaluator), delay=0.2, fail_on=unseen.layers,
+                     stall_dir=str(stall_dir))
     executor = make_executor(request.param, factory, workers=2)
     yield executor
     executor.close()
@@ -244,21 +271,30 @@ def test_evaluation_error_is_reported_and_the_worker_stays(pool, evaluator, unse
     assert pool.deaths == deaths and worker_ids(pool) == workers
 
 
-def test_killed_worker_loses_and_doubles_nothing(pool, evaluator, local_result, tmp_path):
+def test_killed_worker_loses_and_doubles_nothing(pool, evaluator, local_result, tmp_path,
+                                                 stall_dir):
     executor = Recording(pool)
     deaths, replaced = pool.deaths, pool.replaced
-    killed = []
+    killed, armed = [], []
+    for leftover in stall_dir.iterdir():  # the directory is shared by every backend's run
+        leftover.unlink()
+    stalled = stall_dir / "stalled.pkl"
 
-    def kill_one_in_flight(trial):
+    def kill_the_stalled_job(trial):
         if killed or len(executor.done) < 4:
             return
-        busy = pool.running()
-        assert busy, "a job should be in flight on the other worker"
-        worker, job = busy[0]
+        if not armed:
+            (stall_dir / "armed").touch()  # the next evaluation to start will hang
+            armed.append(True)
+            return
+        if not stalled.exists():
+            return
+        subnet = pickle.loads(stalled.read_bytes())
+        [(worker, job)] = [(w, j) for w, j in pool.running() if j.subnet == subnet]
         _kill(pool, worker)
         killed.append(job.subnet)
 
-    result = search(evaluator, tmp_path, executor, on_trial=kill_one_in_flight)
+    result = search(evaluator, tmp_path, executor, on_trial=kill_the_stalled_job)
     assert killed
     assert pool.deaths == deaths + 1 and pool.replaced == replaced + 1
     assert not pool.running() and len(worker_ids(pool)) == 2  # the replacement works
