@@ -8,12 +8,16 @@ batches (the reference loop) and nasprune's length-grouped batches; the ratio is
 speed-up, whatever else the machine is doing.
 
     python benchmarks/finetune.py [--tasks sst2,rte] [--threads 2] [--speed-only]
+        [--seed N] [--plain-batches] [--learning-rate X] [--batch-size N] [--max-length N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
+import statistics
 import tempfile
 import time
 
@@ -24,6 +28,9 @@ from nasprune.data import DataConfig, load_task_data
 from nasprune.training import TrainConfig, finetune
 
 from common import CHECKPOINTS, DATA, RESULTS, SETTINGS, write_results
+
+#: The reference loop's hyper-parameters (the issue's plain loop); runs that differ say so.
+REFERENCE = {"learning_rate": 5e-5, "batch_size": 16, "max_length": 128}
 
 
 def main() -> None:
@@ -36,28 +43,32 @@ def main() -> None:
     parser.add_argument("--speed-examples", type=int, default=1600)
     parser.add_argument("--plain-batches", action="store_true",
                         help="train on plain random batches (the reference loop) instead of "
-                             "length-grouped ones; rows and checkpoints get a '-plain' suffix "
-                             "(and '-seedN' for a seed other than 0)")
+                             "length-grouped ones")
+    parser.add_argument("--learning-rate", type=float, default=REFERENCE["learning_rate"])
+    parser.add_argument("--batch-size", type=int, default=REFERENCE["batch_size"])
+    parser.add_argument("--max-length", type=int, default=REFERENCE["max_length"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     quiet_libraries()
-    previous_file = RESULTS / "finetune.json"
-    previous = json.loads(previous_file.read_text()) if previous_file.is_file() else {}
-    rows = previous.get("results", {})
+    rows = {}
     for task in [] if args.speed_only else args.tasks.split(","):
         setting = SETTINGS[task]
         data = load_task_data(DataConfig(task=task, data_dir=str(DATA), seed=args.seed,
                                          max_train_examples=setting["max_train_examples"]))
-        cfg = TrainConfig(epochs=setting["epochs"], batch_size=16, learning_rate=5e-5,
+        cfg = TrainConfig(epochs=setting["epochs"], batch_size=args.batch_size,
+                          learning_rate=args.learning_rate, max_length=args.max_length,
                           seed=args.seed, threads=args.threads,
                           group_by_length=not args.plain_batches)
-        name = task + ("-plain" if args.plain_batches else "") + (
-            f"-seed{args.seed}" if args.seed else "")
+        name = run_name(task, args)
         start = time.perf_counter()
         result = finetune("minilm-l6", data, cfg, CHECKPOINTS / f"finetune-{name}")
         rows[name] = {
             "batches": "plain random" if args.plain_batches else "length-grouped",
             "seed": args.seed,
+            "learning_rate": args.learning_rate,
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "threads": args.threads,
             "train_examples": result["train_examples"],
             "validation_examples": result["validation_examples"],
             "epochs": setting["epochs"],
@@ -68,21 +79,33 @@ def main() -> None:
             "wall_seconds": time.perf_counter() - start,
             "date": time.strftime("%Y-%m-%d %H:%M"),
         }
-    speed = (previous["speed"] if args.plain_batches or args.seed
-             else speed_arm(args.speed_examples, args.threads, args.seed))
+    # Read the earlier rows only now: another run of this script may have finished meanwhile.
+    previous_file = RESULTS / "finetune.json"
+    previous = json.loads(previous_file.read_text()) if previous_file.is_file() else {}
+    rows = {**previous.get("results", {}), **rows}
+    # The speed arm runs with the reference settings only; variants keep its last figures.
+    speed = previous.get("speed") if run_name("", args) else None
+    if speed is None:
+        speed = speed_arm(args.speed_examples, args.threads, args.seed)
 
-    lines = ["# Fine-tuning MiniLM-L6 (AdamW, lr 5e-5, batch 16, dynamic padding)",
-             "", "| run | batches | train ex. | epochs | val. accuracy (best epoch) | examples/s "
-             "| wall |", "|---|---|---|---|---|---|---|"]
+    lines = ["# Fine-tuning MiniLM-L6 (AdamW, linear warm-up 10 %, dynamic padding)",
+             "", "| run | batches | lr | batch | max len | train ex. | epochs "
+             "| val. accuracy (best epoch) | threads | examples/s | wall |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for task, r in rows.items():
         lines.append(f"| {task} | {r.get('batches', 'length-grouped')} | "
+                     f"{r.get('learning_rate', REFERENCE['learning_rate']):g} | "
+                     f"{r.get('batch_size', REFERENCE['batch_size'])} | "
+                     f"{r.get('max_length', REFERENCE['max_length'])} | "
                      f"{r['train_examples']} | {r['epochs']} | {r['accuracy']:.3f} "
-                     f"({r['best_epoch']}) | {r['examples_per_second']:.1f} | "
-                     f"{r['wall_seconds'] / 60:.1f} min |")
-    lines += ["", f"Seed 0 unless the run's name says otherwise, {args.threads} CPU threads. "
-              "Reference (plain loop, same hyper-parameters): SST-2 0.861 in ~8 min, RTE 0.625 "
-              "in ~19 min. Examples/s of these long runs depend on what else the shared "
-              "machine ran meanwhile; the speed arm below compares loops in one process.", "",
+                     f"({r['best_epoch']}) | {r.get('threads', 2)} | "
+                     f"{r['examples_per_second']:.1f} | {r['wall_seconds'] / 60:.1f} min |")
+    lines += ["", "A run's name lists what differs from lr 5e-5, batch 16, max length 128, "
+              "length-grouped batches, seed 0. Reference (plain loop, lr 5e-5, batch 16): "
+              "SST-2 0.861 in ~8 min, RTE 0.625 in ~19 min, 2 CPU threads. Examples/s of these "
+              "long runs depend on what else the shared machine ran meanwhile; the speed arm "
+              "below compares loops in one process.", "",
+              *across_seeds(rows),
               f"## Speed, same process: {args.speed_examples} SST-2 examples, one epoch each", "",
               "| batches | examples/s | tokens per batch (padded) |", "|---|---|---|"]
     for name, r in speed.items():
@@ -92,6 +115,36 @@ def main() -> None:
     lines.append(f"\nLength-grouped / plain random: **{ratio:.2f}x** examples/s.")
     write_results("finetune", {"seed": args.seed, "results": rows, "speed": speed},
                   "\n".join(lines))
+
+
+def across_seeds(rows: dict) -> list[str]:
+    """Mean and range of the runs that differ only in their seed, next to the standard error
+    that the validation set's size alone puts on one run's accuracy."""
+    groups: dict[str, list[dict]] = {}
+    for name, row in rows.items():
+        groups.setdefault(re.sub(r"-seed\d+$", "", name), []).append(row)
+    lines = ["## Across seeds", "", "| settings | runs | mean accuracy | range "
+             "| s.e. of one run (validation size) |", "|---|---|---|---|---|"]
+    for name, group in groups.items():
+        if len(group) < 2:
+            continue
+        accuracies = [r["accuracy"] for r in group]
+        mean, n = statistics.mean(accuracies), group[0]["validation_examples"]
+        lines.append(f"| {name} | {len(group)} | {mean:.3f} | {min(accuracies):.3f}-"
+                     f"{max(accuracies):.3f} | {math.sqrt(mean * (1 - mean) / n):.3f} "
+                     f"({n} examples) |")
+    return lines + [""] if len(lines) > 4 else []
+
+
+def run_name(task: str, args) -> str:
+    """The task plus every setting that differs from the reference loop's."""
+    return task + "".join([
+        "-plain" if args.plain_batches else "",
+        f"-lr{args.learning_rate:g}" if args.learning_rate != REFERENCE["learning_rate"] else "",
+        f"-bs{args.batch_size}" if args.batch_size != REFERENCE["batch_size"] else "",
+        f"-len{args.max_length}" if args.max_length != REFERENCE["max_length"] else "",
+        f"-seed{args.seed}" if args.seed else "",
+    ])
 
 
 def speed_arm(n: int, threads: int, seed: int) -> dict:
