@@ -36,9 +36,9 @@ from pathlib import Path
 
 import torch
 
-from nasprune.cli import quiet_libraries
 from nasprune.cost import CostModel
 from nasprune.data import DataConfig, encode, load_task_data, subset
+from nasprune.models import quiet_libraries
 from nasprune.search import LocalExecutor, TrialStore, make_searcher, run_search
 from nasprune.search.executors import EvaluatorSpec, ProcessExecutor, RayExecutor
 from nasprune.search.objective import SubnetEvaluator

@@ -32,9 +32,9 @@ import pandas as pd
 import torch
 
 import nasprune
-from nasprune.cli import quiet_libraries
 from nasprune.cost import CostModel, dummy_inputs
 from nasprune.export import export_model
+from nasprune.models import quiet_libraries
 from nasprune.subnet import Subnet
 from nasprune.supernet import Supernet
 

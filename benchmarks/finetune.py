@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from nasprune.cli import quiet_libraries
 from nasprune.data import DataConfig, load_task_data
+from nasprune.models import quiet_libraries
 from nasprune.training import TrainConfig, finetune
 
 from common import CHECKPOINTS, DATA, RESULTS, SETTINGS, write_results

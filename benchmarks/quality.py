@@ -1,35 +1,40 @@
-"""Quality of the Pareto front: the tutorial's method vs nasprune, same model, data and budget.
+"""Compression quality under an honest protocol: which recipe keeps the accuracy of the pick.
 
-MiniLM-L6 on SST-2 (8,000-example training subset, seed 0, original validation set) and
-RTE (full), the same number of training epochs in every arm (SST-2 2, RTE 5; lr 5e-5,
-batch 16):
+MiniLM-L6 on SST-2 (8,000 training examples, the search split of 800 held out of them)
+and RTE (full; 249 held out). Every arm starts from the same standard fine-tuning (the
+teacher: SST-2 2 epochs, RTE 5; lr 5e-5, batch 16; best epoch on the search split). Each
+search evaluates 100 candidates on the search split; picks are chosen there too; the GLUE
+validation set is only read to report.
 
-(a) the tutorial's method: standard fine-tuning, ``small`` space, prefix *masking* without
-    importance ordering, random search;
-(b) standard fine-tuning + importance ordering (Fisher, 256 training examples), evaluated
-    through ``Supernet.use()``, with nasprune's default space and searcher;
-(c) super-network fine-tuning (``--strategy``, default ``sandwich-kd``; importance
-    ordering first) + the same space and searcher as (b).
+(a) the tutorial's method: ``small`` space, prefix masking without importance ordering,
+    random search, no recovery;
+(b) importance ordering + nasprune's search (``layerwise``, ``local``), no recovery;
+(c) (b) + distillation of each pick from the teacher (``--recover distill``, 3 epochs):
+    what ``nasprune run`` does with no quality flags (``default: true``);
+(d) super-network distillation from the teacher (``--strategy distill``, 1 epoch, sampled
+    around the 50 % budget) + the same search + pick distillation;
+(e) (c) with ``--distill-file``: 16,000 SST-2 training texts outside the 8,000, unlabeled.
 
-Each arm evaluates ``--trials`` candidates (100) on the whole validation set. Reported per
-arm: unpruned accuracy, hypervolume of (error, encoder parameters / full encoder) with the
-reference point 1.1 (same normalisation for all arms), the best accuracy among
-sub-networks with <= 50 % and <= 30 % of the encoder parameters, the smallest encoder
-fraction whose accuracy is within 1 point of the arm's own unpruned model; for (b) and (c)
-also the recovery (least squares, distillation) of the pick at <= 50 %. One combined
-Pareto plot per task.
+For every arm and each budget of 50, 30 and 20 % of the encoder parameters: the pick the
+arm makes under that budget on the search split, its accuracy after the arm's recovery on
+the validation set and on the search split, and the measured speed-up of the extracted
+pick over the unpruned model at batch 1 and 32 (same process, interleaved). Hypervolume of
+(error, encoder fraction), reference point 1.1 for every arm, on the search split (the
+searched points, plus the arm's recovered picks) and on validation (the search split's
+front re-measured there, plus the recovered picks).
 
-Checkpoints are kept under runs/bench/ and reused: arm (a)/(b)'s standard checkpoint is
-benchmarks/finetune.py's runs/bench/finetune-<task>/model when its settings match.
+Every piece is a stage that writes its result under ``runs/bench/quality/`` and is skipped
+when that result exists, so the benchmark can be stopped and resumed at any point:
 
-    python benchmarks/quality.py                                   # the full benchmark
-    python benchmarks/quality.py --tasks sst2 --train-examples 300 --epochs 1 --trials 10 \
-        --eval-examples 200 --name quality-smoke                    # a minutes-long check
+    nohup python benchmarks/quality.py > runs/quality.log 2>&1 &     # all tasks, seeds, arms
+    python benchmarks/quality.py --tasks sst2 --seeds 0 --arms a,b   # a part
+    python benchmarks/quality.py --report                            # only rewrite the files
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import time
@@ -37,306 +42,478 @@ from pathlib import Path
 
 import torch
 
-from nasprune.cli import quiet_libraries
-from nasprune.cost import CostModel
-from nasprune.data import DataConfig, encode, load_task_data
-from nasprune.pipeline import reorder_on_calibration
-from nasprune.recovery import RecoveryConfig, recover
-from nasprune.report import plot_pareto
-from nasprune.search.objective import SubnetEvaluator
-from nasprune.search.pareto import REFERENCE, hypervolume, pareto_front
-from nasprune.search.runner import run_search
-from nasprune.search.searchers import make_searcher
-from nasprune.search.store import TrialStore
-from nasprune.subnet import make_space
-from nasprune.supernet import Supernet
-from nasprune.training import TrainConfig, load_classifier, train
+from nasprune.data import DataConfig, encode, load_task_data, read_unlabeled
+from nasprune.models import quiet_libraries
+from nasprune.pipeline import (
+    RunConfig,
+    SearchConfig,
+    export_stage,
+    finetune_stage,
+    search_stage,
+    supernet_stage,
+)
+from nasprune.training import TrainConfig, evaluate
 
-from common import CHECKPOINTS, DATA, RESULTS, SETTINGS, write_results
+from common import CHECKPOINTS, DATA, RESULTS, SETTINGS, interleaved, write_results
 
-MODEL = "minilm-l6"
-LR, BATCH = 5e-5, 16
-BUDGETS = (0.5, 0.3)
-
-
-# --------------------------------------------------------------------------- training
-
-
-def _matches(metrics_file: Path, cfg: TrainConfig, n_train: int) -> bool:
-    if not metrics_file.is_file():
-        return False
-    saved = json.loads(metrics_file.read_text())
-    c = saved.get("config", {})
-    return (saved.get("train_examples") == n_train and c.get("epochs") == cfg.epochs
-            and c.get("learning_rate") == cfg.learning_rate and c.get("seed") == cfg.seed
-            and c.get("batch_size") == cfg.batch_size and c.get("strategy") == cfg.strategy
-            and (c.get("strategy_options") or {}) == cfg.strategy_options)
+ROOT = CHECKPOINTS / "quality"  # --root for a smoke run
+BUDGETS = (0.5, 0.3, 0.2)
+ARMS = {
+    "a": "(a) tutorial: small space, masking, random",
+    "b": "(b) ordering + layerwise/local, no recovery",
+    "c": "(c) (b) + pick distillation [default]",
+    "d": "(d) super-network distillation + (c)",
+    "e": "(e) (c) + 16k unlabeled texts",
+}
+DEFAULT_ARM = "c"
+UNLABELED = 16_000
+NAME = "quality"
+REFERENCE = 1.1
 
 
-def checkpoint(data, cfg: TrainConfig, out: Path, reuse: list[Path]) -> tuple[Path, dict]:
-    """Train into ``out`` unless ``out`` or one of ``reuse`` already holds this training."""
-    n_train = len(data.train)
-    for directory in [*reuse, out]:
-        if _matches(directory / "metrics.json", cfg, n_train) and (directory / "model").is_dir():
-            result = json.loads((directory / "metrics.json").read_text())
-            print(f"  reusing {directory / 'model'} ({result['metric']} "
-                  f"{result['best'][result['metric']]:.4f})")
-            return directory / "model", {**result, "reused": str(directory)}
-    print(f"  training {cfg.strategy} -> {out}")
-    model, tokenizer = load_classifier(MODEL, data.preset)
-    start = time.perf_counter()
-    result = train(model, tokenizer, data, cfg, out)
-    result["wall_seconds"] = time.perf_counter() - start
-    (out / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
-    return out / "model", result
+class Stages:
+    """Results of finished stages in one JSON file: a stage that is there is not rerun,
+    and its recorded seconds are those of the run that computed it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.done = json.loads(path.read_text()) if path.is_file() else {}
+
+    def __call__(self, name: str, fn):
+        if name in self.done:
+            return self.done[name]["result"]
+        print(f"  stage {name} ...", flush=True)
+        start = time.perf_counter()
+        result = fn()
+        self.done[name] = {"result": result, "seconds": time.perf_counter() - start}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.done, indent=1, default=str))
+        tmp.replace(self.path)
+        print(f"  stage {name}: {self.done[name]['seconds']:.0f} s", flush=True)
+        return result
+
+    def seconds(self, *names: str) -> float:
+        return sum(self.done[n]["seconds"] for n in names if n in self.done)
 
 
-# ----------------------------------------------------------------------------- search
+# ------------------------------------------------------------------------------- setup
 
 
-def search_arm(model_dir: Path, data, args, *, space_name: str, searcher_name: str,
-               masked: bool, reorder: bool, store_dir: Path):
+def run_config(task: str, seed: int, args, **changes) -> RunConfig:
+    setting = SETTINGS[task]
+    data = DataConfig(task=task, data_dir=str(DATA), seed=seed,
+                      max_train_examples=args.train_examples or setting["max_train_examples"],
+                      max_eval_examples=args.eval_examples)
+    epochs = args.epochs or setting["epochs"]
+    train = TrainConfig(epochs=float(epochs), batch_size=16, learning_rate=5e-5,
+                        seed=seed, threads=args.threads, progress=False)
+    cfg = RunConfig(model="minilm-l6", data=data, train=train,
+                    search=SearchConfig(trials=args.trials, seed=seed,
+                                        objectives=("error", "encoder_params")),
+                    pick="encoder_params<=0.5")
+    return dataclasses.replace(cfg, **changes)
+
+
+def copy_teacher(source: Path, run_dir: Path) -> None:
+    """Arms that train further start from the very same fine-tuned checkpoint."""
+    if not (run_dir / "finetune" / "metrics.json").is_file():
+        shutil.rmtree(run_dir / "finetune", ignore_errors=True)
+        shutil.copytree(source / "finetune", run_dir / "finetune")
+
+
+def trial_row(trial, full: dict) -> dict:
+    return {"id": trial.id, "subnet": str(trial.subnet), "metric": trial.metrics["metric"],
+            "error": trial.metrics["error"],
+            "encoder_fraction": trial.metrics["encoder_params"] / full["encoder_params"]}
+
+
+def pick_under(trials, full: dict, budget: float):
+    """The arm's pick under a budget: the rule ``encoder_params<=B`` of ``nasprune run``."""
+    from nasprune.search.pareto import pick
+
+    return pick(trials, f"encoder_params<={budget}", ("error", "encoder_params"), full)
+
+
+def hypervolume(points: list[tuple[float, float]]) -> float:
+    from nasprune.search.pareto import hypervolume as hv
+
+    return hv(points, (REFERENCE, REFERENCE))
+
+
+def speedups(small, full_model, validation, pad_id: int, rounds: int = 10) -> dict:
+    """Extracted pick vs unpruned model, same inputs (validation texts around the median
+    length), timed round-robin in one process."""
+    import numpy as np
+
+    from nasprune.data import collate
+    from nasprune.models import uses_token_types
+
+    order = np.argsort(validation.lengths(), kind="stable")
+    middle = len(order) // 2
+    types = uses_token_types(full_model.config)
+    out = {}
+    for size in (1, 32):
+        chosen = order[max(0, middle - size // 2):][:size]
+        batch = collate(validation, chosen, pad_id, types)
+        batch.pop("labels")
+        fns = {name: (lambda m=m, b=batch: m(**b)) for name, m in
+               (("full", full_model), ("pick", small))}
+        with torch.inference_mode():
+            times = interleaved(fns, rounds)
+        out[f"b{size}"] = times["full"] / times["pick"]
+    return out
+
+
+# -------------------------------------------------------------------------------- arms
+
+
+def arm_a(task, seed, args, data, teacher_dir: Path, stages: Stages) -> dict:
+    """The tutorial: masking without ordering, its space, random search."""
     from transformers import AutoTokenizer
 
+    from nasprune.cost import CostModel
+    from nasprune.search.objective import SubnetEvaluator
+    from nasprune.search.pareto import full_reference
+    from nasprune.search.runner import run_search
+    from nasprune.search.searchers import make_searcher
+    from nasprune.search.store import TrialStore
+    from nasprune.subnet import make_space
+    from nasprune.supernet import Supernet
+
+    model_dir = teacher_dir / "finetune" / "model"
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     pad = tokenizer.pad_token_id or 0
     supernet = Supernet.from_pretrained(model_dir)
     supernet.model.eval()
-    if reorder and supernet.order is None:
-        reorder_on_calibration(supernet, encode(tokenizer, data, "train"), args.calibration,
-                               pad, seed=args.seed)
-    if not reorder and supernet.order is not None:
-        raise SystemExit(f"{model_dir} is importance-ordered; arm (a) needs the original order")
+    search = encode(tokenizer, data, "search")
     validation = encode(tokenizer, data, "validation")
-    space = make_space(space_name, supernet.shape)
-    searcher = make_searcher(searcher_name, space, args.seed)
-    evaluator = SubnetEvaluator(supernet, validation, data.preset, cost=CostModel(supernet),
-                                pad_id=pad, masked=masked, seed=args.seed)
-    shutil.rmtree(store_dir, ignore_errors=True)  # a fresh search every time
-    start = time.perf_counter()
+    space = make_space("small", supernet.shape)
+    store_dir = ROOT / f"{task}-s{seed}" / "a"
+
+    def evaluator(encoded):
+        return SubnetEvaluator(supernet, encoded, data.preset, cost=CostModel(supernet),
+                               pad_id=pad, masked=True, seed=seed)
+
+    def run():
+        store_dir.mkdir(parents=True, exist_ok=True)
+        with TrialStore(store_dir / "trials.db") as store:
+            run_search(space, make_searcher("random", space, seed), evaluator(search), store,
+                       args.trials, ("error", "encoder_params"), progress=False)
+        return True
+
+    stages("a:search", run)
     with TrialStore(store_dir / "trials.db") as store:
-        result = run_search(space, searcher, evaluator, store, args.trials,
-                            ("error", "params"), progress=False)
-    return supernet, tokenizer, result, time.perf_counter() - start
-
-
-def summarise(result) -> dict:
-    """The figures of one arm from its stored trials (full fidelity only)."""
-    trials = [t for t in result.trials if t.is_full_fidelity]
-    full = result.full
-    enc_full = full["encoder_params"]
-    unpruned = full["metric"]
-    points = [(t.metrics["error"], t.metrics["encoder_params"] / enc_full) for t in trials]
-    out = {
-        "unpruned": unpruned,
-        "hypervolume": hypervolume(points, (REFERENCE, REFERENCE)),
-        "trials": len(trials),
-        "front": [
-            {"subnet": str(trials[i].subnet), "metric": trials[i].metrics["metric"],
-             "encoder_fraction": points[i][1]}
-            for i in sorted(pareto_front(points), key=lambda i: points[i][1])
-        ],
-    }
+        trials = [t for t in store.trials() if t.is_full_fidelity]
+        full = full_reference(trials, store.full_subnet())
+    on_validation = evaluator(validation)
+    picks = {}
     for budget in BUDGETS:
-        inside = [t for t, p in zip(trials, points) if p[1] <= budget + 1e-9]
-        best = max(inside, key=lambda t: t.metrics["metric"], default=None)
-        out[f"best_at_{int(budget * 100)}"] = None if best is None else {
-            "metric": best.metrics["metric"], "subnet": str(best.subnet),
-            "encoder_fraction": best.metrics["encoder_params"] / enc_full}
-    close = [p[1] for t, p in zip(trials, points) if t.metrics["metric"] >= unpruned - 0.01]
-    out["smallest_within_1pt"] = min(close) if close else None
-    return out
+        def measure(budget=budget):
+            trial = pick_under(trials, full, budget)
+            row = trial_row(trial, full)
+            row["validation"] = on_validation(trial.subnet)["metric"]
+            row["search"] = row["metric"]
+            small = supernet.extract(trial.subnet).eval()
+            row["speedup"] = speedups(small, supernet.model, validation, pad)
+            return row
+        picks[budget] = stages(f"a:pick{int(budget * 100)}", measure)
+    return {"trials": trials, "full": full, "picks": picks,
+            "validate": lambda subnet: on_validation(subnet)["metric"],
+            "unpruned_validation": None}
 
 
-def pick_at(result, budget: float):
-    trials = [t for t in result.trials if t.is_full_fidelity]
-    enc_full = result.full["encoder_params"]
-    inside = [t for t in trials if t.metrics["encoder_params"] / enc_full <= budget + 1e-9]
-    return max(inside, key=lambda t: (t.metrics["metric"], -t.metrics["encoder_params"]),
-               default=None)
+def searched_arm(name, cfg: RunConfig, run_dir: Path, data, stages: Stages, recover: str,
+                 unlabeled=None) -> dict:
+    """(b)-(e): the pipeline's own stages in a run directory; ``recover`` per pick."""
+    from transformers import AutoTokenizer
 
+    from nasprune.search.pareto import full_reference
+    from nasprune.search.store import TrialStore
 
-def recovery_of(supernet, tokenizer, data, trial, args) -> dict:
-    """Least squares and distillation, each on a fresh extract of the pick."""
+    search_name = "d" if name == "d" else "b"
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "finetune" / "model")
+    train_encoded = encode(tokenizer, data, "train", cfg.train.max_length)
+
+    def build():
+        supernet_stage(cfg, data, run_dir, train_encoded)
+        return True
+
+    stages(f"{search_name}:supernet", build)
+    supernet, tokenizer = supernet_stage(cfg, data, run_dir, train_encoded)
+    stages(f"{search_name}:search", lambda: bool(
+        search_stage(cfg, data, run_dir, supernet, tokenizer, progress=False)))
+    with TrialStore.open_existing(run_dir) as store:
+        trials = [t for t in store.trials() if t.is_full_fidelity]
+        full = full_reference(trials, store.full_subnet())
+    validation = encode(tokenizer, data, "validation", cfg.train.max_length)
     pad = tokenizer.pad_token_id or 0
-    train_enc = encode(tokenizer, data, "train")
-    validation = encode(tokenizer, data, "validation")
-    out = {"subnet": str(trial.subnet)}
-    for method in args.recovery:
-        small = supernet.extract(trial.subnet).eval()
-        cfg = RecoveryConfig(method=method, calibration_examples=args.calibration,
-                             distill_steps=args.recovery_steps, seed=args.seed)
-        report = recover(small, supernet.model, train_enc, validation=validation,
-                         preset=data.preset, config=cfg, pad_id=pad)
-        out[method] = {"before": report.before[data.preset.metric],
-                       "after": report.after[data.preset.metric],
-                       "logits_mse_before": report.before["logits_mse"],
-                       "logits_mse_after": report.after["logits_mse"],
-                       "seconds": report.seconds}
-        del small
-    return out
+    arm_cfg = dataclasses.replace(cfg, recover=recover)
+    arm_data = dataclasses.replace(data, unlabeled=unlabeled)
+    picks = {}
+    for budget in BUDGETS:
+        def export(budget=budget):
+            trial = pick_under(trials, full, budget)
+            out = run_dir / f"export-{name}-le{int(budget * 100)}"
+            path, report = export_stage(arm_cfg, run_dir, supernet, tokenizer, trial, arm_data,
+                                        train_encoded, out=out)
+            metrics = json.loads((path / "metrics.json").read_text())
+            row = trial_row(trial, full)
+            metric = data.preset.metric
+            row["validation"] = metrics["validation"]["float"][metric]
+            row["search"] = report["after"]["search"][metric] if report else row["metric"]
+            if report:
+                row["before"] = {s: report["before"][s][metric] for s in ("search", "validation")}
+                row["recovery_best_epoch"] = report["steps"][-1].get("best_epoch")
+            small = supernet.extract(trial.subnet).eval()
+            row["speedup"] = speedups(small, supernet.model, validation, pad)
+            return row
+        picks[budget] = stages(f"{name}:pick{int(budget * 100)}", export)
+
+    def validate(subnet):
+        with torch.inference_mode(), supernet.use(subnet) as model:
+            return evaluate(model, validation, data.preset, pad_id=pad)[data.preset.metric]
+
+    return {"trials": trials, "full": full, "picks": picks, "validate": validate,
+            "search_stage": search_name}
 
 
-# ------------------------------------------------------------------------------- main
+# ---------------------------------------------------------------------------- one seed
 
 
-def run_task(task: str, args) -> dict:
-    setting = SETTINGS[task]
-    n_train = args.train_examples if args.train_examples is not None else setting[
-        "max_train_examples"]
-    epochs = args.epochs if args.epochs is not None else setting["epochs"]
-    data = load_task_data(DataConfig(task=task, data_dir=str(DATA), seed=args.seed,
-                                     max_train_examples=n_train,
-                                     max_eval_examples=args.eval_examples))
-    tag = f"quality-{task}-n{len(data.train)}-e{epochs:g}-s{args.seed}"
-    base = CHECKPOINTS / tag
-    print(f"{task}: {len(data.train)} train / {len(data.validation)} validation, "
-          f"{epochs:g} epochs -> {base}")
-    common = dict(epochs=float(epochs), batch_size=BATCH, learning_rate=LR, seed=args.seed,
-                  threads=args.threads, progress=False)
-    lead = CHECKPOINTS / f"finetune-{task}"
-    std_dir, std_result = checkpoint(data, TrainConfig(**common), base / "standard",
-                                     [lead] if args.eval_examples is None else [])
-    arms: dict[str, dict] = {}
-    plot_runs = {}
-    training = {"standard": _train_info(std_result)}
-
-    if "a" in args.arms:
-        print("  arm (a): small space, masking, no ordering, random search")
-        _, _, res, secs = search_arm(std_dir, data, args, space_name="small",
-                                     searcher_name="random", masked=True, reorder=False,
-                                     store_dir=base / "search-a")
-        arms["a"] = {"label": "(a) tutorial", "space": "small", "searcher": "random",
-                     "training": "standard", "search_seconds": secs, **summarise(res)}
-        plot_runs["(a) tutorial"] = res.trials
-    if "b" in args.arms:
-        print(f"  arm (b): importance ordering, {args.space} space, {args.searcher} search")
-        sn, tok, res, secs = search_arm(std_dir, data, args, space_name=args.space,
-                                        searcher_name=args.searcher, masked=False,
-                                        reorder=True, store_dir=base / "search-b")
-        arms["b"] = {"label": "(b) standard + ordering", "space": args.space,
-                     "searcher": args.searcher, "training": "standard",
-                     "search_seconds": secs, **summarise(res)}
-        plot_runs["(b) standard + ordering"] = res.trials
-        _recovery(arms["b"], sn, tok, data, res, args)
-    for strategy in args.strategies if "c" in args.arms else []:
-        options = {"space": args.space, "calibration_examples": args.calibration}
-        cfg = TrainConfig(**common, strategy=strategy, strategy_options=options)
-        print(f"  arm (c): {strategy} super-network training")
-        model_dir, result = checkpoint(data, cfg, base / f"{strategy}-{args.space}", [])
-        training[strategy] = _train_info(result)
-        sn, tok, res, secs = search_arm(model_dir, data, args, space_name=args.space,
-                                        searcher_name=args.searcher, masked=False,
-                                        reorder=True, store_dir=base / f"search-c-{strategy}")
-        key = "c" if len(args.strategies) == 1 else f"c:{strategy}"
-        label = f"(c) {strategy}"
-        arms[key] = {"label": label, "space": args.space, "searcher": args.searcher,
-                     "training": strategy, "search_seconds": secs, **summarise(res)}
-        plot_runs[label] = res.trials
-        _recovery(arms[key], sn, tok, data, res, args)
-
-    plot = RESULTS / f"{args.name}-{task}.png"
-    plot_pareto(plot_runs, plot, x="encoder_params", log_x=False,
-                title=f"MiniLM-L6 {task.upper()}: {args.trials} candidates per arm")
-    return {"train_examples": len(data.train), "validation_examples": len(data.validation),
-            "epochs": epochs, "training": training, "arms": arms, "plot": plot.name}
+def run_seed(task: str, seed: int, args) -> list[dict]:
+    base = ROOT / f"{task}-s{seed}"
+    base.mkdir(parents=True, exist_ok=True)
+    stages = Stages(base / "stages.json")
+    cfg = run_config(task, seed, args)
+    data = load_task_data(cfg.data)
+    std = base / "std"
+    print(f"{task} seed {seed}: {len(data.train)} train / {len(data.search)} search / "
+          f"{len(data.validation)} validation -> {base}", flush=True)
+    teacher = stages("teacher", lambda: finetune_stage(cfg, data, std))
+    metric = data.preset.metric
+    unpruned = {"validation": teacher["best"][metric], "search": teacher["best"]["search"][metric]}
+    results = {}
+    for arm in args.arms:
+        if arm == "e" and task != "sst2":
+            continue
+        print(f" arm {ARMS[arm]}", flush=True)
+        if arm == "a":
+            results[arm] = arm_a(task, seed, args, data, std, stages)
+        elif arm in "bc":
+            results[arm] = searched_arm(arm, cfg, std, data, stages,
+                                        "none" if arm == "b" else "distill")
+        elif arm == "d":
+            kd = base / "kd"
+            copy_teacher(std, kd)
+            kd_cfg = dataclasses.replace(
+                cfg, train=dataclasses.replace(cfg.train, strategy="distill",
+                                               strategy_options={"epochs": 1.0}))
+            stages("d:supertrain", lambda c=kd_cfg, d=kd: str(_supertrain(c, data, d)))
+            results[arm] = searched_arm("d", kd_cfg, kd, data, stages, "distill")
+        elif arm == "e":
+            extra = unlabeled_texts(data, cfg, seed)
+            results[arm] = searched_arm("e", cfg, std, data, stages, "distill", extra)
+    rows = []
+    for arm, r in results.items():
+        rows += summary_rows(task, seed, arm, r, unpruned, stages)
+    detail = {arm: {"picks": r["picks"], "front": front_detail(r, stages, arm)}
+              for arm, r in results.items()}
+    (base / "detail.json").write_text(json.dumps(detail, indent=1, default=str))
+    return rows
 
 
-def _train_info(result: dict) -> dict:
-    return {"best_epoch": result["best"]["epoch"], "metric": result["best"][result["metric"]],
-            "train_seconds": result.get("train_seconds"), "reused": result.get("reused")}
+def _supertrain(cfg, data, run_dir):
+    from nasprune.pipeline import supertrain_stage
+
+    return supertrain_stage(cfg, data, run_dir)
 
 
-def _recovery(arm: dict, supernet, tokenizer, data, result, args) -> None:
-    if not args.recovery:
-        return
-    trial = pick_at(result, 0.5)
-    if trial is None:
-        return
-    print(f"  recovery of the pick at <= 50 %: {trial.subnet}")
-    arm["recovery_at_50"] = recovery_of(supernet, tokenizer, data, trial, args)
+def unlabeled_texts(data, cfg: RunConfig, seed: int):
+    """SST-2 training rows outside this run's training and search rows, labels dropped."""
+    path = DATA / "sst2" / "train.tsv"
+    frame = read_unlabeled(path, data.preset)
+    used = set(data.train["row"]) | set(data.search["row"])
+    rest = frame.drop(index=[i for i in used if i in frame.index])
+    return rest.sample(n=min(UNLABELED, len(rest)), random_state=seed).reset_index(drop=True)
 
 
-def _fmt(value, digits=3):
-    return "–" if value is None else f"{value:.{digits}f}"
+def front_detail(r: dict, stages: Stages, arm: str) -> list[dict]:
+    """The search split's front, each member also measured on validation (a stage)."""
+    from nasprune.search.pareto import front_of
+
+    front = front_of(r["trials"], ("error", "encoder_params"), r["full"])
+    key = f"{r.get('search_stage', arm)}:front-validation"
+
+    def measure():
+        return [{**trial_row(t, r["full"]), "validation": r["validate"](t.subnet)} for t in front]
+
+    return stages(key, measure)
 
 
-def markdown(rows: dict, args) -> str:
-    lines = ["# Pareto-front quality: the tutorial's method vs nasprune (MiniLM-L6)", "",
-             f"{args.trials} candidates per arm, seed {args.seed}, lr {LR:g}, batch {BATCH}, "
-             f"same epochs in every arm; (b)/(c) space `{args.space}`, searcher "
-             f"`{args.searcher}`. Hypervolume of (error, encoder parameters / full encoder), "
-             f"reference point {REFERENCE}.", ""]
-    for task, r in rows.items():
-        lines += [f"## {task.upper()} ({r['train_examples']} train, "
-                  f"{r['validation_examples']} validation, {r['epochs']:g} epochs)", "",
-                  "| arm | unpruned | hypervolume | best <= 50 % enc. | best <= 30 % enc. | "
-                  "smallest enc. within 1 pt | search |",
-                  "|---|---|---|---|---|---|---|"]
-        for arm in r["arms"].values():
-            b50, b30 = arm["best_at_50"], arm["best_at_30"]
-            lines.append(
-                f"| {arm['label']} | {arm['unpruned']:.3f} | {arm['hypervolume']:.4f} | "
-                f"{_fmt(b50 and b50['metric'])} | {_fmt(b30 and b30['metric'])} | "
-                f"{_fmt(arm['smallest_within_1pt'], 2)} | {arm['search_seconds'] / 60:.1f} min |")
-        rec = [(a["label"], a["recovery_at_50"]) for a in r["arms"].values()
-               if a.get("recovery_at_50")]
-        if rec:
-            lines += ["", "Recovery of the pick at <= 50 % of the encoder (accuracy before -> "
-                      "after; fresh extract per method):", "",
-                      "| arm | sub-network | " + " | ".join(args.recovery) + " |",
-                      "|---|---|" + "---|" * len(args.recovery)]
-            for label, info in rec:
-                cells = [f"{info[m]['before']:.3f} -> {info[m]['after']:.3f} "
-                         f"({info[m]['seconds']:.0f} s)" for m in args.recovery]
-                lines.append(f"| {label} | `{info['subnet']}` | " + " | ".join(cells) + " |")
-        lines += ["", "Training: " + "; ".join(
-            f"{name} best epoch {t['best_epoch']} ({t['metric']:.3f}"
-            + (f", {t['train_seconds'] / 60:.1f} min" if t["train_seconds"] else "") + ")"
-            for name, t in r["training"].items()), "", f"![Pareto fronts]({r['plot']})", ""]
+def summary_rows(task, seed, arm, r, unpruned, stages: Stages) -> list[dict]:
+    front = front_detail(r, stages, arm)
+    recovered = arm in "cde"
+    rows = []
+    for split in ("validation", "search"):
+        if split == "search":  # every searched point, as the search saw it
+            points = [(t.metrics["error"], t.metrics["encoder_params"]
+                       / r["full"]["encoder_params"]) for t in r["trials"]]
+        else:  # the search split's front, re-measured on validation
+            points = [(1 - f["validation"], f["encoder_fraction"]) for f in front]
+        if recovered:
+            points += [(1 - p[split], p["encoder_fraction"]) for p in r["picks"].values()]
+        own = {"a": ["a:search"], "b": ["b:supernet", "b:search"],
+               "c": ["b:supernet", "b:search"], "e": ["b:supernet", "b:search"],
+               "d": ["d:supertrain", "d:supernet", "d:search"]}[arm]
+        picks = [f"{arm}:pick{int(b * 100)}" for b in BUDGETS]
+        rows.append({
+            "task": task, "arm": arm, "seed": seed, "default": arm == DEFAULT_ARM,
+            "unpruned": unpruned[split],
+            **{f"le{int(b * 100)}": r["picks"][b][split] for b in BUDGETS},
+            "hypervolume": hypervolume(points), "split": split,
+            "seconds": stages.seconds("teacher", *own, *picks),
+        })
+    return rows
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def markdown(rows: list[dict], details: dict, stage_times: dict) -> str:
+    import statistics
+
+    lines = ["# Compression quality: pick accuracy after each recipe (MiniLM-L6)", "",
+             "Picks are chosen on the search split (held out of the training data); the "
+             "validation columns are the GLUE validation set, read only to report. "
+             "`le50` = accuracy of the pick with <= 50 % of the encoder parameters after the "
+             "arm's recovery, and so on. Hypervolume: (error, encoder fraction), reference "
+             f"point {REFERENCE}. Seconds: every stage the arm needs, the shared fine-tuning "
+             "included.", ""]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        lines += [f"## {task.upper()}", "",
+                  "| arm | split | seeds | unpruned | le50 | le30 | le20 | hypervolume | "
+                  "minutes |", "|---|---|---|---|---|---|---|---|---|"]
+        for arm in ARMS:
+            for split in ("validation", "search"):
+                group = [r for r in rows if r["task"] == task and r["arm"] == arm
+                         and r["split"] == split]
+                if not group:
+                    continue
+
+                def mean(key, group=group):
+                    return statistics.mean(r[key] for r in group)
+
+                delta = [f"{mean(k):.3f} ({mean(k) - mean('unpruned'):+.3f})"
+                         for k in ("le50", "le30", "le20")]
+                lines.append(f"| {ARMS[arm]} | {split} | {len(group)} | {mean('unpruned'):.3f} | "
+                             + " | ".join(delta) + f" | {mean('hypervolume'):.4f} | "
+                             f"{mean('seconds') / 60:.0f} |")
+        lines += ["", "Picks (first seed): sub-network, encoder fraction, speed-up of the "
+                  "extracted pick over the unpruned model at batch 1 / 32.", "",
+                  "| arm | budget | sub-network | encoder | validation | speed-up b1 / b32 |",
+                  "|---|---|---|---|---|---|"]
+        first = details.get(task, {})
+        for arm, d in first.items():
+            for budget, p in d["picks"].items():
+                s = p["speedup"]
+                lines.append(f"| {arm} | {float(budget):.0%} | `{p['subnet']}` | "
+                             f"{p['encoder_fraction']:.1%} | {p['validation']:.3f} | "
+                             f"{s['b1']:.2f}x / {s['b32']:.2f}x |")
+        lines += ["", f"![Pareto fronts]({NAME}-{task}.png)", ""]
         if task == "rte":
-            lines += ["RTE has 277 validation pairs: one example is 0.36 points, so "
-                      "differences of a few points are within seed noise.", ""]
+            lines += ["RTE has 277 validation pairs (one is 0.36 points) and 249 search pairs: "
+                      "differences of 2-3 points are within noise.", ""]
+    lines += ["## Stage times (seconds)", "", "| run | stage | seconds |", "|---|---|---|"]
+    for run, done in stage_times.items():
+        for name, info in done.items():
+            lines.append(f"| {run} | {name} | {info['seconds']:.0f} |")
     return "\n".join(lines)
+
+
+def plot(task: str, seed: int) -> None:
+    from nasprune.report import plot_pareto
+    from nasprune.search.store import TrialStore
+
+    base = ROOT / f"{task}-s{seed}"
+    runs = {}
+    for label, db in ((ARMS["a"], base / "a" / "trials.db"),
+                      (ARMS["b"], base / "std" / "search" / "trials.db"),
+                      (ARMS["d"], base / "kd" / "search" / "trials.db")):
+        if db.is_file():
+            with TrialStore(db) as store:
+                runs[label.split(":")[0]] = store.trials()
+    if runs:
+        plot_pareto(runs, RESULTS / f"{NAME}-{task}.png", x="encoder_params", log_x=False,
+                    split="search", title=f"MiniLM-L6 {task.upper()} (seed {seed}): fronts "
+                    "before recovery")
+
+
+def report(tasks, seeds, all_rows: list[dict] | None = None) -> None:
+    rows, details, stage_times = [], {}, {}
+    previous = RESULTS / f"{NAME}.json"
+    if all_rows is None and previous.is_file():
+        rows = json.loads(previous.read_text()).get("summary", [])
+    elif all_rows is not None:
+        rows = all_rows
+    for path in sorted(ROOT.glob("*-s*/stages.json")):
+        stage_times[path.parent.name] = json.loads(path.read_text())
+    for task in tasks:
+        for seed in seeds:
+            detail = ROOT / f"{task}-s{seed}" / "detail.json"
+            if detail.is_file() and task not in details:
+                details[task] = json.loads(detail.read_text())
+                plot(task, seed)
+    payload = {"protocol": "picks and stopping on the search split; figures on GLUE "
+               "validation (split 'validation') and on the search split (split 'search')",
+               "budgets": list(BUDGETS), "arms": ARMS, "default_arm": DEFAULT_ARM,
+               "summary": rows, "picks": details}
+    write_results(NAME, payload, markdown(rows, details, stage_times))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="sst2,rte")
-    parser.add_argument("--arms", default="a,b,c", help="any of a, b, c")
-    parser.add_argument("--train-examples", type=int, default=None,
-                        help="training subset for every task (default: SST-2 8000, RTE all)")
-    parser.add_argument("--epochs", type=float, default=None,
-                        help="epochs for every arm (default: SST-2 2, RTE 5)")
-    parser.add_argument("--eval-examples", type=int, default=None,
-                        help="validation subset (default: all; set only for quick checks)")
+    parser.add_argument("--seeds", default="sst2:0,1;rte:0",
+                        help="per task, e.g. 'sst2:0,1;rte:0', or '0,1' for every task")
+    parser.add_argument("--arms", default="b,c,a,d,e", help="in the order to run them")
     parser.add_argument("--trials", type=int, default=100)
-    parser.add_argument("--strategies", default="sandwich-kd",
-                        help="comma-separated super-network strategies for arm (c)")
-    parser.add_argument("--space", default="layerwise")
-    parser.add_argument("--searcher", default="local")
-    parser.add_argument("--calibration", type=int, default=256,
-                        help="training examples for importance scores and least squares")
-    parser.add_argument("--recovery", default="least-squares,distill",
-                        help="recovery methods for the pick at <= 50 %% ('' for none)")
-    parser.add_argument("--recovery-steps", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--name", default="quality", help="results file name")
+    parser.add_argument("--report", action="store_true", help="only rewrite the result files")
+    smoke = parser.add_argument_group("a smaller run, for checking the script only")
+    smoke.add_argument("--train-examples", type=int, default=None)
+    smoke.add_argument("--eval-examples", type=int, default=None)
+    smoke.add_argument("--epochs", type=float, default=None)
+    smoke.add_argument("--root", type=Path, default=None, help="stage folder")
+    smoke.add_argument("--name", default="quality", help="results file name")
     args = parser.parse_args()
-    args.arms = set(args.arms.split(","))
-    args.strategies = [s for s in args.strategies.split(",") if s]
-    args.recovery = [m for m in args.recovery.split(",") if m]
+    global ROOT, NAME, UNLABELED
+    if args.root is not None:
+        ROOT = args.root
+        UNLABELED = 500
+    NAME = args.name
+    args.arms = [a for a in args.arms.split(",") if a]
+    tasks = [t for t in args.tasks.split(",") if t]
+    if ":" in args.seeds:
+        per = dict(part.split(":") for part in args.seeds.split(";"))
+        seeds = {t: [int(s) for s in per.get(t, "0").split(",")] for t in tasks}
+    else:
+        seeds = {t: [int(s) for s in args.seeds.split(",")] for t in tasks}
     torch.set_num_threads(args.threads)
     quiet_libraries()
-    start = time.perf_counter()
-    rows = {task: run_task(task, args) for task in args.tasks.split(",")}
-    payload = {"seed": args.seed, "trials": args.trials, "space": args.space,
-               "searcher": args.searcher, "strategies": args.strategies,
-               "calibration_examples": args.calibration, "recovery_steps": args.recovery_steps,
-               "wall_seconds": time.perf_counter() - start, "tasks": rows}
-    write_results(args.name, payload, markdown(rows, args))
+    all_seeds = sorted({s for v in seeds.values() for s in v})
+    if args.report:
+        report(tasks, all_seeds)
+        return
+    # seed 0 of every task first, so a stopped benchmark has one of each
+    order = sorted(((t, s) for t in tasks for s in seeds[t]), key=lambda x: (x[1], x[0]))
+    rows_file = ROOT / "rows.json"
+    done_rows = json.loads(rows_file.read_text()) if rows_file.is_file() else {}
+    for task, seed in order:
+        done_rows[f"{task}-s{seed}"] = run_seed(task, seed, args)
+        ROOT.mkdir(parents=True, exist_ok=True)
+        rows_file.write_text(json.dumps(done_rows, indent=1))
+        report(tasks, all_seeds, [r for v in done_rows.values() for r in v])
 
 
 if __name__ == "__main__":

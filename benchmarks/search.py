@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from nasprune.cli import quiet_libraries
 from nasprune.data import DataConfig, encode, load_task_data
+from nasprune.models import quiet_libraries
 from nasprune.pipeline import SearchConfig, reorder_on_calibration
 from nasprune.search.objective import SubnetEvaluator
 from nasprune.search.runner import run_search

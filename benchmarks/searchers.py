@@ -16,7 +16,7 @@ import statistics
 
 import torch
 
-from nasprune.cli import quiet_libraries
+from nasprune.models import quiet_libraries
 from nasprune.pipeline import SearchConfig
 from nasprune.subnet import make_space
 

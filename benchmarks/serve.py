@@ -34,7 +34,6 @@ from pathlib import Path
 
 import torch
 
-from nasprune.cli import quiet_libraries
 from nasprune.export import export_model
 from nasprune.loadtest import (
     LoadTestConfig,
@@ -44,6 +43,7 @@ from nasprune.loadtest import (
     run_loadtest,
     saturation,
 )
+from nasprune.models import quiet_libraries
 from nasprune.serve import Predictor, ServeConfig, create_app, serve_in_thread
 from nasprune.subnet import Subnet, encoder_flops, encoder_params
 from nasprune.supernet import Supernet

@@ -37,7 +37,9 @@ def test_data_dir_layout_with_preset(tmp_path, suffix):
     (tmp_path / "sst2").mkdir()
     write(ROWS, tmp_path / "sst2" / f"train{suffix}")
     write(ROWS, tmp_path / "sst2" / f"validation{suffix}")
-    data = load_task_data(DataConfig(task="sst2", data_dir=str(tmp_path)))
+    search = write(ROWS, tmp_path / f"search{suffix}")
+    data = load_task_data(DataConfig(task="sst2", data_dir=str(tmp_path),
+                                     search_file=str(search)))
     assert data.preset.num_labels == 2 and data.texts("train")[0] == ("a good film",)
     assert data.labels("validation").tolist() == [1, 0, 1, 0]
 
@@ -54,7 +56,8 @@ def test_presets_cover_glue():
 
 def test_shared_rte_pairs_and_label_names(shared_data):
     data = load_task_data(DataConfig(task="rte", data_dir=str(shared_data)))
-    assert len(data.train) == 2490 and len(data.validation) == 277
+    assert len(data.search) == 249 and len(data.validation) == 277  # 10 % held out
+    assert len(data.train) + len(data.search) + data.extra["dropped_duplicates"] == 2490
     assert len(data.texts("validation")[0]) == 2
     assert set(data.labels("train")) == {0, 1}
 
@@ -64,7 +67,7 @@ def test_custom_files_with_string_labels_and_subsets(tmp_path):
     train = write(frame, tmp_path / "t.csv")
     data = load_task_data(DataConfig(train_file=str(train), validation_file=str(train),
                                      text_columns=("q", "a"), label_column="verdict",
-                                     max_train_examples=4))
+                                     max_train_examples=4, search_file=str(train)))
     assert data.preset.label_names == ("no", "yes")
     assert len(data.train) == 4 and len(data.validation) == 6
     assert data.labels("validation").tolist() == [1, 0] * 3
@@ -74,7 +77,8 @@ def test_custom_regression(tmp_path):
     frame = pd.DataFrame({"s": ["x", "y", "z"], "score": [0.5, 4.0, 2.25]})
     path = write(frame, tmp_path / "r.tsv")
     data = load_task_data(DataConfig(train_file=str(path), validation_file=str(path),
-                                     text_columns=("s",), label_column="score", regression=True))
+                                     text_columns=("s",), label_column="score", regression=True,
+                                     search_file=str(path)))
     assert data.preset.is_regression and data.labels("train").dtype == np.float32
 
 
@@ -120,7 +124,8 @@ def test_no_network_for_hub_gives_clear_error(monkeypatch):
 def test_tokenise_once_cache_and_dynamic_padding(tmp_path, monkeypatch):
     monkeypatch.setenv("NASPRUNE_CACHE", str(tmp_path / "cache"))
     path = write(ROWS, tmp_path / "t.tsv")
-    data = load_task_data(DataConfig(task="sst2", train_file=str(path), validation_file=str(path)))
+    data = load_task_data(DataConfig(task="sst2", train_file=str(path), validation_file=str(path),
+                                     search_file=str(path)))
     tok = tiny_tokenizer()
     first = encode(tok, data, "train")
     assert len(list((tmp_path / "cache").rglob("*.npz"))) == 1
@@ -132,3 +137,71 @@ def test_tokenise_once_cache_and_dynamic_padding(tmp_path, monkeypatch):
         lengths = batch["attention_mask"].sum(1)
         assert lengths.max() == batch["input_ids"].shape[1]
     assert len(subset(first, 2)) == 2
+
+
+# ------------------------------------------------------------------------- search split
+
+
+def _key(frame, columns):
+    return set(frame[list(columns)].astype(str).agg("\x1f".join, axis=1))
+
+
+def test_search_split_never_overlaps_training_or_validation(shared_data):
+    data = load_task_data(DataConfig(task="sst2", data_dir=str(shared_data),
+                                     max_train_examples=8000, seed=3))
+    columns = data.preset.text_columns
+    assert len(data.search) == 800  # 10 % of the 8,000
+    assert not set(data.search["row"]) & set(data.train["row"])  # by row of train.tsv
+    assert len(data.train) + len(data.search) + data.extra["dropped_duplicates"] == 8000
+    assert not _key(data.search, columns) & _key(data.train, columns)  # by text
+    assert not _key(data.search, columns) & _key(data.validation, columns)
+    # stratified: the label shares of the split follow the training set's
+    assert abs(data.search["label"].mean() - data.train["label"].mean()) < 0.01
+    again = load_task_data(DataConfig(task="sst2", data_dir=str(shared_data),
+                                      max_train_examples=8000, seed=3))
+    assert data.search["row"].tolist() == again.search["row"].tolist()  # fixed for a seed
+
+
+def test_duplicated_texts_stay_on_one_side(tmp_path):
+    texts = [f"text {i % 150}" for i in range(600)]  # every text four times
+    frame = pd.DataFrame({"sentence": texts, "label": [i % 2 for i in range(600)]})
+    train = write(frame, tmp_path / "train.tsv")
+    val = write(pd.DataFrame({"sentence": ["text 7", "other"], "label": [1, 0]}),
+                tmp_path / "validation.tsv")
+    data = load_task_data(DataConfig(task="sst2", train_file=str(train),
+                                     validation_file=str(val)))
+    assert not _key(data.search, ("sentence",)) & _key(data.train, ("sentence",))
+    assert "text 7" not in _key(data.search, ("sentence",))
+    assert data.extra["dropped_duplicates"] > 0
+
+
+@pytest.mark.parametrize("n_train, split, expected", [
+    (60_000, 0.1, 2000), (8000, 0.1, 800), (1000, 0.1, 200), (300, 0.1, 150),
+    (5000, 300, 300), (5000, 0.5, 2000)])
+def test_search_split_size(n_train, split, expected):
+    from nasprune.data import search_size
+
+    assert search_size(n_train, split) == expected
+
+
+def test_search_split_errors(tmp_path):
+    with pytest.raises(NaspruneError, match="search-split"):
+        DataConfig(task="sst2", search_split=0)
+    with pytest.raises(NaspruneError, match="search-split"):
+        DataConfig(task="sst2", search_split=2.5)
+    path = write(ROWS, tmp_path / "t.tsv")
+    with pytest.raises(NaspruneError, match="too small for a search split"):
+        load_task_data(DataConfig(task="sst2", train_file=str(path), validation_file=str(path)))
+
+
+def test_unlabeled_distill_file(tmp_path):
+    from nasprune.data import IGNORE_LABEL, concat
+
+    path = write(ROWS, tmp_path / "t.tsv")
+    extra = write(pd.DataFrame({"sentence": ["more text", "and more"]}), tmp_path / "u.csv")
+    data = load_task_data(DataConfig(task="sst2", train_file=str(path), validation_file=str(path),
+                                     search_file=str(path), distill_file=str(extra)))
+    assert data.unlabeled["label"].tolist() == [IGNORE_LABEL] * 2
+    tok = tiny_tokenizer()
+    both = concat(encode(tok, data, "train"), encode(tok, data, "unlabeled"))
+    assert len(both) == 6 and both.labels.tolist()[-2:] == [IGNORE_LABEL] * 2

@@ -18,7 +18,7 @@ def tiny_run_config(model_dir, shared_data, **search) -> RunConfig:
                         max_eval_examples=64),
         train=TrainConfig(epochs=1, batch_size=16, progress=False),
         search=SearchConfig(**{"trials": 12, "calibration_examples": 32, **search}),
-        pick="params<=0.9",
+        pick="params<=0.9", recover_epochs=1, force=True,  # a random model learns little
     )
 
 
@@ -66,7 +66,8 @@ def test_recovery_of_the_pick_is_reported_and_keeps_the_shape(tmp_path, tiny_mod
     cfg = tiny_run_config(tiny_model_dir, shared_data)
     cfg.recover = "least-squares"
     record = run(cfg, tmp_path, progress=False)
-    assert set(record["recovery"]) == {"method", "before", "after"}
+    assert set(record["recovery"]) == {"method", "before_search", "after_search",
+                                       "before_validation", "after_validation"}
     exported = load(record["export_dir"], backend="torch")
     assert sum(p.numel() for p in exported.model.parameters()) == record["pick"]["params"]
     again = run(cfg, tmp_path, progress=False)  # the export is reused with its report
@@ -90,7 +91,7 @@ def test_cli_run_and_search_commands(tmp_path, tiny_model_dir, shared_data):
     base = [sys.executable, "-m", "nasprune"]
     common = ["--model", str(tiny_model_dir), "--task", "sst2", "--data-dir", str(shared_data),
               "--max-train-examples", "64", "--max-eval-examples", "32", "--epochs", "1",
-              "--run-dir", str(tmp_path)]
+              "--run-dir", str(tmp_path), "--force"]
     done = subprocess.run([*base, "run", *common, "--until", "finetune"], capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -104,3 +105,63 @@ def test_cli_run_and_search_commands(tmp_path, tiny_model_dir, shared_data):
     bad = subprocess.run([*base, "search", str(tmp_path / "nowhere")], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "not a run directory" in bad.stderr
+
+
+def test_supernet_distillation_runs_after_the_teacher_and_feeds_the_search(
+        tmp_path, tiny_model_dir, shared_data):
+    cfg = tiny_run_config(tiny_model_dir, shared_data)
+    cfg.train.strategy = "distill"
+    cfg.train.strategy_options = {"k": 1, "epochs": 1}
+    cfg.pick = "encoder_params<=0.5"
+    cfg.recover = "none"
+    record = run(cfg, tmp_path, progress=False)
+    teacher = json.loads((tmp_path / "finetune" / "metrics.json").read_text())
+    assert teacher["config"]["strategy"] == "standard"  # the teacher is fine-tuned plainly
+    info = json.loads((tmp_path / "supertrain" / "model" / "supernet.json").read_text())
+    assert info["strategy"] == "distill" and info["options"]["budget"] == 0.5
+    assert (tmp_path / "supernet" / "order.json").is_file()
+    assert record["split"] == "search" and record["pick"]["split"] == "search"
+    assert set(record["exported"]) == {"search", "validation"}
+
+
+def test_summary_names_the_split_of_every_figure(tmp_path, tiny_model_dir, shared_data):
+    cfg = tiny_run_config(tiny_model_dir, shared_data)
+    record = run(cfg, tmp_path, progress=False)
+    data_split = record["split"]
+    assert data_split == "search"
+    assert set(record["unpruned"]) == {"search", "validation"}
+    finetune = json.loads((tmp_path / "finetune" / "metrics.json").read_text())
+    assert finetune["selected_on"] == "search" and finetune["search_examples"] == 64
+    assert record["unpruned"]["search"] == record["full"]["metric"]  # the same model
+    header = (tmp_path / "search" / "pareto.csv").read_text().splitlines()[0]
+    assert "split" in header
+    exported = json.loads((tmp_path / "export" / "metrics.json").read_text())
+    assert exported["validation"]["float"]["accuracy"] == record["exported"]["validation"]
+
+
+def test_sanity_guard_stops_a_constant_predictor_before_the_search(tmp_path, tiny_model_dir,
+                                                                    shared_data):
+    cfg = tiny_run_config(tiny_model_dir, shared_data)
+    cfg.force = False
+    with pytest.raises(Exception, match="learned nothing on the search split"):
+        run(cfg, tmp_path, progress=False)
+    assert not (tmp_path / "search").exists() and not (tmp_path / "export").exists()
+
+
+def test_trivial_reason_fires_on_constant_and_majority_predictors_only():
+    import numpy as np
+
+    from nasprune.data import PRESETS
+    from nasprune.training import trivial_reason
+
+    sst2 = PRESETS["sst2"]
+    labels = np.array([1, 1, 1, 0])
+    constant = np.array([[0.0, 1.0]] * 4)
+    assert "one class" in trivial_reason(sst2, constant, labels)
+    wrong = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])  # 1 of 4 right
+    assert "does not beat" in trivial_reason(sst2, wrong, labels)
+    good = np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    assert trivial_reason(sst2, good, labels) is None
+    stsb = PRESETS["stsb"]
+    assert trivial_reason(stsb, np.full((4, 1), 2.5), labels.astype(float)) is not None
+    assert trivial_reason(stsb, np.arange(4.0)[:, None], labels.astype(float)) is None

@@ -1,4 +1,5 @@
-"""Recovery of an extracted sub-network: least-squares correction and short distillation."""
+"""Recovery of an extracted sub-network: least-squares correction and distillation from the
+fixed teacher, stopped on the search split."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from nasprune.adapters import tiny_model
 from nasprune.data import PRESETS, Encoded
 from nasprune.errors import NaspruneError
+from nasprune.losses import DistillLoss
 from nasprune.recovery import (
     RecoveryConfig,
     distill,
@@ -97,36 +99,80 @@ def test_distillation_moves_the_subnetwork_towards_the_full_model():
     train = _encoded(64, 1)
     calib = list(iter_batches(train, 32, small))
     before = logits_mse(small.eval(), sn.model.eval(), calib)
-    info = distill(small, sn.model, train, steps=40, batch_size=16, learning_rate=3e-3,
-                   temperature=1.0)
-    assert info["steps"] == 40
+    info = distill(small, sn.model, train, loss=DistillLoss(temperature=1.0), epochs=10,
+                   batch_size=16, learning_rate=3e-3)
+    assert info["steps"] == 40  # 10 epochs of 4 batches
     assert logits_mse(small.eval(), sn.model, calib) < 0.5 * before
     assert {k: v.shape for k, v in small.state_dict().items()} == shapes
+
+
+def test_distillation_keeps_the_epoch_with_the_best_search_error():
+    sn, small = _setup()
+    teacher_state = _state(sn.model)
+    errors = iter([0.5, 0.3, 0.1, 0.4])  # before training, then after epochs 1, 2, 3
+    seen = {}
+
+    def select(model):
+        epoch = len(seen)
+        seen[epoch] = _state(model)
+        return next(errors)
+
+    info = distill(small, sn.model, _encoded(32, 1), epochs=3, batch_size=16,
+                   learning_rate=3e-3, select=select)
+    assert info["best_epoch"] == 2 and [e["epoch"] for e in info["epochs"]] == [0, 1, 2, 3]
+    kept = small.state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in seen[2].items())
+    assert not all(torch.equal(kept[k], v) for k, v in seen[3].items())
+    assert all(torch.equal(v, teacher_state[k]) for k, v in sn.model.state_dict().items())
+
+
+def test_distillation_keeps_the_extracted_weights_when_no_epoch_helps():
+    sn, small = _setup()
+    start = _state(small)
+    errors = iter([0.1, 0.2, 0.3])
+    distill(small, sn.model, _encoded(32, 1), epochs=2, batch_size=16, learning_rate=3e-3,
+            select=lambda model: next(errors))
+    assert all(torch.equal(small.state_dict()[k], v) for k, v in start.items())
+
+
+def test_distillation_with_layer_outputs_and_unlabeled_texts():
+    sn, small = _setup()
+    unlabeled = _encoded(16, 9)
+    unlabeled.labels[:] = -100
+    cfg = RecoveryConfig(method="distill", epochs=1, hidden_weight=1.0, labels_weight=0.5,
+                         learning_rate=1e-3, calibration_examples=32)
+    report = recover(small, sn.model, _encoded(32, 1), search=_encoded(24, 3),
+                     preset=PRESETS["sst2"], config=cfg, unlabeled=unlabeled)
+    step = report.steps[-1]
+    assert step["examples"] == 48 and step["steps"] == 3
+    assert report.after["logits_mse"] < report.before["logits_mse"]
 
 
 @pytest.mark.parametrize("method", ["least-squares", "distill", "both", "none"])
 def test_recover_reports_before_and_after_and_never_changes_shapes(method):
     sn, small = _setup()
     shapes = {k: v.shape for k, v in small.state_dict().items()}
-    cfg = RecoveryConfig(method=method, calibration_examples=64, distill_steps=20,
-                         learning_rate=1e-3)
-    report = recover(small, sn.model, _encoded(96, 1), validation=_encoded(40, 7),
-                     preset=PRESETS["sst2"], config=cfg)
+    cfg = RecoveryConfig(method=method, calibration_examples=64, epochs=3, learning_rate=1e-3)
+    report = recover(small, sn.model, _encoded(96, 1), search=_encoded(40, 3),
+                     validation=_encoded(40, 7), preset=PRESETS["sst2"], config=cfg)
     assert {k: v.shape for k, v in small.state_dict().items()} == shapes
-    assert {"accuracy", "error", "logits_mse"} <= set(report.before)
-    assert {"accuracy", "error", "logits_mse"} <= set(report.after)
+    for record in (report.before, report.after):
+        assert set(record) == {"logits_mse", "search", "validation"}
+        assert {"accuracy", "error"} <= set(record["search"]) & set(record["validation"])
     expected = {"least-squares": ["least-squares"], "distill": ["distill"],
                 "both": ["least-squares", "distill"], "none": []}[method]
     assert [s["step"] for s in report.steps] == expected
-    if method != "none":
-        assert report.after["logits_mse"] < report.before["logits_mse"]
-    else:
+    if method == "none":
         assert report.after == report.before
+    elif method == "least-squares":
+        assert report.after["logits_mse"] < report.before["logits_mse"]
+    else:  # distillation stops on the search split: never worse there than before
+        assert report.after["search"]["error"] <= report.before["search"]["error"]
     assert report.to_dict()["config"]["method"] == method
 
 
 def test_bad_recovery_config():
     for kwargs in ({"method": "magic"}, {"calibration_examples": 0}, {"temperature": 0},
-                   {"alpha": 2.0}, {"distill_steps": -1}):
+                   {"labels_weight": -1.0}, {"epochs": -1}):
         with pytest.raises(NaspruneError):
             RecoveryConfig(**kwargs)

@@ -1,9 +1,8 @@
-"""Super-network strategies: distillation loss, which weights each step trains, checkpoints."""
+"""Super-network strategies: which weights each step trains, the fixed teacher, checkpoints."""
 
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -17,10 +16,10 @@ from nasprune.subnet import Subnet
 from nasprune.supernet import ORDER_FILE, Supernet
 from nasprune.supertrain import (
     SUPERNET_FILE,
+    DistillStrategy,
     RandomLinearStrategy,
     SandwichKDStrategy,
     SandwichStrategy,
-    distillation_loss,
     read_supernet_info,
 )
 from nasprune.training import STRATEGIES, TrainConfig, TrainContext, evaluate, make_strategy, train
@@ -29,37 +28,6 @@ from conftest import tiny_tokenizer
 
 HEAD_DIM = 8
 SUB = Subnet(((2, 16), (1, 32)))  # the "random" sub-network forced in gradient tests
-
-
-# ------------------------------------------------------------------ distillation loss
-
-
-def test_distillation_loss_on_hand_made_logits():
-    teacher = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
-    student = torch.tensor([[0.0, 0.0], [1.0, -1.0]])
-
-    def kl(q, p):
-        return sum(qi * math.log(qi / pi) for qi, pi in zip(q, p))
-
-    def softmax(xs, t):
-        e = [math.exp(x / t) for x in xs]
-        return [v / sum(e) for v in e]
-
-    for t in (1.0, 2.0):
-        expected = sum(kl(softmax(tr, t), softmax(sr, t))
-                       for tr, sr in zip(teacher.tolist(), student.tolist())) / 2 * t * t
-        assert float(distillation_loss(student, teacher, t)) == pytest.approx(expected, rel=1e-5)
-    assert float(distillation_loss(teacher, teacher, 3.0)) == pytest.approx(0.0, abs=1e-6)
-    # regression: mean squared error between the predictions
-    reg = distillation_loss(torch.tensor([[1.0], [3.0]]), torch.tensor([[0.0], [1.0]]))
-    assert float(reg) == pytest.approx((1 + 4) / 2)
-
-
-def test_distillation_loss_treats_the_teacher_as_constant():
-    teacher = torch.tensor([[1.0, -1.0]], requires_grad=True)
-    student = torch.tensor([[0.0, 0.5]], requires_grad=True)
-    distillation_loss(student, teacher, 2.0).backward()
-    assert teacher.grad is None and student.grad.abs().sum() > 0
 
 
 # ---------------------------------------------------------------- which weights learn
@@ -245,3 +213,76 @@ def test_standard_checkpoint_has_no_supernet_files(tmp_path):
     train(tiny_bert(), tiny_tokenizer(), toy_data(), cfg, tmp_path)
     assert not (tmp_path / "model" / ORDER_FILE).exists()
     assert not (tmp_path / "model" / SUPERNET_FILE).exists()
+
+
+# ------------------------------------------- super-network distillation (fixed teacher)
+
+
+def test_distill_strategy_teacher_is_fixed_and_every_subnetwork_learns_from_it(tmp_path):
+    from conftest import tiny_bert
+
+    torch.set_num_threads(2)
+    model, tokenizer = tiny_bert(layers=2, heads=4, hidden=32, ffn=64), tiny_tokenizer()
+    train(model, tokenizer, toy_data(), TrainConfig(epochs=2, batch_size=16, learning_rate=3e-3,
+                                                    progress=False), tmp_path / "teacher")
+    enc = encode(tokenizer, toy_data(), "validation", cache=False)
+    small = Subnet(((1, 16), (1, 16)))
+    sn = Supernet(model)
+    with torch.inference_mode(), sn.use(small) as m:
+        before = evaluate(m, enc, PRESETS["sst2"])["accuracy"]
+    strategy = make_strategy("distill", {"space": "layerwise", "unit_step": 16, "k": 2,
+                                         "calibration_examples": 64, "budget": 0.3})
+    cfg = TrainConfig(epochs=2, batch_size=16, learning_rate=3e-3, progress=False,
+                      strategy="distill")
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    ctx_teacher = {}
+
+    def keep_teacher(record):  # after each epoch: the frozen copy never moved
+        ctx_teacher.setdefault("state", {k: v.clone() for k, v in
+                                         strategy.teacher.state_dict().items()})
+        for k, v in strategy.teacher.state_dict().items():
+            assert torch.equal(v, ctx_teacher["state"][k])
+        assert all(not p.requires_grad for p in strategy.teacher.parameters())
+
+    train(model, tokenizer, toy_data(), cfg, tmp_path / "student", strategy=strategy,
+          on_epoch=keep_teacher)
+    assert strategy.teacher is not model
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, original[k])]
+    assert changed  # the student trained; the teacher kept the reordered fine-tuned weights
+    reloaded = Supernet.from_pretrained(tmp_path / "student" / "model")
+    assert reloaded.order is not None
+    assert read_supernet_info(tmp_path / "student" / "model")["strategy"] == "distill"
+    with torch.inference_mode(), reloaded.use(small) as m:
+        after = evaluate(m, enc, PRESETS["sst2"])["accuracy"]
+    assert after >= before and after > 0.8  # a small sub-network learned the task too
+
+
+def test_distill_strategy_samples_around_the_budget(monkeypatch):
+    model, strategy = _prepared(DistillStrategy, k=4, budget=0.4, near_budget=0.5)
+    space = strategy.space
+    nets = [s for _ in range(20) for s in strategy.subnets()]
+    assert nets[0] == space.smallest()
+    near = [s for i, s in enumerate(nets) if i % 5 in (1, 2)]  # ceil(4 * 0.5) = 2 per step
+    assert all(0.36 <= space.encoder_fraction(s) <= 0.44 for s in near)
+    for s in nets:
+        space.index(s)  # every sample is a point of the space
+
+
+def test_sample_budget_centres_where_asked():
+    import random
+
+    from nasprune.subnet import ModelShape, make_space
+
+    space = make_space("layerwise", ModelShape(6, 12, 32, 384, 1536))
+    rng = random.Random(0)
+    for budget in (0.2, 0.3, 0.5, 0.8):
+        fractions = [space.encoder_fraction(space.sample_budget(rng, budget))
+                     for _ in range(50)]
+        assert all(budget * 0.9 <= f <= budget * 1.1 for f in fractions)
+        assert abs(np.mean(fractions) - budget) < 0.05 * budget
+
+
+def test_distill_strategy_option_errors():
+    for options in ({"budget": 1.5}, {"near_budget": 2}, {"epochs": 0}, {"temperature": 0}):
+        with pytest.raises(NaspruneError):
+            make_strategy("distill", options)

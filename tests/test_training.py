@@ -99,3 +99,15 @@ def test_minilm_reaches_80_percent_on_sst2_subset(tmp_path, shared_data):
     result = finetune("minilm-l6", data, cfg, tmp_path)
     assert result["validation_examples"] == 872
     assert result["best"]["accuracy"] >= 0.80
+
+
+def test_best_epoch_is_chosen_on_the_search_split_and_validation_only_reported(tmp_path):
+    data = TaskData(PRESETS["sst2"], toy_sentiment(256, 0), toy_sentiment(64, 1),
+                    search=toy_sentiment(48, 2))
+    cfg = TrainConfig(epochs=3, batch_size=16, learning_rate=3e-3, progress=False)
+    result = train(tiny_bert(), tiny_tokenizer(), data, cfg, tmp_path)
+    assert result["selected_on"] == "search" and result["search_examples"] == 48
+    history = result["history"]
+    assert all({"accuracy", "search"} <= set(h) for h in history)
+    errors = [h["search"]["error"] for h in history]
+    assert result["best"]["epoch"] == history[errors.index(min(errors))]["epoch"]

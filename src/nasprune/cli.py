@@ -45,7 +45,7 @@ MaxLenOpt = Annotated[int, typer.Option(help="Tokens kept per example.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed for data order, subsets, init and search.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")]
 ThreadsOpt = Annotated[int | None, typer.Option(help="CPU threads for torch.")]
-StrategyOpt = Annotated[str, typer.Option(help="Fine-tuning strategy: standard, or a super-network strategy (sandwich, sandwich-kd, random-linear).")]
+StrategyOpt = Annotated[str, typer.Option(help="Fine-tuning strategy: standard; distill (standard, then super-network distillation from the fine-tuned model as a fixed teacher); or a super-network strategy during fine-tuning (sandwich, sandwich-kd, random-linear).")]
 SpaceOpt = Annotated[str, typer.Option(help="Search space: small (the tutorial's L/H/U), layer, layerwise.")]
 SearcherOpt = Annotated[str, typer.Option(help="random (the tutorial's), local, nsga2, optuna-tpe, optuna-nsga2.")]
 TrialsOpt = Annotated[int, typer.Option(help="Sub-networks to evaluate (the full and smallest first).")]
@@ -57,8 +57,13 @@ ImportanceOpt = Annotated[str, typer.Option(help="Importance scores for reorderi
 CalibOpt = Annotated[int, typer.Option(help="Training examples used to score importance.")]
 
 
+SearchSplitOpt = Annotated[float, typer.Option(help="Held out of the training set for every choice (best epoch, search, pick, recovery): a fraction (kept within 200..2000 examples) or a count.")]
+SearchFileOpt = Annotated[Path | None, typer.Option(help="Your own search split (same columns as the training file) instead of holding one out.")]
+
+
 def data_config(task, data_dir, train_file, validation_file, text_columns, label_column,
-                regression, max_train_examples, max_eval_examples, seed=0):
+                regression, max_train_examples, max_eval_examples, seed=0, search_split=0.1,
+                search_file=None, distill_file=None):
     from nasprune.data import DataConfig
 
     return DataConfig(
@@ -67,17 +72,15 @@ def data_config(task, data_dir, train_file, validation_file, text_columns, label
         validation_file=str(validation_file) if validation_file else None,
         text_columns=tuple(c.strip() for c in text_columns.split(",")) if text_columns else None,
         label_column=label_column, regression=regression,
-        max_train_examples=max_train_examples, max_eval_examples=max_eval_examples, seed=seed)
+        max_train_examples=max_train_examples, max_eval_examples=max_eval_examples, seed=seed,
+        search_split=search_split, search_file=str(search_file) if search_file else None,
+        distill_file=str(distill_file) if distill_file else None)
 
 
 def quiet_libraries() -> None:
-    """Keep the terminal for our own progress bars and tables."""
-    import huggingface_hub
-    import transformers
+    from nasprune.models import quiet_libraries as quiet  # torch loads only when needed
 
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    huggingface_hub.utils.disable_progress_bars()
+    quiet()
 
 
 @app.callback()
@@ -107,6 +110,8 @@ def finetune(
     regression: RegressionOpt = False,
     max_train_examples: MaxTrainOpt = None,
     max_eval_examples: MaxEvalOpt = None,
+    search_split: SearchSplitOpt = 0.1,
+    search_file: SearchFileOpt = None,
     out: Annotated[Path, typer.Option(help="Folder for the checkpoint (OUT/model) and metrics.json.")] = Path("runs/finetune"),
     epochs: EpochsOpt = 3.0,
     batch_size: BatchOpt = 16,
@@ -130,11 +135,14 @@ def finetune(
                       seed=seed, device=device, threads=threads, strategy=strategy)
     data = load_task_data(data_config(task, data_dir, train_file, validation_file, text_columns,
                                       label_column, regression, max_train_examples,
-                                      max_eval_examples, seed))
+                                      max_eval_examples, seed, search_split, search_file))
     result = run_finetune(model, data, cfg, out)
-    best = result["best"]
-    console.print(f"[green]best[/] {result['metric']} {best[result['metric']]:.4f} "
-                  f"(epoch {best['epoch']}) -> {out / 'model'}")
+    best, metric = result["best"], result["metric"]
+    chosen = f"chosen on the {result['selected_on']} split"
+    if result["selected_on"] != "validation":
+        chosen += f" ({best[result['selected_on']][metric]:.4f})"
+    console.print(f"[green]best[/] epoch {best['epoch']} ({chosen}): validation {metric} "
+                  f"{best[metric]:.4f} -> {out / 'model'}")
 
 
 # ---- run / search: the pipeline (nasprune.pipeline) ----
@@ -158,29 +166,51 @@ def _executor_options(backend, address, workers, cpus_per_worker, gpus_per_worke
 
 
 def _print_summary(record: dict, run_dir: Path) -> None:
+    """Two tables: the run's facts, then the metric of the unpruned model and of the pick on
+    the search split (where choices were made) and the validation set (reported only)."""
     from rich.table import Table
 
+    out = Console()
+    metric, split = record["metric"], record.get("split", "validation")
     table = Table(title=f"nasprune run: {record['task']} ({run_dir})", show_header=False)
-    metric = record["metric"]
-    table.add_row("fine-tuned " + metric, f"{record['finetuned'][metric]:.4f}")
     if "pick" in record:
         p = record["pick"]
         table.add_row("sub-networks evaluated", f"{record['trials']} "
-                      f"({record['evaluated_now']} in this call)")
+                      f"({record['evaluated_now']} in this call), on the {split} split")
         table.add_row("Pareto front / hypervolume",
                       f"{record['front_size']} / {record['hypervolume']:.4f}")
-        table.add_row(f"pick ({record['pick_rule']})", f"trial {p['id']}: {metric} {p['metric']:.4f}")
+        table.add_row(f"pick ({record['pick_rule']})", f"trial {p['id']}: {p.get('text', '')}")
         table.add_row("pick size", f"{p['params_fraction']:.1%} of parameters, "
                       f"{p['encoder_params_fraction']:.1%} of encoder, "
                       f"{p['flops_fraction']:.1%} of FLOPs")
         table.add_row("Pareto plot", record["pareto_png"])
-    if "recovery" in record:
-        r = record["recovery"]
-        table.add_row(f"recovery ({r['method']})", f"{metric} {r['before']:.4f} -> {r['after']:.4f}")
     if "export_dir" in record:
         table.add_row("exported model", record["export_dir"])
     table.add_row("time", ", ".join(f"{k} {v:.0f}s" for k, v in record["seconds"].items()))
-    Console().print(table)
+    out.print(table)
+
+    def cell(value) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    scores = Table(title=f"{metric}: chosen on the {split} split, reported on validation")
+    scores.add_column("model")
+    columns = [split, "validation"] if split != "validation" else ["validation"]
+    for name in columns:
+        scores.add_column(f"{name} split" if name != "validation" else "validation set",
+                          justify="right")
+    unpruned = record.get("unpruned", {"validation": record["finetuned"][metric]})
+    scores.add_row("unpruned (fine-tuned)", *[cell(unpruned.get(c)) for c in columns])
+    if "pick" in record:
+        scores.add_row("pick, as searched", *[cell(record["pick"]["metric"] if c == split
+                                                   else None) for c in columns])
+    if "recovery" in record:
+        r = record["recovery"]
+        scores.add_row("pick before recovery", *[cell(r.get(f"before_{c}")) for c in columns])
+    if "exported" in record:
+        label = f"pick exported ({record['recovery']['method']})" if "recovery" in record \
+            else "pick exported"
+        scores.add_row(label, *[cell(record["exported"].get(c)) for c in columns])
+    out.print(scores)
 
 
 @app.command()
@@ -195,6 +225,9 @@ def run(
     regression: RegressionOpt = False,
     max_train_examples: MaxTrainOpt = None,
     max_eval_examples: MaxEvalOpt = None,
+    search_split: SearchSplitOpt = 0.1,
+    search_file: SearchFileOpt = None,
+    distill_file: Annotated[Path | None, typer.Option(help="Unlabeled in-domain texts (the text columns, no label) that the teacher labels for --recover distill.")] = None,
     run_dir: Annotated[Path, typer.Option(help="Everything goes here; finished stages are reused.")] = Path("runs/run"),
     epochs: EpochsOpt = 3.0,
     batch_size: BatchOpt = 16,
@@ -206,6 +239,7 @@ def run(
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     strategy: StrategyOpt = "standard",
+    supernet_epochs: Annotated[float, typer.Option(help="--strategy distill: passes over the training set.")] = 1.0,
     space: SpaceOpt = "layerwise",
     searcher: SearcherOpt = "local",
     trials: TrialsOpt = 100,
@@ -218,7 +252,9 @@ def run(
     pick: Annotated[str, typer.Option(help="largest, smallest, 'encoder_params<=0.5', 'params<=0.5', 'flops<=0.3', 'latency<=12ms', 'error<=0.1' or a trial id (fractions are of the full model).")] = "encoder_params<=0.5",
     export_format: Annotated[str, typer.Option("--format", help="Export format(s): hf, or hf,onnx.")] = "hf",
     quantize: Annotated[str | None, typer.Option(help="int8: also write a dynamically quantized copy.")] = None,
-    recover: Annotated[str, typer.Option(help="Correct the pick before export: none, least-squares, distill, both.")] = "none",
+    recover: Annotated[str, typer.Option(help="Before export, train the pick on the fine-tuned model's outputs (distill), refit it by least squares, both, or none.")] = "distill",
+    recover_epochs: Annotated[float, typer.Option(help="--recover distill: passes over the training texts; the best epoch on the search split is kept.")] = 3.0,
+    force: Annotated[bool, typer.Option(help="Go on even when the fine-tuned model or the search found nothing better than a trivial predictor.")] = False,
     until: Annotated[str, typer.Option(help="Stop after this stage: finetune, search, export.")] = "export",
     backend: BackendOpt = "local",
     address: AddressOpt = None,
@@ -235,27 +271,31 @@ def run(
     cfg = RunConfig(
         model=model,
         data=data_config(task, data_dir, train_file, validation_file, text_columns,
-                         label_column, regression, max_train_examples, max_eval_examples, seed),
+                         label_column, regression, max_train_examples, max_eval_examples, seed,
+                         search_split, search_file, distill_file),
         train=TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                           grad_accum=grad_accum, warmup_ratio=warmup_ratio,
                           max_length=max_length, seed=seed, device=device, threads=threads,
-                          strategy=strategy, strategy_options=_strategy_options(strategy, space, unit_step,
-                                                             any_heads)),
+                          strategy=strategy, strategy_options=_strategy_options(
+                              strategy, space, unit_step, any_heads, supernet_epochs)),
         search=SearchConfig(space=space, searcher=searcher, trials=trials,
                             objectives=_objectives(objectives), any_heads=any_heads,
                             unit_step=unit_step, low_fidelity=low_fidelity,
                             importance=importance, calibration_examples=calibration_examples,
                             seed=seed, **_executor_options(backend, address, workers,
                                                            cpus_per_worker, gpus_per_worker)),
-        pick=pick, export_formats=_objectives(export_format), quantize=quantize, recover=recover)
+        pick=pick, export_formats=_objectives(export_format), quantize=quantize, recover=recover,
+        recover_epochs=recover_epochs, force=force)
     _print_summary(run_pipeline(cfg, run_dir, until=until), run_dir)
 
 
-def _strategy_options(strategy: str, space: str, unit_step: int, any_heads: bool) -> dict:
+def _strategy_options(strategy: str, space: str, unit_step: int, any_heads: bool,
+                      epochs: float) -> dict:
     """Super-network strategies sample from the space the search will use."""
     if strategy == "standard":
         return {}
-    return {"space": space, "unit_step": unit_step, "any_heads": any_heads}
+    options = {"space": space, "unit_step": unit_step, "any_heads": any_heads}
+    return {**options, "epochs": epochs} if strategy == "distill" else options
 
 
 @app.command()

@@ -1,7 +1,13 @@
-"""Task presets, loading of local files or the hub, tokenisation (cached) and dynamic padding.
+"""Task presets, loading of local files or the hub, the search split, tokenisation (cached)
+and dynamic padding.
 
 Sources, in order: ``data_dir/<task>/{train,validation}.*``, explicit train/validation
 files, else the Hugging Face hub (needs a network).
+
+Three splits, so that no reported figure is chosen on its own data: ``train`` (fine-tuning
+and distillation), ``search`` (held out from the training file, or ``search_file``: every
+choice is made on it: the best epoch, the search, the pick, recovery stopping) and
+``validation`` (only read to report the unpruned model and the exported pick).
 """
 
 from __future__ import annotations
@@ -79,6 +85,16 @@ class DataConfig:
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
     seed: int = 0
+    #: Held out from the training set for every choice: a fraction (< 1) or a count.
+    search_split: float = 0.1
+    search_file: str | None = None
+    #: Unlabeled in-domain texts (same text columns) that only the teacher labels.
+    distill_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.search_split > 0 or (self.search_split >= 1
+                                          and not float(self.search_split).is_integer()):
+            raise NaspruneError("--search-split must be a fraction in (0, 1) or a count >= 1")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,6 +109,15 @@ class TaskData:
     validation: pd.DataFrame
     source: str = ""
     extra: dict = field(default_factory=dict)
+    #: Held-out examples every choice is made on (``None``: choices fall back to validation).
+    search: pd.DataFrame | None = None
+    #: Texts without labels for distillation (label ``IGNORE_LABEL``, or NaN for regression).
+    unlabeled: pd.DataFrame | None = None
+
+    @property
+    def selection_split(self) -> str:
+        """The split that epochs, sub-networks and picks are chosen on."""
+        return "search" if self.search is not None and len(self.search) else "validation"
 
     def texts(self, split: str) -> list[tuple[str, ...]]:
         frame = getattr(self, split)
@@ -273,8 +298,76 @@ def load_task_data(cfg: DataConfig) -> TaskData:
     validation = _normalise(validation, preset, "validation file")
     train = _subsample(train, cfg.max_train_examples, cfg.seed)
     validation = _subsample(validation, cfg.max_eval_examples, cfg.seed)
-    return TaskData(preset, train.reset_index(drop=True), validation.reset_index(drop=True), source,
-                    {"config": cfg.to_dict()})
+    if cfg.search_file:
+        search = _normalise(read_table(cfg.search_file), preset, "search file")
+        dropped = 0
+    else:
+        train, search, dropped = split_search(train, validation, preset, cfg.search_split,
+                                              cfg.seed)
+    extra = {"config": cfg.to_dict(), "search_source": cfg.search_file or "train",
+             "dropped_duplicates": dropped}
+    unlabeled = read_unlabeled(cfg.distill_file, preset) if cfg.distill_file else None
+    return TaskData(preset, _numbered(train), _numbered(validation), source, extra,
+                    _numbered(search), unlabeled)
+
+
+def _numbered(frame: pd.DataFrame) -> pd.DataFrame:
+    """A fresh index, with the row's position in its source file kept as column ``row``."""
+    return frame.rename_axis("row").reset_index()
+
+
+#: Label of an unlabeled example; cross-entropy ignores it (PyTorch's ``ignore_index``).
+IGNORE_LABEL = -100
+
+
+def read_unlabeled(path: str | Path, preset: TaskPreset) -> pd.DataFrame:
+    """The text columns of ``path`` (any label column is ignored), for distillation."""
+    frame = read_table(path)
+    _check_columns(frame, preset.text_columns, "distill file")
+    out = frame[list(preset.text_columns)].astype(str).reset_index(drop=True)
+    out["label"] = (np.full(len(out), np.nan, dtype=np.float32) if preset.is_regression
+                    else np.full(len(out), IGNORE_LABEL, dtype=np.int64))
+    return out
+
+
+def search_size(n_train: int, split: float) -> int:
+    """Examples held out for the search: a count, or a fraction kept within 200..2,000,
+    never more than half of the training set."""
+    n = int(split) if split >= 1 else min(2000, max(200, round(split * n_train)))
+    if split >= 1 and n >= n_train:
+        raise NaspruneError(f"--search-split {n} leaves no training examples "
+                            f"(the training set has {n_train})")
+    return min(n, n_train // 2) if split < 1 else n
+
+
+def _keys(frame: pd.DataFrame, preset: TaskPreset) -> pd.Series:
+    return frame[list(preset.text_columns)].astype(str).agg("\x1f".join, axis=1)
+
+
+def split_search(train: pd.DataFrame, validation: pd.DataFrame, preset: TaskPreset,
+                 split: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Hold a stratified search split out of ``train``; returns (train, search, dropped).
+
+    The search split never shares a text with validation, and training rows whose text is
+    in the search split are dropped (``dropped``), so no search example is ever trained on.
+    """
+    from sklearn.model_selection import train_test_split
+
+    keys = _keys(train, preset)
+    candidates = train[~keys.isin(set(_keys(validation, preset)))]
+    n = min(search_size(len(train), split), len(candidates) // 2)
+    if n < 1:
+        raise NaspruneError(f"the training set ({len(train)} rows) is too small for a search "
+                            f"split of {n}; give --search-file or more training data")
+    labels = candidates["label"]
+    stratify = None
+    if not preset.is_regression and labels.value_counts().min() >= 2:
+        stratify = labels
+    _, search = train_test_split(candidates, test_size=n, random_state=seed, stratify=stratify)
+    held = set(keys.loc[search.index])
+    rest = train.drop(index=search.index)
+    keep = ~keys.loc[rest.index].isin(held)
+    return rest[keep], search, int((~keep).sum())
 
 
 def _subsample(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
@@ -393,3 +486,11 @@ def subset(encoded: Encoded, n: int, seed: int = 0) -> Encoded:
     return Encoded([encoded.input_ids[i] for i in picked],
                    [types[i] for i in picked] if types is not None else None,
                    encoded.labels[picked])
+
+
+def concat(*parts: Encoded) -> Encoded:
+    """One encoded split made of several (e.g. the training texts plus unlabeled ones)."""
+    with_types = all(p.token_type_ids is not None for p in parts)
+    return Encoded([x for p in parts for x in p.input_ids],
+                   [x for p in parts for x in p.token_type_ids] if with_types else None,
+                   np.concatenate([p.labels for p in parts]))

@@ -69,3 +69,13 @@ def pick_device(name: str = "auto") -> torch.device:
 def uses_token_types(config) -> bool:
     """BERT and ELECTRA take segment ids; RoBERTa (one type) and DistilBERT do not."""
     return getattr(config, "type_vocab_size", 0) > 1
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for our own progress bars and tables."""
+    import huggingface_hub
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()

@@ -11,8 +11,9 @@ the full model as reference:
   fast post-training pruning framework for transformers"), which rescales masks by least
   squares; here the whole output weight of the kept parts is refitted. A block whose fit
   does not lower its error keeps its weights.
-- ``distill``: a short fine-tuning of the sub-network on the full model's soft
-  predictions (a few hundred steps).
+- ``distill`` (the default): training of the sub-network on the fixed teacher's outputs
+  (``losses.DistillLoss``) for a few epochs of the training texts, plus any unlabeled
+  in-domain texts, keeping the epoch that scores best on the search split.
 
 Neither step changes a shape: only the values of existing weights are written.
 """
@@ -21,7 +22,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -30,12 +32,12 @@ import torch
 from torch import nn
 
 from nasprune.adapters import get_adapter
-from nasprune.data import Encoded, TaskPreset, collate, subset
+from nasprune.data import Encoded, TaskPreset, collate, concat, subset
 from nasprune.errors import NaspruneError
+from nasprune.losses import DistillLoss, Targets
 from nasprune.models import uses_token_types
 from nasprune.subnet import Subnet
 from nasprune.supernet import model_inputs, subnet_of
-from nasprune.supertrain import distillation_loss
 from nasprune.training import evaluate, grouped_batches, iter_batches
 
 METHODS = ("least-squares", "distill", "both", "none")
@@ -45,29 +47,33 @@ METHODS = ("least-squares", "distill", "both", "none")
 class RecoveryConfig:
     """What recovery does; saved with the export so it can be repeated."""
 
-    method: str = "least-squares"
+    method: str = "distill"
     calibration_examples: int = 256
     calibration_batch_size: int = 32
     ridge: float = 1e-3  # relative to the mean diagonal of the Gram matrix
-    distill_steps: int = 300
-    distill_batch_size: int = 16
+    epochs: float = 3.0  # distillation passes over the training texts
+    batch_size: int = 16
     learning_rate: float = 5e-5
     warmup_ratio: float = 0.1
     temperature: float = 2.0
-    alpha: float = 0.0  # weight of the labels loss during distillation
+    hidden_weight: float = 0.0  # layer-output MSE (losses.DistillLoss)
+    labels_weight: float = 0.0  # the task loss on the labels
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise NaspruneError(f"unknown recovery method {self.method!r}; choose one of "
                                 + ", ".join(METHODS))
-        for name in ("calibration_examples", "calibration_batch_size", "distill_batch_size"):
+        for name in ("calibration_examples", "calibration_batch_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise NaspruneError(f"recovery {name.replace('_', '-')} must be at least 1")
-        if self.distill_steps < 0 or self.ridge < 0 or self.temperature <= 0:
-            raise NaspruneError("recovery steps and ridge must be >= 0, temperature > 0")
-        if not 0 <= self.alpha <= 1:
-            raise NaspruneError("recovery alpha must be in [0, 1]")
+        if self.epochs < 0 or self.ridge < 0:
+            raise NaspruneError("recovery epochs and ridge must be >= 0")
+        self.loss()  # checks temperature and weights
+
+    def loss(self) -> DistillLoss:
+        return DistillLoss(temperature=self.temperature, hidden_weight=self.hidden_weight,
+                           labels_weight=self.labels_weight)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -243,53 +249,97 @@ def _fit_block(small, lin: nn.Linear, small_norm, batches, targets, ridge):
 # ----------------------------------------------------------------------- distillation
 
 
-def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *, steps: int = 300,
-            batch_size: int = 16, learning_rate: float = 5e-5, warmup_ratio: float = 0.1,
-            temperature: float = 2.0, alpha: float = 0.0, seed: int = 0,
-            pad_id: int = 0) -> dict:
-    """Fine-tune ``student`` for ``steps`` on ``teacher``'s soft predictions (plus
-    ``alpha`` x the labels loss). The teacher stays frozen in eval mode."""
-    if steps <= 0:
-        return {"steps": 0, "loss": []}
+def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
+            loss: DistillLoss | None = None, epochs: float = 3.0, batch_size: int = 16,
+            learning_rate: float = 5e-5, warmup_ratio: float = 0.1, seed: int = 0,
+            pad_id: int = 0, select: Callable[[nn.Module], float] | None = None,
+            progress: bool = False) -> dict:
+    """Train ``student`` for ``epochs`` passes over ``train`` on the frozen ``teacher``'s
+    outputs (``loss``, logits only by default).
+
+    ``select(student) -> error`` is called before training and after every epoch; the
+    weights with the lowest error are kept (the search split's error in the pipeline, so
+    the validation set never stops training). With a logits-only loss the teacher's logits
+    are computed once for all of ``train`` (the teacher is frozen, so they never change).
+    """
+    from nasprune.training import predict
+
+    loss = loss or DistillLoss()
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    steps = max(0, int(round(epochs * steps_per_epoch)))
+    if steps == 0:
+        return {"steps": 0, "epochs": []}
     device = _device(student)
     token_types = uses_token_types(student.config)
     modes = student.training, teacher.training
     teacher.eval()
-    student.train()
+    cached = None if loss.needs_hidden else torch.from_numpy(
+        predict(teacher, train, 64, _device(teacher), pad_id))
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
     warmup = int(warmup_ratio * steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup
         else max(0.0, (steps - s) / max(1, steps - warmup)))
-    losses, done, epoch = [], 0, 0
+    history: list[dict] = []
+    best_error, best_state = math.inf, None
+
+    def checkpoint(epoch: int, losses: list[float]) -> None:
+        nonlocal best_error, best_state
+        record = {"epoch": epoch, "step": done}
+        if losses:
+            record["loss"] = sum(losses) / len(losses)
+        if select is not None:
+            record["error"] = select(student)
+            student.train()
+            if record["error"] < best_error:
+                best_error = record["error"]
+                best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        history.append(record)
+
+    done, epoch = 0, 0
     torch.manual_seed(seed)
     try:
-        while done < steps:
-            for indices in grouped_batches(train, batch_size, seed + epoch):
-                if done >= steps:
-                    break
-                batch = {k: v.to(device) for k, v in
-                         collate(train, indices, pad_id, token_types).items()}
-                with torch.no_grad():
-                    target = teacher(**model_inputs(batch, _device(teacher))).logits.to(device)
-                out = student(**batch) if alpha else student(**model_inputs(batch))
-                loss = distillation_loss(out.logits, target, temperature)
-                if alpha:
-                    loss = (1 - alpha) * loss + alpha * out.loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(float(loss.detach()))
-                done += 1
-            epoch += 1
+        checkpoint(0, [])
+        student.train()
+        with _bar(progress, steps) as (bar, task):
+            while done < steps:
+                losses = []
+                for indices in grouped_batches(train, batch_size, seed + epoch):
+                    if done >= steps:
+                        break
+                    batch = {k: v.to(device) for k, v in
+                             collate(train, indices, pad_id, token_types).items()}
+                    targets = (Targets(cached[indices].to(device)) if cached is not None
+                               else loss.targets(teacher, batch))
+                    value = loss(student, batch, targets)
+                    value.backward()
+                    torch.nn.utils.clip_grad_norm_(params, 1.0)
+                    optimizer.step()
+                    schedule.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    losses.append(float(value.detach()))
+                    done += 1
+                    bar.update(task, advance=1)
+                epoch += 1
+                checkpoint(epoch, losses)
+        if best_state is not None:
+            student.load_state_dict(best_state)
     finally:
         student.train(modes[0])
         teacher.train(modes[1])
-    tail = losses[-max(1, len(losses) // 10):]
-    return {"steps": done, "first_loss": losses[0], "last_loss": sum(tail) / len(tail)}
+    best = min((h for h in history if "error" in h), key=lambda h: h["error"], default=None)
+    return {"steps": done, "epochs": history,
+            "best_epoch": best["epoch"] if best else epoch}
+
+
+@contextmanager
+def _bar(enabled: bool, total: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("[bold]recovery", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  disable=not enabled) as bar:
+        yield bar, bar.add_task("distill", total=total)
 
 
 # ------------------------------------------------------------------------- recover()
@@ -297,11 +347,12 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *, steps: in
 
 @dataclass
 class RecoveryReport:
-    """Metrics of the sub-network before and after each step (validation set when given)."""
+    """The sub-network before and after recovery: ``logits_mse`` against the full model on
+    the calibration set, and the task metrics per split (``search``, ``validation``)."""
 
     config: dict
-    before: dict[str, float] | None = None
-    after: dict[str, float] | None = None
+    before: dict | None = None
+    after: dict | None = None
     steps: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -310,45 +361,51 @@ class RecoveryReport:
 
 
 def recover(small: nn.Module, full: nn.Module, train: Encoded, *,
-            validation: Encoded | None = None, preset: TaskPreset | None = None,
-            config: RecoveryConfig | None = None, pad_id: int = 0,
-            subnet: Subnet | None = None) -> RecoveryReport:
+            search: Encoded | None = None, validation: Encoded | None = None,
+            preset: TaskPreset | None = None, config: RecoveryConfig | None = None,
+            pad_id: int = 0, subnet: Subnet | None = None,
+            unlabeled: Encoded | None = None, progress: bool = False) -> RecoveryReport:
     """Apply ``config.method`` to the extracted ``small`` (in place) with ``full`` as the
-    reference; calibration and distillation data come from ``train``. With ``validation``
-    and ``preset`` the task metric is measured before and after every step."""
+    teacher; calibration and distillation data come from ``train`` (plus ``unlabeled``
+    texts for distillation). Distillation keeps the epoch with the best ``search`` error;
+    ``validation`` is only measured, before and after, to report."""
     cfg = config or RecoveryConfig()
     start = time.perf_counter()
     shapes = _shapes(small)
     report = RecoveryReport(cfg.to_dict())
     calib_set = subset(train, cfg.calibration_examples, cfg.seed)
     calib = list(iter_batches(calib_set, cfg.calibration_batch_size, small, pad_id))
+    splits = {name: enc for name, enc in (("search", search), ("validation", validation))
+              if enc is not None and preset is not None}
 
-    def measure() -> dict[str, float]:
+    def measure() -> dict:
         was = small.training
         small.eval()
-        scores = {"logits_mse": logits_mse(small, full, calib)}
+        scores: dict = {"logits_mse": logits_mse(small, full, calib)}
+        for name, encoded in splits.items():
+            scores[name] = evaluate(small, encoded, preset, pad_id=pad_id)
         small.train(was)
-        if validation is not None and preset is not None:
-            scores.update(evaluate(small, validation, preset, pad_id=pad_id))
-            small.train(was)
         return scores
+
+    def search_error(model: nn.Module) -> float:
+        return evaluate(model, search, preset, pad_id=pad_id)["error"]
 
     report.before = measure()
     if cfg.method in ("least-squares", "both"):
         fits = least_squares_correction(small, full, calib, ridge=cfg.ridge, subnet=subnet)
         report.steps.append({"step": "least-squares", "blocks": [asdict(f) for f in fits],
                              **measure()})
-    if cfg.method in ("distill", "both") and cfg.distill_steps:
-        info = distill(small, full, train, steps=cfg.distill_steps,
-                       batch_size=cfg.distill_batch_size, learning_rate=cfg.learning_rate,
-                       warmup_ratio=cfg.warmup_ratio, temperature=cfg.temperature,
-                       alpha=cfg.alpha, seed=cfg.seed, pad_id=pad_id)
-        small.eval()
-        report.steps.append({"step": "distill", **info, **measure()})
+    if cfg.method in ("distill", "both") and cfg.epochs:
+        data = train if unlabeled is None else concat(train, unlabeled)
+        info = distill(small, full, data, loss=cfg.loss(), epochs=cfg.epochs,
+                       batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+                       warmup_ratio=cfg.warmup_ratio, seed=cfg.seed, pad_id=pad_id,
+                       select=search_error if "search" in splits else None,
+                       progress=progress)
+        report.steps.append({"step": "distill", "examples": len(data), **info, **measure()})
     small.eval()
-    report.after = report.steps[-1] if report.steps else report.before
-    report.after = {k: v for k, v in report.after.items()
-                    if isinstance(v, float) and k not in ("first_loss", "last_loss")}
+    last = report.steps[-1] if report.steps else report.before
+    report.after = {k: last[k] for k in ("logits_mse", *splits)}
     if _shapes(small) != shapes:  # a bug, never a user mistake
         raise AssertionError("recovery changed the shape of the sub-network")
     report.seconds = time.perf_counter() - start

@@ -39,6 +39,7 @@ def plot_pareto(
     full: Trial | Mapping[str, float] | None = None,
     title: str | None = None,
     log_x: bool = True,
+    split: str | None = None,
 ) -> Path:
     """Every evaluated sub-network (dots), the Pareto front (step line) and the un-pruned
     model (star); one colour per run when ``trials`` maps labels to runs (e.g. to compare
@@ -82,7 +83,7 @@ def plot_pareto(
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(_LABELS.get(x, x) + (" (log scale)" if log_x else ""))
-    ax.set_ylabel(_LABELS.get(y, y))
+    ax.set_ylabel(_LABELS.get(y, y) if split is None else f"{y} on the {split} split")
     if title:
         ax.set_title(title)
     ax.grid(True, which="both", alpha=0.25)
@@ -95,9 +96,10 @@ def plot_pareto(
     return path
 
 
-def write_front_csv(front: Sequence[Trial], path: str | Path, full: Mapping[str, float]) -> Path:
+def write_front_csv(front: Sequence[Trial], path: str | Path, full: Mapping[str, float],
+                    split: str = "validation") -> Path:
     """One row per Pareto member: id, sub-network, measured metrics, fractions of the full
-    model for the cost metrics, fidelity."""
+    model for the cost metrics, fidelity, and the data split ``error``/``metric`` are on."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     present = [m for m in CSV_METRICS if any(m in t.metrics for t in front)]
@@ -105,12 +107,13 @@ def write_front_csv(front: Sequence[Trial], path: str | Path, full: Mapping[str,
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "subnet", *present, *(f"{m}_fraction" for m in fractions),
-                    "fidelity", "promoted", "wall_s"])
+                    "fidelity", "promoted", "wall_s", "split"])
         for t in front:
             w.writerow([
                 t.id, str(t.subnet), *(t.metrics.get(m, "") for m in present),
                 *(round(t.metrics[m] / full[m], 6) if m in t.metrics else "" for m in fractions),
                 t.fidelity, "" if t.promoted is None else int(t.promoted), round(t.wall_s, 4),
+                split,
             ])
     return path
 
@@ -153,10 +156,11 @@ def pareto_summary(
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / SEARCH_DIR
     costs = [o for o in objectives if o != "error"]
     x = costs[0] if costs else "params"
+    split = meta.get("split", "validation")  # searches before the search split used it
     png = plot_pareto(full_trials, out / "pareto.png", x=x, full=full,
                       title=f"{len(full_trials)} sub-networks evaluated",
-                      log_x=x != "latency")
-    csv_path = write_front_csv(front, out / "pareto.csv", full)
+                      log_x=x != "latency", split=split)
+    csv_path = write_front_csv(front, out / "pareto.csv", full, split)
     return ParetoSummary(front, trials, objectives, full, hv, png, csv_path, meta)
 
 

@@ -8,6 +8,7 @@ counts. Everything here is plain Python: no torch, testable in milliseconds.
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -190,6 +191,26 @@ class SearchSpace:
             x = min(1.0, max(0.0, fraction + rng.uniform(-spread, spread)))
             index.append(round(x * (len(dim) - 1)))
         return self.from_index(index)
+
+    def encoder_fraction(self, subnet: Subnet) -> float:
+        """Encoder parameters of ``subnet`` as a fraction of the full encoder's."""
+        return encoder_params(subnet, self.shape) / encoder_params(self.full(), self.shape)
+
+    def sample_budget(self, rng: random.Random, fraction: float, band: float = 0.1,
+                      tries: int = 200) -> Subnet:
+        """A random sub-network whose encoder fraction lies within ``+-band`` (relative) of
+        ``fraction``; the closest of ``tries`` draws when none does (a coarse space)."""
+        low, high = fraction * (1 - band), fraction * (1 + band)
+        best, best_gap = None, math.inf
+        for _ in range(tries):
+            subnet = self.sample_near(rng, fraction)
+            size = self.encoder_fraction(subnet)
+            if low <= size <= high:
+                return subnet
+            gap = min(abs(size - low), abs(size - high))
+            if gap < best_gap:
+                best, best_gap = subnet, gap
+        return best
 
     def full(self) -> Subnet:
         return self.from_index([len(dim) - 1 for dim in self.dims])

@@ -11,7 +11,12 @@ full model):
 - ``sandwich-kd``: the same, but the sub-networks learn from the full network's soft
   predictions (in-place distillation with a temperature; MSE for regression);
 - ``random-linear``: one network per step, a random sub-network with a probability that
-  grows linearly with training progress, else the full network (the tutorial's baseline).
+  grows linearly with training progress, else the full network (the tutorial's baseline);
+- ``distill``: *after* standard fine-tuning, from a fixed teacher (a frozen copy of the
+  fine-tuned model): each step the full, the smallest and ``k`` sampled sub-networks learn
+  the teacher's outputs (``losses.DistillLoss``). With a ``budget`` (the pick's encoder
+  fraction) part of the samples is drawn within +-10 % of it, so training goes where the
+  user will pick. ``nasprune run`` fine-tunes the teacher first, then runs this strategy.
 
 Before training, ``prepare`` reorders heads and FFN units by importance on a calibration
 subset of the training data, so the prefixes that sub-networks keep start out as the most
@@ -22,38 +27,24 @@ again: the weights are trained for this order).
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from nasprune.data import Encoded, subset
 from nasprune.errors import NaspruneError
+from nasprune.losses import DistillLoss, logits_loss
 from nasprune.subnet import SPACES, SearchSpace, Subnet, make_space
 from nasprune.supernet import IMPORTANCE_METHODS, ORDER_FILE, Supernet, model_inputs
 from nasprune.training import STRATEGIES, Strategy, TrainContext, iter_batches, write_json
 
 #: Written next to ``order.json``: which strategy and space trained this checkpoint.
 SUPERNET_FILE = "supernet.json"
-
-
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor,
-                      temperature: float = 1.0) -> torch.Tensor:
-    """KL(teacher || student) on temperature-softened probabilities, times T^2 (Hinton et
-    al. 2015), averaged over examples; for one output (regression) the mean squared error
-    between the two predictions. ``teacher`` is treated as a constant."""
-    teacher = teacher.detach()
-    if student.shape != teacher.shape:
-        raise ValueError(f"student {tuple(student.shape)} vs teacher {tuple(teacher.shape)}")
-    if student.shape[-1] == 1:
-        return F.mse_loss(student.float(), teacher.float())
-    t = float(temperature)
-    log_p = F.log_softmax(student.float() / t, dim=-1)
-    log_q = F.log_softmax(teacher.float() / t, dim=-1)
-    return F.kl_div(log_p, log_q, log_target=True, reduction="batchmean") * t * t
 
 
 class SupernetStrategy(Strategy):
@@ -207,7 +198,7 @@ class SandwichKDStrategy(SandwichStrategy):
     def sub_loss(self, model, batch, teacher):
         alpha = float(self.options["alpha"])
         out = model(**batch) if alpha else model(**model_inputs(batch))
-        loss = distillation_loss(out.logits, teacher, float(self.options["temperature"]))
+        loss = logits_loss(out.logits, teacher, float(self.options["temperature"]))
         if alpha:
             loss = (1.0 - alpha) * loss + alpha * out.loss
         return loss
@@ -240,8 +231,63 @@ class RandomLinearStrategy(SupernetStrategy):
         return float(loss.detach())
 
 
+class DistillStrategy(SandwichStrategy):
+    """Super-network distillation from a fixed teacher (see the module docstring).
+
+    Options besides the common ones: ``k`` sampled sub-networks per step, ``smallest``,
+    the loss (``temperature``, ``hidden_weight``, ``labels_weight``), ``budget`` (encoder
+    fraction to sample around, or ``None``), ``near_budget`` (share of the ``k`` samples
+    drawn near it) and ``epochs`` (passes over the training set; the pipeline's budget).
+    """
+
+    name = "distill"
+    needs_teacher = True
+    own_options = {"k": 2, "smallest": True, "temperature": 2.0, "hidden_weight": 0.0,
+                   "labels_weight": 0.0, "budget": None, "near_budget": 0.5, "epochs": 1.0}
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        o = self.options
+        self.loss = DistillLoss(temperature=float(o["temperature"]),
+                                hidden_weight=float(o["hidden_weight"]),
+                                labels_weight=float(o["labels_weight"]))
+        if o["budget"] is not None and not 0 < float(o["budget"]) <= 1:
+            raise NaspruneError("strategy option budget must be an encoder fraction in (0, 1]")
+        if not 0 <= float(o["near_budget"]) <= 1 or float(o["epochs"]) <= 0:
+            raise NaspruneError("strategy options: near_budget in [0, 1], epochs > 0")
+        self.teacher: torch.nn.Module | None = None
+
+    def prepare(self, model, train, context):
+        super().prepare(model, train, context)  # reorders first: the teacher is the same
+        self.teacher = copy.deepcopy(model).eval()  # function in the same order
+        for param in self.teacher.parameters():
+            param.requires_grad_(False)
+
+    def subnets(self) -> list[Subnet]:
+        _, space = self._require()
+        o = self.options
+        k = int(o["k"])
+        near = math.ceil(k * float(o["near_budget"])) if o["budget"] is not None else 0
+        picked = [space.smallest()] if o["smallest"] else []
+        picked += [space.sample_budget(self.rng, float(o["budget"])) for _ in range(near)]
+        return picked + [self.sample() for _ in range(k - near)]
+
+    def backward(self, model, batch, progress):
+        supernet, _ = self._require()
+        assert self.teacher is not None
+        targets = self.loss.targets(self.teacher, batch)
+        full = self.loss(model, batch, targets)
+        full.backward()
+        subs = [self._sub_backward(s, batch, lambda m, b: self.loss(m, b, targets))
+                for s in self.subnets()]
+        self.last = {"full": float(full.detach()),
+                     "subnets": sum(subs) / len(subs) if subs else float("nan")}
+        return float(full.detach())
+
+
 SUPERNET_STRATEGIES = {
-    cls.name: cls for cls in (SandwichStrategy, SandwichKDStrategy, RandomLinearStrategy)
+    cls.name: cls
+    for cls in (SandwichStrategy, SandwichKDStrategy, RandomLinearStrategy, DistillStrategy)
 }
 STRATEGIES.update(SUPERNET_STRATEGIES)
 

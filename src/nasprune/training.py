@@ -97,12 +97,21 @@ class StandardStrategy(Strategy):
 STRATEGIES: dict[str, Callable[..., Strategy]] = {"standard": StandardStrategy}
 
 
-def make_strategy(name: str, options: dict) -> Strategy:
+def strategy_class(name: str) -> Callable[..., Strategy]:
     import nasprune.supertrain  # noqa: F401  (super-network strategies register on import)
 
     if name not in STRATEGIES:
         raise NaspruneError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-    return STRATEGIES[name](**options)
+    return STRATEGIES[name]
+
+
+def needs_teacher(name: str) -> bool:
+    """Strategies that run after standard fine-tuning, with its model as a fixed teacher."""
+    return bool(getattr(strategy_class(name), "needs_teacher", False))
+
+
+def make_strategy(name: str, options: dict) -> Strategy:
+    return strategy_class(name)(**options)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -136,6 +145,27 @@ def score(preset: TaskPreset, logits: np.ndarray, labels: np.ndarray) -> dict[st
     values = task_metrics.compute(preset.metrics, predictions, labels)
     values["error"] = 1.0 - values[preset.metric]
     return values
+
+
+def trivial_reason(preset: TaskPreset, logits: np.ndarray, labels: np.ndarray) -> str | None:
+    """Why a model's predictions are no better than knowing nothing, or ``None``.
+
+    Classification: every prediction is the same class, or the accuracy does not beat
+    always answering the most frequent class. Regression: constant predictions.
+    """
+    if preset.is_regression:
+        spread = float(np.std(logits[:, 0])) if len(logits) else 0.0
+        return "its predictions are constant" if spread < 1e-6 else None
+    predictions = logits.argmax(-1)
+    if len(set(predictions.tolist())) <= 1:
+        return f"it predicts one class ({preset.label_names[int(predictions[0])]!r}) for every " \
+               "example"
+    majority = np.bincount(labels, minlength=preset.num_labels).max() / max(1, len(labels))
+    accuracy = float((predictions == labels).mean())
+    if accuracy <= majority:
+        return (f"its accuracy {accuracy:.3f} does not beat always predicting the most frequent "
+                f"class ({majority:.3f})")
+    return None
 
 
 def evaluate(model, encoded: Encoded, preset: TaskPreset, batch_size: int = 64,
@@ -207,7 +237,11 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
           on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train, evaluate after each epoch, keep the best checkpoint in ``out_dir``.
 
-    Returns the metrics record that is also written to ``out_dir/metrics.json``.
+    The best epoch is chosen on ``data.selection_split`` (the search split when the data
+    has one); the validation scores of each epoch are recorded beside it, for reporting
+    only. Returns the record also written to ``out_dir/metrics.json``: ``best`` and each
+    ``history`` entry hold the validation scores at the top level and the search split's
+    under ``"search"``.
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -218,6 +252,9 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
     token_types = uses_token_types(model.config)
     train_enc = encode(tokenizer, data, "train", cfg.max_length)
     val_enc = encode(tokenizer, data, "validation", cfg.max_length)
+    choose_on = data.selection_split  # the best epoch is chosen here, never on validation
+    sel_enc = encode(tokenizer, data, choose_on, cfg.max_length) if choose_on != "validation" \
+        else val_enc
     strategy = strategy or make_strategy(cfg.strategy, cfg.strategy_options)
     context = TrainContext(cfg, data.preset, device, pad_id)
     strategy.prepare(model, train_enc, context)
@@ -256,12 +293,20 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
             train_seconds += time.perf_counter() - start
             epoch += 1
             scores = evaluate(model, val_enc, data.preset, cfg.eval_batch_size, device, pad_id)
-            model.train()
             record = {"epoch": epoch, **scores}
+            chosen = scores
+            metric = data.preset.metric
+            line = f"epoch {epoch}: validation {metric} {scores[metric]:.4f}"
+            if sel_enc is not val_enc:
+                chosen = evaluate(model, sel_enc, data.preset, cfg.eval_batch_size, device,
+                                  pad_id)
+                record[choose_on] = chosen
+                line = f"epoch {epoch}: {choose_on} {metric} {chosen[metric]:.4f}, " + line[
+                    len(f"epoch {epoch}: "):]
+            model.train()
             history.append(record)
-            bar.console.print(
-                f"epoch {epoch}: {data.preset.metric} {scores[data.preset.metric]:.4f}")
-            if best is None or scores["error"] < best["error"]:
+            bar.console.print(line)
+            if best is None or chosen["error"] < best.get(choose_on, best)["error"]:
                 best = record
                 save_model(model, tokenizer, out_dir / "model", strategy.save_extra)
             if on_epoch:
@@ -272,7 +317,9 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
         "metric": data.preset.metric,
         "best": best,
         "history": history,
+        "selected_on": choose_on,
         "train_examples": len(train_enc),
+        "search_examples": len(sel_enc) if sel_enc is not val_enc else 0,
         "validation_examples": len(val_enc),
         "examples_per_second": seen / train_seconds if train_seconds else None,
         "train_seconds": train_seconds,
