@@ -287,7 +287,7 @@ def test_missing_config_is_reported(small_export):
 
 
 def test_not_an_export(tmp_path):
-    with pytest.raises(NaspruneError, match="manifest manifest.json is missing"):
+    with pytest.raises(NaspruneError, match="manifest.json is missing; not a nasprune export"):
         nasprune.load(tmp_path)
     with pytest.raises(NaspruneError, match="not found"):
         nasprune.load(tmp_path / "nowhere")
@@ -303,7 +303,7 @@ def test_never_overwrites_foreign_directories(tmp_path):
     other = Subnet(((4, 64),) * 4)
     ex.export_model(make_supernet(), other, out)  # an export is replaced whole
     assert nasprune.load(out).subnet == other
-    assert not list(tmp_path.glob("*-export"))
+    assert not list(tmp_path.glob("*-export*"))
 
 
 def test_bad_arguments(tmp_path):
@@ -346,6 +346,12 @@ def test_export_from_run_picks_by_budget(run_dir):
         torch.testing.assert_close(loaded.model(**inputs).logits,
                                    reference_logits(sn, SUBNET, inputs), rtol=1e-4, atol=1e-5)
     assert loaded.tokenizer is not None
+    card = (out / "README.md").read_text()
+    assert "| this sub-network, in the search (super-network weights) | search |" in card
+    forced = ex.export_from_run(run, "largest", run / "full", layout="remote",
+                                card={"notes": "forced remote"})
+    assert nasprune.load(forced).layout == "remote"
+    assert "forced remote" in (forced / "README.md").read_text()
 
 
 def cli(*args, timeout=180):

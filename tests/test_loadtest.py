@@ -20,6 +20,9 @@ from nasprune.loadtest import (
     LoadTestConfig,
     StepStats,
     TargetResult,
+    describe_statuses,
+    failure_report,
+    figure,
     load_texts,
     parse_targets,
     parse_users,
@@ -214,6 +217,10 @@ def test_run_loadtest_against_a_uvicorn_server(tmp_path):
     assert (out / "loadtest.png").read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["targets"]) == {"a", "b"} and summary["texts"] == 100
+    assert summary["failures"] == []
+    for name in ("a", "b"):  # Locust's own HTML report is kept
+        assert summary["files"]["locust_html"][name] == f"locust-{name}.html"
+        assert "<html" in (out / f"locust-{name}.html").read_text().lower()
     count = next(s.value for s in batch_sizes if s.name == "nasprune_batch_size_count")
     assert count > 0
 
@@ -274,3 +281,125 @@ def test_cli_loadtest_against_a_real_server(tmp_path):
     recorded = sum(int(r["requests"]) for r in rows)
     assert recorded <= served <= recorded + 4
     assert not math.isnan(float(rows[1]["p95_ms"]))
+
+
+# --------------------------------------------------------------------------- issue 16/17
+
+
+def test_summarise_record_counts_failure_statuses(tmp_path):
+    t0 = 1000.0
+    rows = [["step", 0, 1, t0, "", "", ""]]
+    rows += [["req", 0, "", t0 + 0.01 * i, 5, 0, 401] for i in range(8)]
+    rows += [["req", 0, "", t0 + 0.2, 5, 0, 0], ["req", 0, "", t0 + 0.3, 5, 1, 200]]
+    rows += [["stop", 0, "", t0 + 1.0, "", "", ""]]
+    [step] = summarise_record("x", _write_record(tmp_path / "r.csv", rows))
+    assert step.failures == 9 and step.failure_statuses == {"401": 8, "0": 1}
+    assert describe_statuses(step.failure_statuses) == "HTTP 401 x8, no response x1"
+
+
+def test_failure_report_names_the_status_codes():
+    failing = _step(1, 20, failure_rate=1.0)
+    failing.failure_statuses = {"401": 100}
+    fine = _step(8, 20, failure_rate=0.4)
+    fine.failure_statuses = {"503": 40}
+    results = [TargetResult("locked", "u", [failing], 1, 0.0),
+               TargetResult("busy", "u", [_step(1, 20), fine], 8, 100.0)]
+    [line] = failure_report(results, 0.5)
+    assert line.startswith("locked: 100% of 100 requests failed at 1 users (HTTP 401 x100)")
+    assert "token" in line and "--max-failure-rate 50%" in line
+    assert len(failure_report(results, 0.3)) == 2
+    assert failure_report(results, 1.0) == []
+    with pytest.raises(NaspruneError, match="max-failure-rate"):
+        LoadTestConfig(targets={"a": "http://x"}, max_failure_rate=1.5)
+
+
+def test_plot_has_integer_user_ticks_and_a_saturation_caption_only_when_saturated():
+    import matplotlib.pyplot as plt
+
+    calm = [TargetResult("base", "u", [_step(1, 20), _step(2, 30), _step(3, 40)], None, 10.0)]
+    fig = figure(calm, 200)
+    try:
+        assert fig._suptitle is None or not fig._suptitle.get_text()
+        fig.canvas.draw()
+        for axis in fig.axes:
+            ticks = [t for t in axis.get_xticks() if axis.get_xlim()[0] <= t <= axis.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    finally:
+        plt.close(fig)
+    saturated = [TargetResult("base", "u", [_step(1, 20), _step(2, 300)], 2, 10.0)]
+    fig = figure(saturated, 200)
+    try:
+        assert "saturation" in fig._suptitle.get_text()
+    finally:
+        plt.close(fig)
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
+    env.pop("NASPRUNE_TOKEN", None)
+    return subprocess.run([str(Path(sys.executable).parent / "nasprune"), *args], env=env,
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_users_spec_is_shown_as_typed_not_as_an_emoji(tmp_path):
+    """Finding 11: `--users a:b:c` was rendered by rich with :b: as an emoji."""
+    run = _cli("loadtest", "--target", "x=http://127.0.0.1:9", "--users", "a:b:c",
+               "--texts-from", str(tmp_path / "none.tsv"))
+    assert run.returncode == 2
+    assert "'a:b:c'" in run.stderr and "\U0001f171" not in run.stderr, run.stderr
+    run = _cli("loadtest", "--target", "x[bold]=http://127.0.0.1:9", "--users", "1",
+               "--texts-from", str(tmp_path / "none.tsv"))
+    assert run.returncode == 2 and "x[bold]" in run.stderr, run.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_served_model(tmp_path_factory) -> Path:
+    return _tiny_model(tmp_path_factory.mktemp("lt") / "model")
+
+
+def test_loadtest_without_the_token_fails_naming_401(tmp_path, tiny_served_model):
+    """Finding 10: exit 0 and "saturates at 1 users" when every request got 401."""
+    pytest.importorskip("fastapi")
+    from nasprune.serve import ServeConfig, create_app, serve_in_thread
+
+    app = create_app(tiny_served_model, ServeConfig(token="s3cret", torch_threads=1))
+    with serve_in_thread(app) as url:
+        run = _cli("loadtest", "--target", f"locked={url}", "--users", "1", "--step-time",
+                   "1", "--texts-from", str(DATA / "sst2" / "validation.tsv"),
+                   "--out", str(tmp_path / "lt"))
+    assert run.returncode != 0, run.stdout + run.stderr
+    assert "401" in run.stderr and "token" in run.stderr
+    assert "saturates" not in run.stdout + run.stderr
+
+
+def test_loadtest_fails_when_a_step_mostly_fails(tmp_path, tiny_served_model):
+    """Past the preflight, a step above --max-failure-rate fails the run, naming statuses."""
+    _skip_without_locust()
+    pytest.importorskip("fastapi")
+    from nasprune.serve import Predictor, ServeConfig, create_app, serve_in_thread
+
+    class FailsAfterFirst(Predictor):
+        calls = 0
+
+        def predict(self, items):
+            type(self).calls += 1
+            if type(self).calls > 1:  # the preflight passes, the load test does not
+                raise RuntimeError("model broke")
+            return super().predict(items)
+
+    base = Predictor.from_dir(tiny_served_model)
+    app = create_app(FailsAfterFirst(base.model, base.tokenizer),
+                     ServeConfig(torch_threads=1))
+    out = tmp_path / "lt"
+    with serve_in_thread(app) as url:
+        run = _cli("loadtest", "--target", f"broken={url}", "--users", "1,2", "--step-time",
+                   "1.5", "--texts-from", str(DATA / "sst2" / "validation.tsv"),
+                   "--out", str(out))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "broken: 100%" in run.stderr and "HTTP 500" in run.stderr, run.stderr
+    assert "saturates" not in run.stdout and "not saturated" not in run.stdout
+    assert "locust-broken.html" in run.stderr  # the "wrote ..." line names Locust's report
+    assert (out / "locust-broken.html").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["failures"] and summary["targets"]["broken"]["steps"][0][
+        "failure_statuses"]["500"] > 0

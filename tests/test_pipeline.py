@@ -165,3 +165,16 @@ def test_trivial_reason_fires_on_constant_and_majority_predictors_only():
     stsb = PRESETS["stsb"]
     assert trivial_reason(stsb, np.full((4, 1), 2.5), labels.astype(float)) is not None
     assert trivial_reason(stsb, np.arange(4.0)[:, None], labels.astype(float)) is None
+
+
+def test_the_python_api_example_runs(tmp_path, tiny_model_dir, shared_data):
+    """examples/api.py, the documented API example, end to end on a tiny model."""
+    from conftest import REPO
+
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "api.py"), "--model", str(tiny_model_dir),
+         "--data-dir", str(shared_data), "--run-dir", str(tmp_path / "run"), "--train", "128",
+         "--trials", "6", "--force"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert "validation accuracy" in result.stdout
+    assert result.stdout.strip().splitlines()[-1].startswith("['")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -50,14 +51,26 @@ def make_tiny_classifier(directory: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    directory = make_tiny_classifier(tmp_path_factory.mktemp("tiny") / "model")
-    (directory / "metrics.json").write_text(json.dumps({"accuracy": 0.5}))
-    return directory
+    return make_tiny_classifier(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def described(predictor: Predictor, directory: Path, **files: dict) -> Predictor:
+    """``predictor`` reporting ``directory``'s JSON files on /v1/model.
+
+    The files are written after loading: a plain directory holding nasprune's files
+    (``metrics.json``, ``subnet.json``) without a manifest is refused by the loader.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (directory / f"{name}.json").write_text(json.dumps(content))
+    return Predictor(predictor.model, predictor.tokenizer, max_length=predictor.max_length,
+                     chunk_size=predictor.chunk_size, model_dir=directory)
 
 
 @pytest.fixture(scope="module")
 def predictor(model_dir) -> Predictor:
-    return Predictor.from_dir(model_dir, max_length=32)
+    return described(Predictor.from_dir(model_dir, max_length=32),
+                     model_dir.parent / "info" / "model", metrics={"accuracy": 0.5})
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +95,14 @@ def test_load_for_inference_plain_hf_directory(model_dir):
     assert not model.training
     assert model.config.id2label[1] == "positive"
     assert tokenizer("good movie")["input_ids"][0] == tokenizer.cls_token_id
+
+
+def test_a_plain_directory_with_nasprune_files_is_refused(tmp_path):
+    """Finding 1 (the server's side): no manifest = no unverified fallback."""
+    directory = make_tiny_classifier(tmp_path / "half-export")
+    (directory / "subnet.json").write_text(json.dumps({"layers": [[4, 64], [2, 32]]}))
+    with pytest.raises(NaspruneError, match="manifest"):
+        load_for_inference(directory)
 
 
 def test_load_for_inference_rejects_missing_dir(tmp_path):
@@ -207,8 +228,9 @@ def test_model_info(client, predictor):
 
 def test_model_info_reads_subnet_json(tmp_path):
     directory = make_tiny_classifier(tmp_path / "pruned")
-    (directory / "subnet.json").write_text(json.dumps({"layers": [[4, 64], [2, 32]]}))
-    app = create_app(Predictor.from_dir(directory), ServeConfig())
+    predictor = described(Predictor.from_dir(directory), directory,
+                          subnet={"layers": [[4, 64], [2, 32]]})
+    app = create_app(predictor, ServeConfig())
     with serve_in_thread(app) as url:
         info = httpx.get(f"{url}/v1/model").json()
     assert info["subnet"] == {"layers": [[4, 64], [2, 32]]}
@@ -422,3 +444,351 @@ def test_config_validation():
     with pytest.raises(NaspruneError):
         ServeConfig(max_queue=0)
     assert ServeConfig(token="").token is None
+
+
+# --------------------------------------------------------------------------- issue 16/17
+
+
+def test_inputs_in_all_three_shapes(client, predictor):
+    """`{"inputs": ...}` (Hugging Face inference servers' convention) besides text/texts."""
+    one = client.post("/v1/predict", json={"inputs": "a good movie"})
+    assert one.status_code == 200, one.text
+    [pred] = one.json()["predictions"]
+    [direct] = predictor.predict([("a good movie", None)])
+    assert pred["label"] == direct["label"]
+    assert pred["scores"]["positive"] == pytest.approx(direct["scores"]["positive"], abs=1e-5)
+
+    many = client.post("/v1/predict", json={"inputs": ["good", "bad", "fun plot"]})
+    assert many.status_code == 200 and len(many.json()["predictions"]) == 3
+
+    pairs = client.post("/v1/predict", json={"inputs": [["the plot", "was fun"], ["a", "b"]]})
+    assert pairs.status_code == 200, pairs.text
+    got = pairs.json()["predictions"]
+    direct = predictor.predict([("the plot", "was fun"), ("a", "b")])
+    assert [g["label"] for g in got] == [d["label"] for d in direct]
+    assert got[0]["scores"]["positive"] == pytest.approx(direct[0]["scores"]["positive"],
+                                                         abs=1e-5)
+
+
+@pytest.mark.parametrize("body", [
+    {"inputs": ""}, {"inputs": []}, {"inputs": ["ok", ""]}, {"inputs": [["a"]]},
+    {"inputs": ["a"] * 5}, {"inputs": "x" * 201}, {"inputs": "a", "text": "b"},
+    {"inputs": "a", "texts": ["b"]}, {"inputs": 3},
+])
+def test_bad_inputs_are_422(client, body):
+    assert client.post("/v1/predict", json=body).status_code == 422
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", "application/jsonp"])
+def test_predict_requires_application_json(client, content_type):
+    """Finding 11: a web page can POST text/plain cross-site without a preflight."""
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post("/v1/predict", content=b'{"text": "good"}', headers=headers)
+    assert response.status_code == 415, response.text
+    assert "application/json" in response.json()["detail"]
+
+
+def test_json_with_a_charset_is_accepted(client):
+    response = client.post("/v1/predict", content=b'{"text": "good"}',
+                           headers={"content-type": "Application/JSON; charset=utf-8"})
+    assert response.status_code == 200
+
+
+def test_trailing_slash_never_redirects_to_the_host_header(client):
+    """Finding 11: `/v1/predict/` answered 307 to http://<any Host header>/v1/predict."""
+    for method, path in (("POST", "/v1/predict/"), ("GET", "/v1/model/"), ("GET", "/healthz/")):
+        response = client.request(method, path, json={"text": "good"},
+                                  headers={"host": "evil.example"})
+        assert response.status_code == 404, (path, response.status_code)
+        assert "location" not in response.headers
+        assert "evil.example" not in response.text
+
+
+def test_model_info_shows_no_absolute_paths(tmp_path):
+    """Finding 11: /v1/model showed the model's absolute path."""
+    directory = make_tiny_classifier(tmp_path / "secret-place" / "pruned")
+    predictor = described(
+        Predictor.from_dir(directory), directory,
+        subnet={"layers": [[4, 64]], "source": str(tmp_path / "runs" / "base"),
+                "run_dir": "C:\\Users\\me\\runs\\base"},
+        metrics={"accuracy": 0.5, "model": "runs/relative"})
+    app = create_app(predictor, ServeConfig())
+    with serve_in_thread(app) as url:
+        response = httpx.get(f"{url}/v1/model")
+    info = response.json()
+    assert str(tmp_path) not in response.text and "secret-place" not in response.text
+    assert "Users" not in response.text
+    assert info["model_dir"] == "pruned"
+    assert info["subnet"] == {"layers": [[4, 64]], "source": "base", "run_dir": "base"}
+    assert info["metrics"] == {"accuracy": 0.5, "model": "runs/relative"}
+
+
+def test_metrics_has_model_info_process_and_computed_counters(client):
+    client.post("/v1/predict", json={"texts": ["good", "bad"]})
+    text = client.get("/metrics").text
+    info = next(line for line in text.splitlines() if line.startswith("nasprune_model_info{"))
+    assert 'architecture="BertForSequenceClassification"' in info and 'model="model"' in info
+    assert info.endswith(" 1.0")
+    assert _metric(text, "nasprune_computed_items_total") >= 2
+    assert _metric(text, "nasprune_computed_batches_total") >= 1
+    assert 'nasprune_dropped_requests_total{reason="client_closed"}' in text
+    assert _metric(text, "nasprune_open_connections") >= 1
+    if Path("/proc/self/stat").exists():  # prometheus_client's ProcessCollector: Linux
+        assert _metric(text, "process_resident_memory_bytes") > 0
+        assert _metric(text, "process_open_fds") > 0
+
+
+class GatedPredictor(Predictor):
+    """The real tiny model, but every model call waits until ``gate`` is set."""
+
+    def __init__(self, base: Predictor):
+        super().__init__(base.model, base.tokenizer, max_length=base.max_length)
+        self.gate = threading.Event()
+        self.calls: list[int] = []
+
+    def predict(self, items):
+        self.calls.append(len(items))
+        if not self.gate.wait(20):
+            raise RuntimeError("the test never opened the gate")
+        return super().predict(items)
+
+
+def _wait_for(condition, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _occupy(url: str, body: dict, out: list) -> threading.Thread:
+    thread = threading.Thread(target=lambda: out.append(
+        httpx.post(f"{url}/v1/predict", json=body, timeout=30)), daemon=True)
+    thread.start()
+    return thread
+
+
+HEAVY = {"texts": ["the movie was not very fun and the plot was boring " * 4] * 64}
+
+
+def test_abandoned_requests_are_never_computed(predictor):
+    """Finding 3: 20 heavy requests whose clients gave up were all computed anyway."""
+    gated = GatedPredictor(predictor)
+    app = create_app(gated, ServeConfig(max_batch_size=64, max_wait_ms=0))
+    first: list = []
+    with serve_in_thread(app) as url:
+        blocker = _occupy(url, {"text": "good"}, first)  # keeps the model busy
+        _wait_for(lambda: gated.calls == [1], what="the first model call")
+
+        async def give_up_after_half_a_second():
+            async with httpx.AsyncClient(base_url=url, timeout=0.5) as c:
+                return await asyncio.gather(*(c.post("/v1/predict", json=HEAVY)
+                                              for _ in range(20)), return_exceptions=True)
+
+        outcomes = asyncio.run(give_up_after_half_a_second())
+        assert all(isinstance(o, httpx.TimeoutException) for o in outcomes), outcomes
+
+        def dropped() -> float:
+            return _metric(httpx.get(f"{url}/metrics").text,
+                           'nasprune_dropped_requests_total{reason="client_closed"}')
+
+        _wait_for(lambda: dropped() == 20, what="20 dropped requests")
+        gated.gate.set()
+        blocker.join(10)
+        _wait_for(lambda: app.state.batcher.depth() == 0, what="an empty queue")
+        time.sleep(0.1)  # the batcher would have taken any survivor by now
+        text = httpx.get(f"{url}/metrics").text
+    assert first[0].status_code == 200
+    assert gated.calls == [1]  # only the blocker's text reached the model
+    assert _metric(text, "nasprune_computed_items_total") == 1
+    assert _metric(text, "nasprune_computed_batches_total") == 1
+    assert _metric(text, 'nasprune_requests_total{path="/v1/predict",status="499"}') == 20
+    assert 'status="500"' not in text
+
+
+def test_request_timeout_drops_queued_requests_with_503(predictor):
+    """A request still queued at its deadline is answered 503 and never computed."""
+    gated = GatedPredictor(predictor)
+    app = create_app(gated, ServeConfig(max_batch_size=1, max_wait_ms=0,
+                                        request_timeout_s=0.5, retry_after_s=2))
+    first: list = []
+    with serve_in_thread(app) as url:
+        blocker = _occupy(url, {"text": "good"}, first)
+        _wait_for(lambda: gated.calls == [1], what="the first model call")
+        started = time.monotonic()
+        queued = httpx.post(f"{url}/v1/predict", json={"text": "bad"}, timeout=30)
+        waited = time.monotonic() - started
+        gated.gate.set()
+        blocker.join(10)
+        time.sleep(0.1)
+        text = httpx.get(f"{url}/metrics").text
+        calls = list(gated.calls)
+        after = httpx.post(f"{url}/v1/predict", json={"text": "fun"}, timeout=30)
+    assert queued.status_code == 503 and queued.headers["retry-after"] == "2"
+    assert "request timeout" in queued.json()["detail"]
+    assert 0.4 < waited < 3
+    assert first[0].status_code == 503  # running past its deadline: answered 503 as well
+    assert calls == [1]  # the queued one never reached the model
+    assert _metric(text, 'nasprune_dropped_requests_total{reason="deadline"}') == 1
+    assert after.status_code == 200
+
+
+def _raw(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return host, int(port)
+
+
+def _read_until_closed(sock, timeout: float) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def test_connections_beyond_max_connections_get_503(predictor):
+    import socket
+
+    app = create_app(predictor, ServeConfig(max_connections=3))
+    with serve_in_thread(app) as url:
+        idle = [socket.create_connection(_raw(url)) for _ in range(3)]
+        try:
+            time.sleep(0.1)
+            with socket.create_connection(_raw(url)) as extra:
+                answer = _read_until_closed(extra, 5)
+            assert answer.startswith(b"HTTP/1.1 503"), answer
+        finally:
+            for s in idle:
+                s.close()
+        time.sleep(0.2)
+        assert httpx.post(f"{url}/v1/predict", json={"text": "good"}).status_code == 200
+        text = httpx.get(f"{url}/metrics").text
+    assert _metric(text, 'nasprune_connections_closed_total{reason="max_connections"}') == 1
+
+
+def test_oversized_request_head_gets_431(predictor):
+    import socket
+
+    app = create_app(predictor, ServeConfig(max_header_bytes=4096))
+    with serve_in_thread(app) as url, socket.create_connection(_raw(url)) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        s.sendall(b"X-Filler: " + b"a" * 8000 + b"\r\n")
+        answer = _read_until_closed(s, 5)
+    assert answer.startswith(b"HTTP/1.1 431"), answer
+
+
+def test_partial_body_gets_408_within_the_body_timeout(predictor):
+    import socket
+
+    app = create_app(predictor, ServeConfig(body_timeout_s=0.5))
+    with serve_in_thread(app) as url, socket.create_connection(_raw(url)) as s:
+        s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100\r\n\r\n{\"text\": ")
+        started = time.monotonic()
+        answer = _read_until_closed(s, 10)
+        waited = time.monotonic() - started
+        text = httpx.get(f"{url}/metrics").text
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"connection: close" in answer.lower()
+    assert 0.4 < waited < 3
+    assert 'nasprune_requests_total{path="/v1/predict",status="408"} 1.0' in text
+
+
+def test_early_answer_with_an_unread_body_closes_the_connection(predictor):
+    """A 415 (or 401, 413) sent before the body was read: the rest is never parsed."""
+    import socket
+
+    app = create_app(predictor, ServeConfig())
+    with serve_in_thread(app) as url, socket.create_connection(_raw(url)) as s:
+        s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                  b"Content-Length: 1000\r\n\r\nGET /healthz HTTP/1.1\r\n\r\n")
+        answer = _read_until_closed(s, 5)
+    assert answer.startswith(b"HTTP/1.1 415") and answer.count(b"HTTP/1.1") == 1, answer
+
+
+@pytest.mark.parametrize("kwargs, option", [
+    ({"port": 70000}, "--port"), ({"port": -1}, "--port"), ({"port": True}, "--port"),
+    ({"host": "256.1.1.1"}, "--host"), ({"host": "bad host"}, "--host"), ({"host": ""}, "--host"),
+    ({"max_body_bytes": -1}, "--max-body-bytes"), ({"max_body_bytes": 0}, "--max-body-bytes"),
+    ({"torch_threads": 0}, "--threads"), ({"log_level": "loud"}, "--log-level"),
+    ({"request_timeout_s": 0}, "--request-timeout"), ({"body_timeout_s": -1}, "--body-timeout"),
+    ({"header_timeout_s": float("nan")}, "--header-timeout"),
+    ({"max_connections": 0}, "--max-connections"), ({"max_items": 0}, "--max-items"),
+    ({"max_length": 1}, "--max-length"), ({"max_wait_ms": -1}, "--max-wait-ms"),
+])
+def test_serve_config_refuses_bad_values(kwargs, option):
+    with pytest.raises(NaspruneError, match=option):
+        ServeConfig(**kwargs)
+
+
+def test_serve_config_accepts_edge_values():
+    assert ServeConfig(port=0).port == 0 and ServeConfig(port=65535).port == 65535
+    assert ServeConfig(host="::1").host == "::1"
+    assert ServeConfig(host="localhost").host == "localhost"
+    assert ServeConfig(log_level="DEBUG").log_level == "debug"
+
+
+def test_batcher_drops_cancelled_and_expired_requests_before_computing():
+    seen: list[list] = []
+    release = threading.Event()
+
+    def model(items):
+        seen.append([a for a, _ in items])
+        release.wait(5)
+        return [{}] * len(items)
+
+    async def main():
+        from nasprune.serve import ClientClosed, DeadlineExceeded
+
+        batcher = DynamicBatcher(model, max_batch_size=8, max_wait_ms=0, max_queue=10)
+        await batcher.start()
+        try:
+            first = asyncio.ensure_future(batcher.submit([("first", None)]))
+            await asyncio.sleep(0.05)  # the model is busy with "first"
+            gone = asyncio.get_running_loop().create_future()
+            left = asyncio.ensure_future(batcher.submit([("left", None)], cancel_when=gone))
+            late = asyncio.ensure_future(batcher.submit([("late", None)], timeout=0.05))
+            kept = asyncio.ensure_future(batcher.submit([("kept", None)]))
+            await asyncio.sleep(0.01)
+            gone.set_result(None)  # the client of "left" disconnects
+            with pytest.raises(ClientClosed):
+                await left
+            with pytest.raises(DeadlineExceeded):
+                await late
+            release.set()
+            return await asyncio.gather(first, kept)
+        finally:
+            release.set()
+            await batcher.stop()
+
+    assert len(asyncio.run(main())) == 2
+    assert seen == [["first"], ["kept"]]
+
+
+def test_shutdown_answers_what_is_still_running_after_the_drain_time(predictor):
+    """Running requests get --drain-timeout; then they are answered 503 (never computed if
+    still queued), and the server stops."""
+    gated = GatedPredictor(predictor)
+    app = create_app(gated, ServeConfig(drain_timeout_s=0.5, max_batch_size=1, max_wait_ms=0))
+    running: list = []
+    queued: list = []
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(serve_in_thread(app))
+        first = _occupy(url, {"text": "good"}, running)
+        _wait_for(lambda: gated.calls == [1], what="the first model call")
+        second = _occupy(url, {"text": "bad"}, queued)
+        time.sleep(0.2)  # queued behind the first
+        threading.Timer(1.0, gated.gate.set).start()  # the model call ends after the drain
+        started = time.monotonic()
+        stack.close()
+        stopped = time.monotonic() - started
+    first.join(10)
+    second.join(10)
+    assert running[0].status_code == 503 and queued[0].status_code == 503
+    assert "shutting down" in queued[0].text
+    assert gated.calls == [1]
+    assert stopped < 5, stopped

@@ -18,7 +18,7 @@ from nasprune.subnet import (
 )
 
 MINILM = ModelShape(num_layers=6, num_heads=12, head_dim=32, hidden=384, ffn=1536)
-SPACES = ["small", "layer", "layerwise"]
+SPACES = ["small", "layer", "layerwise", "uniform"]
 
 
 def test_subnet_is_hashable_and_canonical():
@@ -115,6 +115,35 @@ def test_small_space_matches_the_tutorial():
     assert sub.layers == ((6, 512), (6, 512)) + ((0, 0),) * 4
     with pytest.raises(SubnetError):
         space.from_subnet(Subnet(((6, 512), (3, 512)) + ((0, 0),) * 4))
+
+
+def test_uniform_space_keeps_every_head_and_one_width():
+    space = make_space("uniform", MINILM, unit_step=512)
+    assert space.dim_names == ("layers", "units")
+    assert space.dims == (tuple(range(1, 7)), (512, 1024, 1536))
+    sub = space.to_subnet((4, 1024))
+    assert sub.layers == ((12, 1024),) * 4 + ((0, 0),) * 2
+    assert space.from_subnet(sub) == (4, 1024)
+    assert space.smallest().layers == ((12, 512),) + ((0, 0),) * 5
+    assert space.size() == 18
+    for outside in (Subnet(((6, 1024),) * 4 + ((0, 0),) * 2),  # fewer heads
+                    Subnet(((12, 1024), (12, 512)) + ((0, 0),) * 4),  # two widths
+                    Subnet(((0, 0), (12, 1024)) + ((0, 0),) * 4),  # not the first layers
+                    Subnet(((0, 0),) * 6)):
+        with pytest.raises(SubnetError, match="not in the 'uniform' space"):
+            space.from_subnet(outside)
+
+
+def test_every_uniform_sub_network_has_a_stock_config_form():
+    from nasprune.export_vanilla import VanillaPlan, plan
+
+    space = make_space("uniform", MINILM)
+    rng = random.Random(3)
+    for _ in range(50):
+        sub = space.sample(rng)
+        assert isinstance(plan(sub, MINILM), VanillaPlan)
+    layerwise = make_space("layerwise", MINILM)
+    assert isinstance(plan(layerwise.sample(random.Random(0)), MINILM), str)
 
 
 def test_unknown_space():

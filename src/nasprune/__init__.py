@@ -1,15 +1,30 @@
-"""nasprune: smaller, faster transformer encoders by multi-objective structural pruning."""
+"""nasprune: smaller, faster transformer encoders by multi-objective structural pruning.
 
+The Python API mirrors the command line (see examples/api.py):
+
+    import nasprune
+    cfg = nasprune.RunConfig(data=nasprune.DataConfig(task="sst2", data_dir="DATA"))
+    summary = nasprune.run(cfg, "runs/sst2")              # = nasprune run ...
+    model, tokenizer = nasprune.load(summary["export_dir"])
+"""
+
+from nasprune.config import RunConfig, SearchConfig, TrainConfig
+from nasprune.data import DataConfig
 from nasprune.errors import NaspruneError
 from nasprune.subnet import ModelShape, SearchSpace, Subnet, make_space
 
 __version__ = "0.1.0"
-__all__ = ["NaspruneError", "ModelShape", "SearchSpace", "Subnet", "make_space"]
+__all__ = ["NaspruneError", "ModelShape", "SearchSpace", "Subnet", "make_space", "RunConfig",
+           "DataConfig", "TrainConfig", "SearchConfig", "run", "export", "load"]
 
 
-def __getattr__(name: str):  # lazy: torch is imported only when export/load are used
+def __getattr__(name: str):  # lazy: torch is imported only when a stage runs
     if name in ("export", "load"):
         import nasprune.export as module  # callable: nasprune.export(...) = export_model
 
         return module if name == "export" else module.load
+    if name == "run":
+        from nasprune.pipeline import run
+
+        return run
     raise AttributeError(f"module 'nasprune' has no attribute {name!r}")

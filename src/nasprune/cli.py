@@ -1,19 +1,29 @@
 """The ``nasprune`` command: one Typer app, one subcommand per stage plus ``run``.
 
-Commands only parse options into the library's config objects and call one function;
-user mistakes (``NaspruneError``) become one red line and exit code 2.
+Commands only parse options into the library's config objects (``nasprune.config``) and
+call one function. Choices are read from the registries, so ``--help`` lists them and a
+wrong one is refused before any work starts; user mistakes (``NaspruneError``, or a bad
+option) become one red line and exit code 2.
 """
 
 from __future__ import annotations
 
+import enum
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from nasprune import choices
+from nasprune.data import PRESETS
 from nasprune.errors import NaspruneError
+from nasprune.rundir import ORDER
+from nasprune.search.executors import BACKENDS
+from nasprune.search.searchers import SEARCHERS
+from nasprune.subnet import SPACES
 
 app = typer.Typer(
     help="Prune fine-tuned transformer encoders with multi-objective architecture search.",
@@ -22,43 +32,84 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 console = Console(stderr=True)
+#: -q / -v of the root command.
+VERBOSITY = {"level": 0}
 
+
+def _choice(name: str, values) -> type[enum.Enum]:
+    """An enum of a registry's names: --help lists them, shells complete them."""
+    return enum.Enum(name, {v: v for v in values}, type=str)
+
+
+Task = _choice("Task", PRESETS)
+Strategy = _choice("Strategy", choices.STRATEGIES)
+Space = _choice("Space", SPACES)
+Searcher = _choice("Searcher", SEARCHERS)
+Importance = _choice("Importance", choices.IMPORTANCE)
+Recovery = _choice("Recovery", choices.RECOVERY)
+Quantize = _choice("Quantize", choices.QUANTIZE)
+Backend = _choice("Backend", BACKENDS)
+Until = _choice("Until", ("finetune", "search", "export"))
+Stage = _choice("Stage", ORDER)
+
+
+def _value(choice):
+    return choice.value if isinstance(choice, enum.Enum) else choice
+
+
+def opt(help: str, panel: str, *names: str, **kwargs) -> typer.Option:
+    """An option in a help panel; brackets in the help are shown, not read as markup."""
+    return typer.Option(*names, help=help.replace("[", "\\["), rich_help_panel=panel, **kwargs)
+
+
+DATA, MODEL, TRAIN, SEARCH, PICK, RES = ("Data", "Model", "Training", "Search",
+                                         "Pick, recovery, export", "Resources")
 
 # ---- options shared by several commands ----
 
-TaskOpt = Annotated[str | None, typer.Option(help="GLUE task preset: rte, sst2, mrpc, cola, stsb, qnli, qqp, mnli, wnli.")]
-DataDirOpt = Annotated[Path | None, typer.Option(help="Folder holding <task>/train.* and <task>/validation.*.")]
-TrainFileOpt = Annotated[Path | None, typer.Option(help="Custom training file (TSV/CSV/JSONL/Parquet).")]
-ValFileOpt = Annotated[Path | None, typer.Option(help="Custom validation file.")]
-TextColsOpt = Annotated[str | None, typer.Option(help="Text column(s), comma-separated: 'a' or 'a,b'.")]
-LabelColOpt = Annotated[str | None, typer.Option(help="Label column (default 'label').")]
-RegressionOpt = Annotated[bool, typer.Option(help="Custom data: the label is a number.")]
-MaxTrainOpt = Annotated[int | None, typer.Option(help="Use a fixed random subset of the training set.")]
-MaxEvalOpt = Annotated[int | None, typer.Option(help="Use a fixed random subset of the validation set.")]
-ModelOpt = Annotated[str, typer.Option(help="Hub id, local directory, or 'minilm-l6' (packaged, offline).")]
-EpochsOpt = Annotated[float, typer.Option(help="Passes over the training set.")]
-BatchOpt = Annotated[int, typer.Option(help="Examples per step.")]
-LrOpt = Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate.")]
-AccumOpt = Annotated[int, typer.Option(help="Steps to accumulate before an update.")]
-WarmupOpt = Annotated[float, typer.Option(help="Fraction of updates with rising lr.")]
-MaxLenOpt = Annotated[int, typer.Option(help="Tokens kept per example.")]
-SeedOpt = Annotated[int, typer.Option(help="Seed for data order, subsets, init and search.")]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, mps.")]
-ThreadsOpt = Annotated[int | None, typer.Option(help="CPU threads for torch.")]
-StrategyOpt = Annotated[str, typer.Option(help="Fine-tuning strategy: standard; distill (standard, then super-network distillation from the fine-tuned model as a fixed teacher); or a super-network strategy during fine-tuning (sandwich, sandwich-kd, random-linear).")]
-SpaceOpt = Annotated[str, typer.Option(help="Search space: small (the tutorial's L/H/U), layer, layerwise.")]
-SearcherOpt = Annotated[str, typer.Option(help="random (the tutorial's), local, nsga2, optuna-tpe, optuna-nsga2.")]
-TrialsOpt = Annotated[int, typer.Option(help="Sub-networks to evaluate (the full and smallest first).")]
-ObjectivesOpt = Annotated[str, typer.Option(help="error plus one or two of params, encoder_params, flops, latency.")]
-AnyHeadsOpt = Annotated[bool, typer.Option(help="small space: any head count 1..H, not only halvings.")]
-UnitStepOpt = Annotated[int, typer.Option(help="FFN units move in steps of this size.")]
-LowFidOpt = Annotated[float | None, typer.Option(help="Multi-fidelity: first evaluate on this fraction of the validation set.")]
-ImportanceOpt = Annotated[str, typer.Option(help="Importance scores for reordering: fisher, taylor, magnitude.")]
-CalibOpt = Annotated[int, typer.Option(help="Training examples used to score importance.")]
+TaskOpt = Annotated[Task | None, opt("GLUE task preset.", DATA)]
+DataDirOpt = Annotated[Path | None, opt("Folder holding <task>/train.* and <task>/validation.*.", DATA)]
+TrainFileOpt = Annotated[Path | None, opt("Custom training file (TSV/CSV/JSONL/Parquet).", DATA)]
+ValFileOpt = Annotated[Path | None, opt("Custom validation file.", DATA)]
+TextColsOpt = Annotated[str | None, opt("Text column(s), comma-separated: 'a' or 'a,b'.", DATA)]
+LabelColOpt = Annotated[str | None, opt("Label column (default 'label').", DATA)]
+RegressionOpt = Annotated[bool, opt("Custom data: the label is a number.", DATA)]
+MaxTrainOpt = Annotated[int | None, opt("Use a fixed random subset of the training set.", DATA)]
+MaxEvalOpt = Annotated[int | None, opt("Use a fixed random subset of the validation set.", DATA)]
+ModelOpt = Annotated[str, opt("Hub id, local directory, or 'minilm-l6' (packaged, offline).", MODEL)]
+EpochsOpt = Annotated[float, opt("Passes over the training set.", TRAIN)]
+BatchOpt = Annotated[int, opt("Examples per step.", TRAIN)]
+LrOpt = Annotated[float, opt("Peak AdamW learning rate.", TRAIN, "--lr")]
+AccumOpt = Annotated[int, opt("Steps to accumulate before an update.", TRAIN)]
+WarmupOpt = Annotated[float, opt("Fraction of updates with rising lr.", TRAIN)]
+MaxLenOpt = Annotated[int, opt("Tokens kept per example.", TRAIN)]
+SeedOpt = Annotated[int, opt("Seed for data order, subsets, init and search.", TRAIN)]
+DeviceOpt = Annotated[str, opt("auto, cpu, cuda, cuda:1, mps.", RES)]
+ThreadsOpt = Annotated[int | None, opt("CPU threads for torch.", RES)]
+StrategyOpt = Annotated[Strategy, opt("standard; distill (standard, then super-network distillation from the fine-tuned model as a fixed teacher); or a super-network strategy during fine-tuning (sandwich, sandwich-kd, random-linear).", TRAIN)]
+SpaceOpt = Annotated[Space, opt("small (the tutorial's L/H/U), layer (drop layers), layerwise (heads and units per layer).", SEARCH)]
+SearcherOpt = Annotated[Searcher, opt("random is the tutorial's; local fills the front's widest gap.", SEARCH)]
+TrialsOpt = Annotated[int, opt("Sub-networks to evaluate (the full and smallest first).", SEARCH)]
+ObjectivesOpt = Annotated[str, opt("error plus one or two of " + ", ".join(choices.COSTS) + ".", SEARCH)]
+AnyHeadsOpt = Annotated[bool, opt("small space: any head count 1..H, not only halvings.", SEARCH)]
+UnitStepOpt = Annotated[int, opt("FFN units move in steps of this size.", SEARCH)]
+LowFidOpt = Annotated[float | None, opt("Multi-fidelity: first evaluate on this fraction of the search split.", SEARCH)]
+ImportanceOpt = Annotated[Importance, opt("Importance scores for reordering heads and units.", SEARCH)]
+CalibOpt = Annotated[int, opt("Training examples used to score importance.", SEARCH)]
 
 
-SearchSplitOpt = Annotated[float, typer.Option(help="Held out of the training set for every choice (best epoch, search, pick, recovery): a fraction (kept within 200..2000 examples) or a count.")]
-SearchFileOpt = Annotated[Path | None, typer.Option(help="Your own search split (same columns as the training file) instead of holding one out.")]
+def _defaults():
+    from nasprune.config import RunConfig
+
+    run = RunConfig()
+    return run, run.data, run.train, run.search
+
+
+_R, _D, _T, _S = _defaults()  # the CLI's defaults are the config dataclasses' defaults
+_OBJECTIVES = ",".join(_S.objectives)
+
+SearchSplitOpt = Annotated[float, opt("Held out of the training set for every choice (best epoch, search, pick, recovery): a fraction (kept within 200..2000 examples) or a count.", DATA)]
+SearchFileOpt = Annotated[Path | None, opt("Your own search split (same columns as the training file) instead of holding one out.", DATA)]
 
 
 def data_config(task, data_dir, train_file, validation_file, text_columns, label_column,
@@ -67,7 +118,7 @@ def data_config(task, data_dir, train_file, validation_file, text_columns, label
     from nasprune.data import DataConfig
 
     return DataConfig(
-        task=task, data_dir=str(data_dir) if data_dir else None,
+        task=_value(task), data_dir=str(data_dir) if data_dir else None,
         train_file=str(train_file) if train_file else None,
         validation_file=str(validation_file) if validation_file else None,
         text_columns=tuple(c.strip() for c in text_columns.split(",")) if text_columns else None,
@@ -78,29 +129,47 @@ def data_config(task, data_dir, train_file, validation_file, text_columns, label
 
 
 def quiet_libraries() -> None:
+    """Library chatter off, unless -v asked for it."""
+    if VERBOSITY["level"] > 0:
+        return
     from nasprune.models import quiet_libraries as quiet  # torch loads only when needed
 
     quiet()
 
 
-@app.callback()
-def _root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    """Prune fine-tuned transformer encoders with multi-objective architecture search."""
-    if version:
+def progress_enabled() -> bool:
+    return VERBOSITY["level"] >= 0
+
+
+def _version(value: bool) -> None:
+    if value:
         from nasprune import __version__
 
-        typer.echo(__version__)
+        typer.echo(f"nasprune {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show the libraries' own messages.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; errors and results only.")] = False,
+) -> None:
+    """Prune fine-tuned transformer encoders with multi-objective architecture search.
+
+    Every run is one folder: nasprune run --task sst2 --data-dir DATA --run-dir runs/sst2
+    """
+    VERBOSITY["level"] = -1 if quiet else 1 if verbose else 0
 
 
 # ---- commands are added below, one block per stage ----
 
 
-@app.command()
+@app.command(epilog="Example: nasprune finetune --task rte --data-dir ../shared/data/glue "
+             "--epochs 5 --out runs/rte-finetune")
 def finetune(
-    model: ModelOpt = "minilm-l6",
+    model: ModelOpt = _R.model,
     task: TaskOpt = None,
     data_dir: DataDirOpt = None,
     train_file: TrainFileOpt = None,
@@ -110,39 +179,49 @@ def finetune(
     regression: RegressionOpt = False,
     max_train_examples: MaxTrainOpt = None,
     max_eval_examples: MaxEvalOpt = None,
-    search_split: SearchSplitOpt = 0.1,
+    search_split: SearchSplitOpt = _D.search_split,
     search_file: SearchFileOpt = None,
-    out: Annotated[Path, typer.Option(help="Folder for the checkpoint (OUT/model) and metrics.json.")] = Path("runs/finetune"),
-    epochs: EpochsOpt = 3.0,
-    batch_size: BatchOpt = 16,
-    learning_rate: LrOpt = 5e-5,
-    grad_accum: AccumOpt = 1,
-    warmup_ratio: WarmupOpt = 0.1,
-    max_length: MaxLenOpt = 128,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
+    out: Annotated[Path, opt("Folder for the checkpoint (OUT/model) and metrics.json.", MODEL)] = Path("runs/finetune"),
+    epochs: EpochsOpt = _T.epochs,
+    batch_size: BatchOpt = _T.batch_size,
+    learning_rate: LrOpt = _T.learning_rate,
+    grad_accum: AccumOpt = _T.grad_accum,
+    warmup_ratio: WarmupOpt = _T.warmup_ratio,
+    max_length: MaxLenOpt = _T.max_length,
+    seed: SeedOpt = _T.seed,
+    device: DeviceOpt = _T.device,
     threads: ThreadsOpt = None,
-    strategy: StrategyOpt = "standard",
+    strategy: StrategyOpt = _T.strategy,
 ) -> None:
-    """Fine-tune an encoder on a classification or regression task."""
-    from nasprune.data import load_task_data
-    from nasprune.training import TrainConfig
-    from nasprune.training import finetune as run_finetune
+    """Fine-tune an encoder on a classification or regression task (the best epoch is
+    chosen on the search split; validation is reported)."""
+    from nasprune.config import TrainConfig
 
-    quiet_libraries()
+    if _value(strategy) == "distill":
+        raise NaspruneError("--strategy distill needs the fine-tuned model as its teacher: "
+                            "use nasprune run --strategy distill")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                       grad_accum=grad_accum, warmup_ratio=warmup_ratio, max_length=max_length,
-                      seed=seed, device=device, threads=threads, strategy=strategy)
-    data = load_task_data(data_config(task, data_dir, train_file, validation_file, text_columns,
-                                      label_column, regression, max_train_examples,
-                                      max_eval_examples, seed, search_split, search_file))
+                      seed=seed, device=device, threads=threads, strategy=_value(strategy),
+                      progress=progress_enabled())
+    data_cfg = data_config(task, data_dir, train_file, validation_file, text_columns,
+                           label_column, regression, max_train_examples, max_eval_examples,
+                           seed, search_split, search_file)
+    from nasprune.data import load_task_data
+    from nasprune.models import resolve_model
+
+    data = load_task_data(data_cfg)
+    resolve_model(model)
+    quiet_libraries()
+    from nasprune.training import finetune as run_finetune
+
     result = run_finetune(model, data, cfg, out)
     best, metric = result["best"], result["metric"]
     chosen = f"chosen on the {result['selected_on']} split"
     if result["selected_on"] != "validation":
         chosen += f" ({best[result['selected_on']][metric]:.4f})"
     console.print(f"[green]best[/] epoch {best['epoch']} ({chosen}): validation {metric} "
-                  f"{best[metric]:.4f} -> {out / 'model'}")
+                  f"{best[metric]:.4f} -> {escape(str(out / 'model'))}")
 
 
 # ---- run / search: the pipeline (nasprune.pipeline) ----
@@ -153,15 +232,15 @@ def _objectives(text: str) -> tuple[str, ...]:
 
 
 # where candidates are evaluated (nasprune.search.executors; docs/distributed.md)
-BackendOpt = Annotated[str, typer.Option(help="Where candidates are evaluated: local (in process), process (worker processes), ray (Ray actors; nasprune[ray]).")]
-AddressOpt = Annotated[str | None, typer.Option(help="ray: cluster to join, 'auto' or 'ray://head:10001' (default: a private local Ray).")]
-WorkersOpt = Annotated[int, typer.Option(help="process/ray: parallel workers, each holding the super-network once.")]
-CpusPerWorkerOpt = Annotated[float, typer.Option(help="process/ray: CPUs (and torch threads) per worker.")]
-GpusPerWorkerOpt = Annotated[float, typer.Option(help="ray: GPUs per worker (fractions share a GPU).")]
+BackendOpt = Annotated[Backend, opt("Where candidates are evaluated: local (in process), process (worker processes), ray (Ray actors; needs nasprune[ray]).", RES)]
+AddressOpt = Annotated[str | None, opt("ray: cluster to join, 'auto' or 'ray://head:10001' (default: a private local Ray).", RES)]
+WorkersOpt = Annotated[int, opt("process/ray: parallel workers, each holding the super-network once.", RES)]
+CpusPerWorkerOpt = Annotated[float, opt("process/ray: CPUs (and torch threads) per worker.", RES)]
+GpusPerWorkerOpt = Annotated[float, opt("ray: GPUs per worker (fractions share a GPU).", RES)]
 
 
 def _executor_options(backend, address, workers, cpus_per_worker, gpus_per_worker) -> dict:
-    return {"backend": backend, "address": address, "workers": workers,
+    return {"backend": _value(backend), "address": address, "workers": workers,
             "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker}
 
 
@@ -213,9 +292,38 @@ def _print_summary(record: dict, run_dir: Path) -> None:
     out.print(scores)
 
 
-@app.command()
+PickOpt = Annotated[str, opt("largest, smallest, a trial id, or a budget: 'encoder_params<=0.5', 'params<=0.5', 'flops<=0.3', 'latency<=12ms', 'error<=0.1' (fractions are of the full model).", PICK)]
+RedoOpt = Annotated[Stage | None, opt("Recompute this stage and every later one (the run directory's other stages are kept).", PICK)]
+ForceOpt = Annotated[bool, opt("Go on even when the fine-tuned model or the search found nothing better than a trivial predictor.", PICK)]
+
+
+def _load_config(ctx: typer.Context, value: Path | None):
+    """``--config FILE`` (TOML, YAML, or a run's config.json): its keys become the
+    defaults, so flags on the command line override them."""
+    if value is None:
+        return value
+    from nasprune.config_file import read_config_file
+
+    allowed = {p.name for p in ctx.command.params} - {"config"}
+    try:
+        ctx.default_map = {**(ctx.default_map or {}), **read_config_file(value, allowed)}
+    except NaspruneError as exc:
+        _fail(str(exc))
+    return value
+
+
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", callback=_load_config, is_eager=True, rich_help_panel=DATA,
+    help="A run described in a file: TOML or YAML with the flags' names as keys, or a "
+         "run's config.json to repeat it. Flags given on the command line win.")]
+
+
+@app.command(epilog="Example: nasprune run --task sst2 --data-dir ../shared/data/glue "
+             "--max-train-examples 4000 --epochs 2 --run-dir runs/sst2   (or: nasprune run "
+             "--config examples/demo.toml)")
 def run(
-    model: ModelOpt = "minilm-l6",
+    config: ConfigOpt = None,
+    model: ModelOpt = _R.model,
     task: TaskOpt = None,
     data_dir: DataDirOpt = None,
     train_file: TrainFileOpt = None,
@@ -225,49 +333,49 @@ def run(
     regression: RegressionOpt = False,
     max_train_examples: MaxTrainOpt = None,
     max_eval_examples: MaxEvalOpt = None,
-    search_split: SearchSplitOpt = 0.1,
+    search_split: SearchSplitOpt = _D.search_split,
     search_file: SearchFileOpt = None,
-    distill_file: Annotated[Path | None, typer.Option(help="Unlabeled in-domain texts (the text columns, no label) that the teacher labels for --recover distill.")] = None,
-    run_dir: Annotated[Path, typer.Option(help="Everything goes here; finished stages are reused.")] = Path("runs/run"),
-    epochs: EpochsOpt = 3.0,
-    batch_size: BatchOpt = 16,
-    learning_rate: LrOpt = 5e-5,
-    grad_accum: AccumOpt = 1,
-    warmup_ratio: WarmupOpt = 0.1,
-    max_length: MaxLenOpt = 128,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = None,
-    strategy: StrategyOpt = "standard",
-    supernet_epochs: Annotated[float, typer.Option(help="--strategy distill: passes over the training set.")] = 1.0,
-    space: SpaceOpt = "layerwise",
-    searcher: SearcherOpt = "local",
-    trials: TrialsOpt = 100,
-    objectives: ObjectivesOpt = "error,params",
-    any_heads: AnyHeadsOpt = False,
-    unit_step: UnitStepOpt = 64,
+    distill_file: Annotated[Path | None, opt("Unlabeled in-domain texts (the text columns, no label) that the teacher labels for --recover distill.", DATA)] = None,
+    run_dir: Annotated[Path, opt("Everything goes here; finished stages are reused.", MODEL)] = Path("runs/run"),
+    epochs: EpochsOpt = _T.epochs,
+    batch_size: BatchOpt = _T.batch_size,
+    learning_rate: LrOpt = _T.learning_rate,
+    grad_accum: AccumOpt = _T.grad_accum,
+    warmup_ratio: WarmupOpt = _T.warmup_ratio,
+    max_length: MaxLenOpt = _T.max_length,
+    seed: SeedOpt = _T.seed,
+    strategy: StrategyOpt = _T.strategy,
+    supernet_epochs: Annotated[float, opt("--strategy distill: passes over the training set.", TRAIN)] = 1.0,
+    space: SpaceOpt = _S.space,
+    searcher: SearcherOpt = _S.searcher,
+    trials: TrialsOpt = _S.trials,
+    objectives: ObjectivesOpt = _OBJECTIVES,
+    any_heads: AnyHeadsOpt = _S.any_heads,
+    unit_step: UnitStepOpt = _S.unit_step,
     low_fidelity: LowFidOpt = None,
-    importance: ImportanceOpt = "fisher",
-    calibration_examples: CalibOpt = 512,
-    pick: Annotated[str, typer.Option(help="largest, smallest, 'encoder_params<=0.5', 'params<=0.5', 'flops<=0.3', 'latency<=12ms', 'error<=0.1' or a trial id (fractions are of the full model).")] = "encoder_params<=0.5",
-    export_format: Annotated[str, typer.Option("--format", help="Export format(s): hf, or hf,onnx.")] = "hf",
-    quantize: Annotated[str | None, typer.Option(help="int8: also write a dynamically quantized copy.")] = None,
-    recover: Annotated[str, typer.Option(help="Before export, train the pick on the fine-tuned model's outputs (distill), refit it by least squares, both, or none.")] = "distill",
-    recover_epochs: Annotated[float, typer.Option(help="--recover distill: passes over the training texts; the best epoch on the search split is kept.")] = 3.0,
-    force: Annotated[bool, typer.Option(help="Go on even when the fine-tuned model or the search found nothing better than a trivial predictor.")] = False,
-    until: Annotated[str, typer.Option(help="Stop after this stage: finetune, search, export.")] = "export",
-    backend: BackendOpt = "local",
+    importance: ImportanceOpt = _S.importance,
+    calibration_examples: CalibOpt = _S.calibration_examples,
+    pick: PickOpt = _R.pick,
+    export_format: Annotated[str, opt("Export format(s), comma-separated: " + ", ".join(choices.FORMATS) + ".", PICK, "--format")] = "hf",
+    quantize: Annotated[Quantize | None, opt("Also write a dynamically quantized copy.", PICK)] = None,
+    recover: Annotated[Recovery, opt("Before export, train the pick on the fine-tuned model's outputs (distill), refit it by least squares, both, or none.", PICK)] = _R.recover,
+    recover_epochs: Annotated[float, opt("--recover distill: passes over the training texts; the best epoch on the search split is kept.", PICK)] = _R.recover_epochs,
+    force: ForceOpt = False,
+    until: Annotated[Until, opt("Stop after this stage.", PICK)] = "export",
+    redo: RedoOpt = None,
+    device: DeviceOpt = _T.device,
+    threads: ThreadsOpt = None,
+    backend: BackendOpt = _S.backend,
     address: AddressOpt = None,
-    workers: WorkersOpt = 2,
-    cpus_per_worker: CpusPerWorkerOpt = 1.0,
-    gpus_per_worker: GpusPerWorkerOpt = 0.0,
+    workers: WorkersOpt = _S.workers,
+    cpus_per_worker: CpusPerWorkerOpt = _S.cpus_per_worker,
+    gpus_per_worker: GpusPerWorkerOpt = _S.gpus_per_worker,
 ) -> None:
-    """Fine-tune → reorder → search → Pareto → export, in one resumable run directory."""
-    from nasprune.pipeline import RunConfig, SearchConfig
-    from nasprune.pipeline import run as run_pipeline
-    from nasprune.training import TrainConfig
+    """Fine-tune → reorder → search → Pareto → recover → export, in one resumable run
+    directory. Everything is checked before anything is written."""
+    from nasprune.config import RunConfig, SearchConfig, TrainConfig
 
-    quiet_libraries()
+    strategy, space = _value(strategy), _value(space)
     cfg = RunConfig(
         model=model,
         data=data_config(task, data_dir, train_file, validation_file, text_columns,
@@ -277,16 +385,23 @@ def run(
                           grad_accum=grad_accum, warmup_ratio=warmup_ratio,
                           max_length=max_length, seed=seed, device=device, threads=threads,
                           strategy=strategy, strategy_options=_strategy_options(
-                              strategy, space, unit_step, any_heads, supernet_epochs)),
-        search=SearchConfig(space=space, searcher=searcher, trials=trials,
+                              strategy, space, unit_step, any_heads, supernet_epochs),
+                          progress=progress_enabled()),
+        search=SearchConfig(space=space, searcher=_value(searcher), trials=trials,
                             objectives=_objectives(objectives), any_heads=any_heads,
                             unit_step=unit_step, low_fidelity=low_fidelity,
-                            importance=importance, calibration_examples=calibration_examples,
+                            importance=_value(importance),
+                            calibration_examples=calibration_examples,
                             seed=seed, **_executor_options(backend, address, workers,
                                                            cpus_per_worker, gpus_per_worker)),
-        pick=pick, export_formats=_objectives(export_format), quantize=quantize, recover=recover,
-        recover_epochs=recover_epochs, force=force)
-    _print_summary(run_pipeline(cfg, run_dir, until=until), run_dir)
+        pick=pick, export_formats=_objectives(export_format), quantize=_value(quantize),
+        recover=_value(recover), recover_epochs=recover_epochs, force=force)
+    quiet_libraries()
+    from nasprune.pipeline import run as run_pipeline
+
+    record = run_pipeline(cfg, run_dir, until=_value(until), redo=_value(redo),
+                          progress=progress_enabled())
+    _print_summary(record, run_dir)
 
 
 def _strategy_options(strategy: str, space: str, unit_step: int, any_heads: bool,
@@ -298,40 +413,47 @@ def _strategy_options(strategy: str, space: str, unit_step: int, any_heads: bool
     return {**options, "epochs": epochs} if strategy == "distill" else options
 
 
-@app.command()
+@app.command(epilog="Example: nasprune search runs/rte --searcher nsga2 --trials 200")
 def search(
     run_dir: Annotated[Path, typer.Argument(help="A run directory with a fine-tuned model (nasprune run --until finetune).")],
-    space: SpaceOpt = "layerwise",
-    searcher: SearcherOpt = "local",
-    trials: TrialsOpt = 100,
-    objectives: ObjectivesOpt = "error,params",
-    any_heads: AnyHeadsOpt = False,
-    unit_step: UnitStepOpt = 64,
+    space: SpaceOpt = _S.space,
+    searcher: SearcherOpt = _S.searcher,
+    trials: TrialsOpt = _S.trials,
+    objectives: ObjectivesOpt = _OBJECTIVES,
+    any_heads: AnyHeadsOpt = _S.any_heads,
+    unit_step: UnitStepOpt = _S.unit_step,
     low_fidelity: LowFidOpt = None,
-    importance: ImportanceOpt = "fisher",
-    calibration_examples: CalibOpt = 512,
-    seed: SeedOpt = 0,
-    pick: Annotated[str, typer.Option(help="Budget rule shown in the summary.")] = "encoder_params<=0.5",
-    backend: BackendOpt = "local",
+    importance: ImportanceOpt = _S.importance,
+    calibration_examples: CalibOpt = _S.calibration_examples,
+    seed: SeedOpt = _S.seed,
+    pick: PickOpt = _R.pick,
+    redo: RedoOpt = None,
+    force: ForceOpt = False,
+    backend: BackendOpt = _S.backend,
     address: AddressOpt = None,
-    workers: WorkersOpt = 2,
-    cpus_per_worker: CpusPerWorkerOpt = 1.0,
-    gpus_per_worker: GpusPerWorkerOpt = 0.0,
+    workers: WorkersOpt = _S.workers,
+    cpus_per_worker: CpusPerWorkerOpt = _S.cpus_per_worker,
+    gpus_per_worker: GpusPerWorkerOpt = _S.gpus_per_worker,
 ) -> None:
     """Search the sub-networks of a run's fine-tuned model (resumes a stopped search)."""
-    from nasprune.pipeline import SearchConfig, config_of_run
-    from nasprune.pipeline import run as run_pipeline
+    from nasprune.config import SearchConfig, config_of_run
 
-    quiet_libraries()
     cfg = config_of_run(run_dir)
-    cfg.search = SearchConfig(space=space, searcher=searcher, trials=trials,
+    cfg.search = SearchConfig(space=_value(space), searcher=_value(searcher), trials=trials,
                               objectives=_objectives(objectives), any_heads=any_heads,
                               unit_step=unit_step, low_fidelity=low_fidelity,
-                              importance=importance, calibration_examples=calibration_examples,
+                              importance=_value(importance),
+                              calibration_examples=calibration_examples,
                               seed=seed, **_executor_options(backend, address, workers,
                                                              cpus_per_worker, gpus_per_worker))
     cfg.pick = pick
-    _print_summary(run_pipeline(cfg, run_dir, until="search"), run_dir)
+    cfg.force = cfg.force or force
+    cfg.budget()
+    quiet_libraries()
+    from nasprune.pipeline import run as run_pipeline
+
+    _print_summary(run_pipeline(cfg, run_dir, until="search", redo=_value(redo),
+                                progress=progress_enabled()), run_dir)
 
 
 # ---- pareto: the front of a search (nasprune.report) ----
@@ -394,7 +516,7 @@ def export(
 def serve(
     model_dir: Annotated[Path, typer.Argument(help="Hugging Face classifier directory or an export.")],
     host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean it.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(help="TCP port, 0..65535 (0 = any free port).")] = 8000,
     max_batch_size: Annotated[int, typer.Option(help="Most texts per model call.")] = 32,
     max_wait_ms: Annotated[float, typer.Option(help="Longest wait for a batch to fill.")] = 5.0,
     max_queue: Annotated[int, typer.Option(help="Waiting requests before answering 503.")] = 256,
@@ -405,22 +527,46 @@ def serve(
     max_length: Annotated[int, typer.Option(help="Tokens kept per input.")] = 128,
     chunk_size: Annotated[int, typer.Option(help="A batch runs length-sorted in chunks of this many texts.")] = 8,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    log_level: Annotated[str, typer.Option(help="critical, error, warning, info, debug, trace.")] = "info",
+    request_timeout: Annotated[float, typer.Option(help="Seconds a request may wait for and spend in the model once its body is in; 503 beyond (a request still queued then is never computed).")] = 10.0,
+    header_timeout: Annotated[float, typer.Option(help="Seconds for the request line and headers, from connect or the previous response; the connection is closed beyond.")] = 10.0,
+    body_timeout: Annotated[float, typer.Option(help="Seconds for the whole request body; 408 beyond.")] = 30.0,
+    keep_alive: Annotated[float, typer.Option(help="Seconds an idle kept-alive connection stays open.")] = 5.0,
+    drain_timeout: Annotated[float, typer.Option(help="On SIGINT/SIGTERM, seconds running requests get to finish.")] = 5.0,
+    max_connections: Annotated[int, typer.Option(help="Open connections; more are answered 503 and closed.")] = 512,
+    max_header_bytes: Annotated[int, typer.Option(help="Request line and headers limit (431 beyond).")] = 32_768,
 ) -> None:
     """Serve a classifier over HTTP: POST /v1/predict, /healthz, /readyz, /v1/model, /metrics."""
+    from rich.markup import escape as plain
+
     from nasprune.serve import ServeConfig
     from nasprune.serve import serve as run_server
 
-    quiet_libraries()
-    cfg = ServeConfig(host=host, port=port, max_batch_size=max_batch_size,
-                      max_wait_ms=max_wait_ms, max_queue=max_queue, token=token,
-                      max_items=max_items, max_text_chars=max_text_chars,
-                      max_body_bytes=max_body_bytes, max_length=max_length,
-                      chunk_size=chunk_size, torch_threads=threads, log_level=log_level)
-    if host not in ("127.0.0.1", "localhost", "::1") and not cfg.token:
-        console.print(f"[yellow]warning[/]: serving on {host} without a token")
-    console.print(f"serving {model_dir} on http://{host}:{port}")
-    run_server(model_dir, cfg)
+    try:  # every option is checked (and the port bound) before the model loads
+        cfg = ServeConfig(host=host, port=port, max_batch_size=max_batch_size,
+                          max_wait_ms=max_wait_ms, max_queue=max_queue, token=token,
+                          max_items=max_items, max_text_chars=max_text_chars,
+                          max_body_bytes=max_body_bytes, max_length=max_length,
+                          chunk_size=chunk_size, torch_threads=threads, log_level=log_level,
+                          request_timeout_s=request_timeout, header_timeout_s=header_timeout,
+                          body_timeout_s=body_timeout, keep_alive_s=keep_alive,
+                          drain_timeout_s=drain_timeout, max_connections=max_connections,
+                          max_header_bytes=max_header_bytes)
+
+        def announce(url: str) -> None:  # once the port is bound and the model loaded
+            if host not in ("127.0.0.1", "localhost", "::1") and not cfg.token:
+                console.print(f"[yellow]warning[/]: serving on {plain(host)} without a token",
+                              emoji=False)
+            console.print(f"serving {plain(str(model_dir))} on {plain(url)}", emoji=False,
+                          highlight=False)
+
+        run_server(model_dir, cfg, announce=announce, before_load=quiet_libraries)
+    except NaspruneError as exc:  # printed here: user text must not become markup or emoji
+        console.print(f"[bold red]error:[/] {plain(str(exc))}", emoji=False, highlight=False,
+                      soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it handled
+        console.print("stopped")
 
 
 @app.command()
@@ -436,42 +582,90 @@ def loadtest(
     think_ms: Annotated[float, typer.Option(help="Pause between a user's requests.")] = 0.0,
     token: Annotated[str | None, typer.Option(envvar="NASPRUNE_TOKEN", show_envvar=True, help="Bearer token for the targets.")] = None,
     max_texts: Annotated[int, typer.Option(help="Inputs sampled from the file.")] = 2000,
+    max_failure_rate: Annotated[float, typer.Option(help="Fail (exit 1, naming the status codes) when a step's failure rate exceeds this.")] = 0.5,
 ) -> None:
     """Load-test one or more endpoints with rising users; CSV, plot and saturation points."""
     from rich.console import Console as StdoutConsole
+    from rich.markup import escape as plain
     from rich.table import Table
 
-    from nasprune.loadtest import LoadTestConfig, parse_targets, parse_users, run_loadtest
+    from nasprune.loadtest import (
+        LoadTestConfig,
+        describe_statuses,
+        failure_report,
+        parse_targets,
+        parse_users,
+        run_loadtest,
+    )
 
-    cfg = LoadTestConfig(targets=parse_targets(target), users=parse_users(users),
-                         step_time=step_time, texts_from=texts_from, text_column=text_column,
-                         pair_column=pair_column, slo_ms=slo_ms, out_dir=out,
-                         think_ms=think_ms, token=token, max_texts=max_texts)
-    total = len(cfg.users) * cfg.step_time * len(cfg.targets)
-    console.print(f"load-testing {', '.join(cfg.targets)}: users {cfg.users}, "
-                  f"{cfg.step_time:g} s per step (~{total:.0f} s)")
-    results = run_loadtest(cfg)
-    table = Table("target", "users", "req/s", "p50 ms", "p95 ms", "p99 ms", "failures")
+    def say(text: str, *, stdout: bool = False) -> None:  # user text is never markup/emoji
+        (StdoutConsole() if stdout else console).print(text, emoji=False, highlight=False,
+                                                       soft_wrap=True)
+
+    try:
+        cfg = LoadTestConfig(targets=parse_targets(target), users=parse_users(users),
+                             step_time=step_time, texts_from=texts_from,
+                             text_column=text_column, pair_column=pair_column, slo_ms=slo_ms,
+                             out_dir=out, think_ms=think_ms, token=token, max_texts=max_texts,
+                             max_failure_rate=max_failure_rate)
+        total = len(cfg.users) * cfg.step_time * len(cfg.targets)
+        say(f"load-testing {plain(', '.join(cfg.targets))}: users {cfg.users}, "
+            f"{cfg.step_time:g} s per step (~{total:.0f} s)")
+        results = run_loadtest(cfg)
+    except NaspruneError as exc:
+        say(f"[bold red]error:[/] {plain(str(exc))}")
+        raise typer.Exit(2) from None
+    table = Table("target", "users", "req/s", "p50 ms", "p95 ms", "p99 ms", "failures",
+                  "failed with")
     for result in results:
         for s in result.steps:
-            table.add_row(result.name, str(s.users), f"{s.ok_rps:.1f}", f"{s.p50_ms:.0f}",
-                          f"{s.p95_ms:.0f}", f"{s.p99_ms:.0f}", f"{s.failure_rate:.1%}")
+            table.add_row(plain(result.name), str(s.users), f"{s.ok_rps:.1f}",
+                          f"{s.p50_ms:.0f}", f"{s.p95_ms:.0f}", f"{s.p99_ms:.0f}",
+                          f"{s.failure_rate:.1%}",
+                          describe_statuses(s.failure_statuses) if s.failures else "")
     StdoutConsole().print(table)
+    failed = failure_report(results, cfg.max_failure_rate)
     for result in results:
+        if any(line.startswith(f"{result.name}: ") for line in failed):
+            continue  # no saturation point: the step failed
         where = (f"saturates at {result.saturation_users} users"
                  if result.saturation_users is not None
                  else f"not saturated up to {max(cfg.users)} users")
-        StdoutConsole().print(f"{result.name}: {where} (p95 > {cfg.slo_ms:g} ms or > 1 % "
-                              f"failures); peak {result.max_ok_rps:.1f} req/s")
-    console.print(f"wrote {out / 'steps.csv'}, {out / 'summary.json'}, {out / 'loadtest.png'}")
+        say(f"{plain(result.name)}: {where} (p95 > {cfg.slo_ms:g} ms or > 1 % failures); "
+            f"peak {result.max_ok_rps:.1f} req/s", stdout=True)
+    reports = ", ".join(str(out / f"locust-{r.name}.html") for r in results)
+    say(f"wrote {plain(str(out / 'steps.csv'))}, {plain(str(out / 'summary.json'))}, "
+        f"{plain(str(out / 'loadtest.png'))} and Locust's report{'s' if len(results) > 1 else ''}"
+        f" {plain(reports)}")
+    if failed:
+        for line in failed:
+            say(f"[bold red]failed:[/] {plain(line)}")
+        raise typer.Exit(1)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
 
 
 def main() -> None:
+    """The console entry point: one line and exit code 2 for any user mistake."""
     try:
-        app()
+        result = app(standalone_mode=False)
     except NaspruneError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(str(exc))
+    except typer.Exit as exc:
+        sys.exit(getattr(exc, "exit_code", 0))
+    except typer.Abort:
+        _fail("aborted", 130)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished work is saved in the run directory")
         sys.exit(130)
+    except typer.TyperException as exc:  # a bad option or argument (the parser's error)
+        if not hasattr(exc, "format_message"):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is already printed
+            sys.exit(0)
+        command = getattr(getattr(exc, "ctx", None), "command_path", "nasprune")
+        _fail(f"{exc.format_message()} (see: {command} --help)", getattr(exc, "exit_code", 2))
+    sys.exit(result if isinstance(result, int) else 0)

@@ -19,12 +19,15 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from nasprune.errors import NaspruneError, require
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -442,6 +445,7 @@ def _unpack(stored, labels: np.ndarray) -> Encoded:
 def collate(encoded: Encoded, indices: Sequence[int], pad_id: int = 0,
             with_token_types: bool = True) -> dict[str, torch.Tensor]:
     """Pad a batch to its own longest example (dynamic padding)."""
+    import torch  # here, so that reading and checking data never loads torch
     width = max(len(encoded.input_ids[i]) for i in indices)
     ids = np.full((len(indices), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(indices), width), dtype=np.int64)

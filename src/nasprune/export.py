@@ -2,21 +2,37 @@
 
 ``export_model`` extracts a sub-network (a physically smaller dense model) and writes::
 
-    OUT/config.json            stock family config + nasprune_subnet (per-layer heads/units),
-                               nasprune_source_model, label names, auto_map
+    OUT/config.json            the model config (see "layouts" below), label names,
+                               nasprune_source_model, nasprune_version
     OUT/model.safetensors      the weights (never pickle)
-    OUT/modeling_nasprune.py   the model class for trust_remote_code (torch + transformers only)
+    OUT/modeling_nasprune.py   remote layout only: the model class for trust_remote_code
+                               (imports torch + transformers only)
     OUT/tokenizer files        when a tokenizer is given
     OUT/subnet.json            the sub-network, the full model's shape, the source model
     OUT/metrics.json           validation metric per backend (float, ONNX, int8) + cost figures
+    OUT/recovery.json          when export_model(recovery=...) is given
+    OUT/README.md              the model card, with Hugging Face metadata
     OUT/model.onnx             --format onnx: dynamic batch and sequence axes
     OUT/model.int8.onnx        --format onnx --quantize int8: ONNX Runtime dynamic quantization
-    OUT/manifest.json          sha256 and size of every file above, and the backends present
+    OUT/manifest.json          sha256 and size of every file above, the layout and backends
 
-``load`` verifies the manifest and returns an :class:`Export` (unpacks as ``model,
-tokenizer``); it builds the model from the installed ``nasprune.hf_remote`` classes, so no
-code from the directory runs. ``transformers.AutoModelForSequenceClassification
-.from_pretrained(OUT, trust_remote_code=True)`` loads the same model without nasprune.
+Layouts (``manifest.json`` ``layout``):
+
+- ``vanilla``: the sub-network has a stock form (all heads and the same FFN width in every
+  kept layer, other layers removed whole; the rule and its reason: ``export_vanilla``).
+  ``config.json`` is a stock ``BertConfig``/``RobertaConfig``/... with the kept layers
+  renumbered; ``AutoModelForSequenceClassification.from_pretrained(OUT)`` loads it with
+  no remote code and no nasprune.
+- ``remote``: any other sub-network. ``config.json`` has ``model_type`` ``nasprune_<family>``
+  and ``nasprune_subnet`` (per-layer heads/units); stock transformers refuses it unless
+  ``trust_remote_code=True`` is passed (then ``modeling_nasprune.py`` builds it).
+
+``load`` verifies the export whole (``export_manifest.verify``: every file listed and
+intact, nothing unlisted) and returns an :class:`Export` (unpacks as ``model,
+tokenizer``); it builds the model from transformers' and the installed ``nasprune.hf_remote``
+classes, so no code from the directory runs. ``load_model_dir`` is the loader for servers:
+a nasprune export (any nasprune file present) goes through ``load``, a plain Hugging Face
+directory through ``from_pretrained``.
 
 int8 is dynamic quantization of the linear layers: with ONNX, a quantized copy of the graph
 is written; without, the float safetensors are the only weights and ``load`` quantizes them
@@ -27,293 +43,165 @@ Either way the validation metric is re-measured at export time and stored next t
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
-import logging
 import os
+import re
+import secrets
 import shutil
+import socket
 import sys
 import time
 import types
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
+from nasprune import export_vanilla
 from nasprune.errors import NaspruneError, require
-from nasprune.models import uses_token_types
-from nasprune.subnet import Subnet, encoder_flops, encoder_params
+from nasprune.export_manifest import (  # noqa: F401  (re-exported names)
+    CARD_FILE,
+    CONFIG,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    METRICS_FILE,
+    ONNX_FILE,
+    ONNX_INT8_FILE,
+    RECOVERY_FILE,
+    REMOTE_FILE,
+    SUBNET_FILE,
+    WEIGHTS,
+    file_entries,
+    nasprune_markers,
+    read_manifest,
+    read_object,
+    verify,
+)
+from nasprune.export_onnx import (  # noqa: F401  (re-exported names)
+    ONNX_OPSET,
+    OnnxClassifier,
+    _example_inputs,
+    export_onnx,
+    input_names,
+    quantize_onnx,
+    quantize_torch,
+)
+from nasprune.models import uses_token_types  # noqa: F401
+from nasprune.subnet import Subnet, SubnetError, encoder_flops, encoder_params
 
-FORMAT = "nasprune-export"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
-SUBNET_FILE = "subnet.json"
-METRICS_FILE = "metrics.json"
-REMOTE_FILE = "modeling_nasprune.py"
-ONNX_FILE = "model.onnx"
-ONNX_INT8_FILE = "model.int8.onnx"
 FORMATS = ("hf", "onnx")
 QUANTIZE = ("int8",)
 BACKENDS = ("auto", "torch", "onnx")
+#: ``export_model(layout=...)``: vanilla when possible, always vanilla (or fail), remote code.
+LAYOUT_CHOICES = ("auto", "vanilla", "remote")
 #: Environment variable that overrides ``backend="auto"`` (e.g. for ``nasprune serve``).
 BACKEND_ENV = "NASPRUNE_BACKEND"
-ONNX_OPSET = 17
+TMP_SUFFIX = ".tmp-export"
+OLD_SUFFIX = ".old-export"
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False, default=float) + "\n")
 
 
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise NaspruneError(f"{path.parent}: {what} {path.name} is missing") from exc
-    except (OSError, ValueError) as exc:
-        raise NaspruneError(f"{path}: unreadable {what} ({exc})") from exc
+def _families() -> dict:
+    from nasprune.hf_remote.modeling_nasprune import CLASSES
+
+    return CLASSES
 
 
 def _remote_class(model_type: str):
-    from nasprune.hf_remote.modeling_nasprune import CLASSES
-
-    if model_type not in CLASSES:
+    classes = _families()
+    if model_type not in classes:
         raise NaspruneError(f"cannot export model type {model_type!r}; supported: "
-                            + ", ".join(sorted(CLASSES)))
-    return CLASSES[model_type]
-
-
-def input_names(config) -> list[str]:
-    names = ["input_ids", "attention_mask"]
-    return names + ["token_type_ids"] if uses_token_types(config) else names
-
-
-def _example_inputs(config, batch: int, seq: int, seed: int) -> dict:
-    """Random ids with the last row padded, so tracing keeps the attention mask."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    vocab = int(getattr(config, "vocab_size", 100))
-    ids = torch.randint(min(5, vocab - 1), vocab, (batch, seq), generator=g)
-    mask = torch.ones_like(ids)
-    mask[-1, max(1, seq // 2):] = 0
-    out = {"input_ids": ids, "attention_mask": mask}
-    if uses_token_types(config):
-        types_ = torch.zeros_like(ids)
-        types_[:, seq // 2:] = 1
-        out["token_type_ids"] = types_
-    return out
-
-
-# ------------------------------------------------------------------------- ONNX Runtime
-
-
-class OnnxClassifier:
-    """An ONNX Runtime session with the call shape of a HF sequence classifier.
-
-    ``model(input_ids=..., attention_mask=..., token_type_ids=...).logits`` is a float
-    torch tensor on the CPU, and ``config``/``device``/``eval()``/``parameters()`` exist, so
-    code written for the PyTorch model (``nasprune serve``, ``training.evaluate``) runs
-    either backend. ``parameters()`` yields meta tensors with the exported weight shapes
-    (for counting only). Inference only.
-    """
-
-    training = False
-
-    def __init__(self, path: str | os.PathLike, config, *, threads: int | None = None,
-                 param_shapes: Sequence[Sequence[int]] = ()):
-        import torch
-
-        ort = require("onnxruntime", "onnx")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads or torch.get_num_threads())
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(str(path), options,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise NaspruneError(f"cannot open {path} with ONNX Runtime: {exc}") from exc
-        self.path = Path(path)
-        self.config = config
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self._param_shapes = [tuple(s) for s in param_shapes]
-        self.device = torch.device("cpu")
-        self.dtype = torch.float32
-
-    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, **_: Any):
-        import numpy as np
-        import torch
-        from transformers.modeling_outputs import SequenceClassifierOutput
-
-        if input_ids is None:
-            raise NaspruneError("the ONNX model needs input_ids")
-        ids = _numpy(input_ids)
-        given = {"input_ids": ids, "attention_mask": attention_mask,
-                 "token_type_ids": token_type_ids}
-        feeds = {}
-        for name in self.input_names:
-            value = given.get(name)
-            feeds[name] = (np.ones_like(ids) if name == "attention_mask" else np.zeros_like(ids)
-                           ) if value is None else _numpy(value)
-        logits = self.session.run(["logits"], feeds)[0]
-        return SequenceClassifierOutput(logits=torch.from_numpy(logits))
-
-    forward = __call__
-
-    def eval(self) -> OnnxClassifier:
-        return self
-
-    def train(self, mode: bool = True) -> OnnxClassifier:
-        if mode:
-            raise NaspruneError("an ONNX Runtime model is inference-only")
-        return self
-
-    def to(self, device=None, *args: Any, **kwargs: Any) -> OnnxClassifier:
-        if device is not None and str(device) != "cpu":
-            raise NaspruneError(f"the ONNX Runtime backend runs on the CPU, not {device}")
-        return self
-
-    def parameters(self) -> Iterator:
-        import torch
-
-        return iter([torch.empty(s, device="meta") for s in self._param_shapes])
-
-    def num_parameters(self) -> int:
-        return sum(int(_prod(s)) for s in self._param_shapes)
-
-    def __repr__(self) -> str:
-        return f"OnnxClassifier({self.path.name}, inputs={self.input_names})"
-
-
-def _numpy(value):
-    import numpy as np
-
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=np.int64)
-
-
-def _prod(shape: Sequence[int]) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
-
-
-def export_onnx(model, path: str | os.PathLike, *, opset: int = ONNX_OPSET,
-                check: bool = True) -> float:
-    """Write ``model`` (a float PyTorch classifier) as ONNX with dynamic batch/sequence axes.
-
-    Uses the TorchScript exporter (``dynamo=False``), which needs no extra packages in
-    torch 2.x and handles the stand-in modules of removed blocks. Returns the largest
-    absolute logit difference to PyTorch on a fresh input of another shape (the parity
-    check); raises when it exceeds 1e-3.
-    """
-    import torch
-
-    path = Path(path)
-    model = model.eval().to("cpu")
-    names = input_names(model.config)
-    example = _example_inputs(model.config, 2, 8, seed=0)
-
-    class LogitsOnly(torch.nn.Module):  # the traced signature: positional ids -> logits
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, *inputs):
-            return self.model(**dict(zip(names, inputs))).logits
-
-    wrapper = LogitsOnly().eval()
-    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, tuple(example[n] for n in names), str(path),
-                          input_names=names, output_names=["logits"], dynamic_axes=axes,
-                          opset_version=opset, do_constant_folding=True, dynamo=False)
-    if not check:
-        return 0.0
-    probe = _example_inputs(model.config, 3, 13, seed=1)
-    with torch.no_grad():
-        expected = model(**probe).logits
-    got = OnnxClassifier(path, model.config, threads=1)(**probe).logits
-    diff = float((got - expected).abs().max())
-    if not diff <= 1e-3:
-        raise NaspruneError(f"ONNX export of {path.name} differs from PyTorch by {diff:.3g}")
-    return diff
-
-
-def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """ONNX Runtime dynamic int8 quantization of the MatMul/Gemm weights (per channel:
-    on fine-tuned MiniLM per-tensor scales cost about a point of SST-2 accuracy)."""
-    require("onnxruntime", "onnx")
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    root = logging.getLogger()  # onnxruntime logs a pre-processing hint on the root logger
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
-    finally:
-        root.setLevel(level)
-    return Path(dst)
-
-
-def quantize_torch(model):
-    """PyTorch dynamic int8 quantization of the ``nn.Linear`` layers, per output channel
-    (a new model; the argument is left as it is)."""
-    import torch
-    from torch import nn
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-        return quantize_dynamic(copy.deepcopy(model).to("cpu").eval(),
-                                {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
-
+                            + ", ".join(sorted(classes)))
+    return classes[model_type]
 
 # ------------------------------------------------------------------------------ export
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid < 2**31  # another user's live process, or an absurd number
+    return True
+
+
+_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+_TEMP_NAME = re.compile(r"-(\d+)@([A-Za-z0-9._]+)-[0-9a-f]{8}")
+#: A temporary directory of another machine (shared disk) is removed when older than this.
+FOREIGN_TEMP_AGE_S = 24 * 3600
+
+
+def _clean_stale(out: Path) -> None:
+    """Remove ``out``'s temporary and old directories whose writer died (kill -9): the
+    fixed names of older versions, and unique names (``-<pid>@<host>-<random>``) of this
+    host whose process is gone, or of another host when older than a day."""
+    if not out.parent.is_dir():
+        return
+    for suffix in (TMP_SUFFIX, OLD_SUFFIX):
+        stem = out.name + suffix
+        for path in out.parent.iterdir():
+            if not path.name.startswith(stem) or path.is_symlink() or not path.is_dir():
+                continue
+            rest = path.name[len(stem):]
+            match = _TEMP_NAME.fullmatch(rest)
+            if rest == "":
+                stale = True
+            elif match is None:
+                continue  # not one of ours
+            elif match.group(2) == _HOST:
+                stale = not _pid_alive(int(match.group(1)))
+            else:
+                stale = time.time() - path.stat().st_mtime > FOREIGN_TEMP_AGE_S
+            if stale:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _unique(out: Path, suffix: str) -> Path:
+    return out.with_name(f"{out.name}{suffix}-{os.getpid()}@{_HOST}-{secrets.token_hex(4)}")
+
+
 def _prepare_out(out: Path) -> Path:
-    """A fresh temporary sibling of ``out``; an existing ``out`` must be an export or empty."""
+    """A fresh temporary sibling of ``out`` (unique per process, so a concurrent or killed
+    export never shares it); an existing ``out`` must be an export or empty."""
     if out.exists():
         if not out.is_dir():
             raise NaspruneError(f"{out} exists and is not a directory")
         if any(out.iterdir()) and not (out / MANIFEST).is_file():
             raise NaspruneError(f"{out} exists and is not a nasprune export; "
                                 "choose an empty or new --out directory")
-    tmp = out.with_name(out.name + ".tmp-export")
-    shutil.rmtree(tmp, ignore_errors=True)
+    _clean_stale(out)
+    tmp = _unique(out, TMP_SUFFIX)
     tmp.mkdir(parents=True)
     return tmp
 
 
 def _publish(tmp: Path, out: Path) -> None:
     if out.exists():
-        old = out.with_name(out.name + ".old-export")
-        shutil.rmtree(old, ignore_errors=True)
+        old = _unique(out, OLD_SUFFIX)
         os.replace(out, old)
         os.replace(tmp, out)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out)
+
+
+def _same_modes(directory: Path, reference: Path) -> None:
+    """Every file gets the mode of ``reference`` (written with ``open``: 0666 less the
+    umask, 0644 usually); safetensors creates its file 0600."""
+    mode = reference.stat().st_mode & 0o777
+    for path in directory.rglob("*"):
+        if path.is_file():
+            path.chmod(mode)
 
 
 def _label_names(config, preset) -> None:
@@ -364,11 +252,34 @@ def _measure(model, encoded, preset, pad_id: int, batch_size: int) -> dict:
                                                  pad_id=pad_id).items()}
 
 
+def _remote_model(small, config, cls):
+    """The shipped class built from a ``nasprune_<family>`` config, with the extracted
+    weights loaded strictly: proves that what users load with trust_remote_code matches
+    nasprune's extraction."""
+    from nasprune.hf_remote import modeling_nasprune as remote
+
+    data = {k: v for k, v in config.to_dict().items() if k != "model_type"}
+    remote_config = remote.CONFIGS[config.model_type].from_dict(data)
+    stem = Path(REMOTE_FILE).stem
+    remote_config.auto_map = {
+        "AutoConfig": f"{stem}.{type(remote_config).__name__}",
+        "AutoModelForSequenceClassification": f"{stem}.{cls.__name__}",
+    }
+    model = cls(remote_config)
+    try:
+        model.load_state_dict(small.state_dict(), strict=True)
+    except RuntimeError as exc:
+        raise NaspruneError(f"the exported model class does not match the extraction: {exc}"
+                            ) from exc
+    return model.eval()
+
+
 def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokenizer=None,
                  metrics: dict | None = None, source_model: str | None = None,
                  formats: Sequence[str] = ("hf",), quantize: str | None = None,
                  validation=None, seq_len: int = 128, batch_size: int = 64,
-                 progress: Any = None, small=None) -> Path:
+                 progress: Any = None, small=None, layout: str = "auto",
+                 card: dict | None = None, recovery: dict | None = None) -> Path:
     """Write ``subnet`` of ``supernet`` as a deployable directory (see the module docstring).
 
     ``metrics``: what the search measured for this sub-network (stored as ``search``).
@@ -377,12 +288,19 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
     ``("hf", "onnx")`` (``"onnx"`` alone implies the HF files too). ``quantize``: ``"int8"``.
     ``progress``: optional ``callable(str)`` for status lines. ``small``: the extracted
     sub-network to write when it was changed after extraction (recovery), else extracted
-    here. The directory is written beside ``out_dir`` and renamed into place, so a crash
-    never leaves half an export.
+    here. ``layout``: ``"auto"`` (a stock config when the sub-network has one, else remote
+    code), ``"vanilla"`` (fail when it has none) or ``"remote"``. ``card``: extra facts for
+    the model card (``export_card``: the unpruned model's metrics per split, measured
+    speed-up, the search split's name, ...). ``recovery``: the recovery report
+    (``RecoveryReport.to_dict()``), written as ``recovery.json`` and shown on the card.
+    The directory is written beside ``out_dir`` and renamed into place, so a crash never
+    leaves half an export.
     """
     import torch
 
     from nasprune import __version__
+    from nasprune.export_card import CardInfo, model_card
+    from nasprune.hf_remote.modeling_nasprune import PREFIX
 
     say = progress or (lambda _msg: None)
     formats = tuple(dict.fromkeys(("hf", *formats)))
@@ -391,6 +309,11 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
         raise NaspruneError(f"unknown export format {bad[0]!r}; choose from {', '.join(FORMATS)}")
     if quantize is not None and quantize not in QUANTIZE:
         raise NaspruneError(f"unknown quantization {quantize!r}; choose from {', '.join(QUANTIZE)}")
+    if layout not in LAYOUT_CHOICES:
+        raise NaspruneError(f"unknown layout {layout!r}; choose from {', '.join(LAYOUT_CHOICES)}")
+    for name, value in (("card", card), ("recovery", recovery)):
+        if value is not None and not isinstance(value, dict):
+            raise NaspruneError(f"{name} must be a dict, not {type(value).__name__}")
     if "onnx" in formats:
         require("onnx", "onnx")
         require("onnxruntime", "onnx")
@@ -398,6 +321,10 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
     out = Path(out_dir)
     encoded, preset = _unpack_validation(validation)
     pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
+    vanilla_plan = export_vanilla.plan(subnet, supernet.shape)
+    if layout == "vanilla" and isinstance(vanilla_plan, str):
+        raise NaspruneError(f"{subnet} has no stock-config form: {vanilla_plan}")
+    vanilla = layout != "remote" and not isinstance(vanilla_plan, str)
 
     say(f"extracting {subnet}")
     if small is not None and tuple(map(tuple, small.config.nasprune_subnet)) != subnet.layers:
@@ -412,17 +339,13 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
     _label_names(config, preset)
     config.nasprune_source_model = source_model
     config.nasprune_version = __version__
-    config.auto_map = {"AutoModelForSequenceClassification":
-                       f"{Path(REMOTE_FILE).stem}.{cls.__name__}"}
-    # Build the shipped class from the config and load the extracted weights strictly:
-    # this proves the file users load with trust_remote_code matches nasprune's extraction.
-    model = cls(config)
-    try:
-        model.load_state_dict(small.state_dict(), strict=True)
-    except RuntimeError as exc:
-        raise NaspruneError(f"the exported model class does not match the extraction: {exc}"
-                            ) from exc
-    model.eval()
+    if vanilla:
+        say(f"stock {model_type} layout: {len(vanilla_plan.kept)} layers of "
+            f"{vanilla_plan.units} units")
+        model = export_vanilla.build(small, vanilla_plan, config,
+                                     _example_inputs(config, 2, 9, seed=0))
+    else:
+        model = _remote_model(small, config, cls)
     del small
 
     tmp = _prepare_out(out)
@@ -431,9 +354,10 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
         leftovers = [p.name for p in tmp.iterdir() if p.suffix in (".bin", ".pt", ".pth")]
         if leftovers or not (tmp / WEIGHTS).is_file():
             raise NaspruneError(f"unexpected weight files written: {leftovers or 'none'}")
-        import nasprune.hf_remote.modeling_nasprune as remote
+        if not vanilla:
+            import nasprune.hf_remote.modeling_nasprune as remote
 
-        shutil.copyfile(remote.__file__, tmp / REMOTE_FILE)
+            shutil.copyfile(remote.__file__, tmp / REMOTE_FILE)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         shape = supernet.shape
@@ -444,6 +368,10 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
             "shape": shape.to_dict(),
             "model_type": model_type,
             "source_model": source_model,
+            "layout": "vanilla" if vanilla else "remote",
+            **({"vanilla_layers": list(vanilla_plan.kept)} if vanilla else
+               {"why_remote": vanilla_plan if isinstance(vanilla_plan, str)
+                else "layout 'remote' requested"}),
         })
         backends = {"torch": WEIGHTS}
         report: dict[str, Any] = {"search": dict(metrics or {}),
@@ -481,16 +409,30 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
         if encoded is not None:
             report["validation_examples"] = len(encoded)
         _write_json(tmp / METRICS_FILE, report)
-        files = {}
-        for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
-            rel = path.relative_to(tmp).as_posix()
-            files[rel] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
+        if recovery is not None:
+            _write_json(tmp / RECOVERY_FILE, recovery)
+        say("writing the model card")
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        full_params = sum(p.numel() for p in supernet.model.parameters())
+        (tmp / CARD_FILE).write_text(model_card(CardInfo(
+            name=out.name, layout="vanilla" if vanilla else "remote", subnet=subnet,
+            shape=shape, model_type=model_type,
+            remote_type=None if vanilla else PREFIX + model_type, source_model=source_model,
+            report=report, params=report["cost"]["params"], full_params=int(full_params),
+            file_bytes={n: (tmp / n).stat().st_size for n in (WEIGHTS, ONNX_FILE, ONNX_INT8_FILE)
+                        if (tmp / n).is_file()},
+            version=__version__, created=created,
+            task=getattr(preset, "name", None) or (card or {}).get("task"),
+            reason=vanilla_plan if isinstance(vanilla_plan, str) else "layout 'remote' requested",
+            kept=vanilla_plan.kept if vanilla else (), has_tokenizer=tokenizer is not None,
+            backends=backends, recovery=recovery, facts=dict(card or {}))))
         _write_json(tmp / MANIFEST, {
             "format": FORMAT, "format_version": FORMAT_VERSION, "nasprune": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "torch": torch.__version__, "model_type": model_type, "subnet": str(subnet),
-            "quantize": quantize, "backends": backends, "files": files,
+            "created": created, "torch": torch.__version__, "model_type": model_type,
+            "layout": "vanilla" if vanilla else "remote", "subnet": str(subnet),
+            "quantize": quantize, "backends": backends, "files": file_entries(tmp),
         })
+        _same_modes(tmp, tmp / MANIFEST)
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -508,6 +450,7 @@ class Export:
 
     ``model`` is a PyTorch ``nn.Module`` (``backend == "torch"``) or an
     :class:`OnnxClassifier` (``"onnx"``); both answer ``model(**batch).logits``.
+    ``layout``: ``"vanilla"`` (a stock transformers class) or ``"remote"`` (nasprune's).
     """
 
     model: Any
@@ -519,41 +462,11 @@ class Export:
     backend: str
     quantized: bool
     config: Any = field(repr=False, default=None)
+    layout: str = "remote"
 
     def __iter__(self):
         yield self.model
         yield self.tokenizer
-
-
-def verify(directory: str | os.PathLike) -> dict:
-    """Check every file of the manifest (presence, size, sha256); return the manifest."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise NaspruneError(f"export directory not found: {directory}")
-    manifest = _read_json(directory / MANIFEST, "manifest")
-    if manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
-        raise NaspruneError(f"{directory / MANIFEST} is not a nasprune export manifest")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise NaspruneError(f"{directory} was written by a newer nasprune "
-                            f"(format {manifest['format_version']}); upgrade nasprune")
-    files = manifest["files"]
-    for required in (CONFIG, WEIGHTS):
-        if required not in files:
-            raise NaspruneError(f"{directory}: the manifest lists no {required}")
-    for rel, entry in files.items():
-        if Path(rel).is_absolute() or ".." in Path(rel).parts:
-            raise NaspruneError(f"{directory / MANIFEST} lists a path outside the export: {rel}")
-        path = directory / rel
-        if not path.is_file():
-            raise NaspruneError(f"{directory}: {rel} is missing")
-        size = path.stat().st_size
-        if size != entry.get("bytes"):
-            raise NaspruneError(f"{directory}: {rel} has {size} bytes, the manifest says "
-                                f"{entry.get('bytes')} (truncated or replaced)")
-        if _sha256(path) != entry.get("sha256"):
-            raise NaspruneError(f"{directory}: {rel} fails its sha256 checksum (corrupted "
-                                "or modified after export)")
-    return manifest
 
 
 def _choose_backend(backend: str, manifest: dict, quantized: bool) -> str:
@@ -575,41 +488,102 @@ def _choose_backend(backend: str, manifest: dict, quantized: bool) -> str:
     if backend not in BACKENDS:
         raise NaspruneError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "onnx" and onnx_key not in backends:
-        what = "an int8 ONNX model" if quantized else "an ONNX model"
+        what = "int8 ONNX model" if quantized else "ONNX model"
         raise NaspruneError(f"this export has no {what}; re-export with --format onnx"
                             + (" --quantize int8" if quantized else ""))
     return backend
 
 
+def _read_config(directory: Path, layout: str):
+    """The stock-family config of an export (``model_type`` ``nasprune_bert`` is read as a
+    ``BertConfig`` carrying ``nasprune_subnet``)."""
+    from transformers import CONFIG_MAPPING
+
+    from nasprune.hf_remote.modeling_nasprune import PREFIX
+
+    path = directory / CONFIG
+    data = read_object(path, "config")
+    model_type = data.get("model_type")
+    families = _families()
+    family = model_type
+    if layout == "remote" and isinstance(model_type, str) and model_type.startswith(PREFIX):
+        family = model_type[len(PREFIX):]
+    if family not in families:
+        raise NaspruneError(f"{path}: model type {model_type!r} is not one that nasprune "
+                            f"exports ({', '.join(sorted(families))})")
+    has_subnet = isinstance(data.get("nasprune_subnet"), list)
+    if layout == "remote" and not has_subnet:
+        raise NaspruneError(f"{path}: no nasprune_subnet (per-layer heads and units)")
+    if layout == "vanilla" and "nasprune_subnet" in data:
+        raise NaspruneError(f"{path}: a stock-layout export has no nasprune_subnet")
+    try:
+        return CONFIG_MAPPING[family].from_dict(
+            {k: v for k, v in data.items() if k != "model_type"})
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise NaspruneError(f"{path}: not a valid {family} config ({exc})") from exc
+
+
+def _read_subnet(directory: Path, config, layout: str) -> Subnet:
+    data = read_object(directory / SUBNET_FILE, "sub-network")
+    try:
+        subnet = Subnet.from_json(json.dumps(data))
+    except SubnetError as exc:
+        raise NaspruneError(f"{directory / SUBNET_FILE}: {exc}") from exc
+    if layout == "vanilla":
+        export_vanilla.check(subnet, config, f"{directory}: ")
+    elif Subnet(tuple(map(tuple, config.nasprune_subnet))) != subnet:
+        raise NaspruneError(f"{directory}: config.json and subnet.json describe different "
+                            "sub-networks")
+    return subnet
+
+
+def _build(config, layout: str):
+    from transformers import AutoModelForSequenceClassification
+
+    if layout == "vanilla":
+        return AutoModelForSequenceClassification.from_config(config)
+    return _families()[config.model_type](config)
+
+
+def _load_tokenizer(directory: Path, config):
+    if not any((directory / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json",
+                                                   "vocab.txt")):
+        return None
+    from transformers import AutoTokenizer
+
+    try:  # the stock config given: AutoConfig would ask for trust_remote_code
+        return AutoTokenizer.from_pretrained(str(directory), config=config)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise NaspruneError(f"{directory}: unreadable tokenizer files "
+                            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                            ) from exc
+
+
 def load(directory: str | os.PathLike, *, backend: str = "auto", quantized: bool | None = None,
          verify_checksums: bool = True, threads: int | None = None) -> Export:
-    """Load an export after verifying its checksums; no code from the directory runs.
+    """Load an export after verifying it whole; no code from the directory runs.
 
     ``backend``: ``"torch"``, ``"onnx"`` or ``"auto"`` (the ``NASPRUNE_BACKEND``
     environment variable if set, else ONNX Runtime when the export has the ONNX file for
     the chosen precision and onnxruntime is installed, else PyTorch). ``quantized``:
     default = what the export was made with (``--quantize int8``); PyTorch int8 is dynamic
-    quantization applied here.
+    quantization applied here. ``verify_checksums=False`` skips hashing and the check for
+    unlisted files (the manifest must still be well-formed).
     """
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-    from transformers import AutoConfig
 
     directory = Path(directory)
-    if verify_checksums:
-        manifest = verify(directory)
-    else:
-        manifest = _read_json(directory / MANIFEST, "manifest")
-    if not (directory / CONFIG).is_file():
-        raise NaspruneError(f"{directory}: {CONFIG} is missing")
+    manifest = verify(directory) if verify_checksums else read_manifest(directory)
+    for required in (CONFIG, WEIGHTS, SUBNET_FILE):
+        if not (directory / required).is_file():
+            raise NaspruneError(f"{directory}: {required} is missing")
+    layout = manifest["layout"]
     quantized = (manifest.get("quantize") == "int8") if quantized is None else bool(quantized)
     chosen = _choose_backend(backend, manifest, quantized)
-    try:
-        config = AutoConfig.from_pretrained(str(directory))
-    except (OSError, ValueError) as exc:
-        raise NaspruneError(f"{directory / CONFIG}: {str(exc).splitlines()[0]}") from exc
-    cls = _remote_class(config.model_type)
+    config = _read_config(directory, layout)
+    subnet = _read_subnet(directory, config, layout)
     try:
         state = load_file(str(directory / WEIGHTS))
     except (SafetensorError, OSError) as exc:
@@ -620,30 +594,45 @@ def load(directory: str | os.PathLike, *, backend: str = "auto", quantized: bool
                                     param_shapes=[tuple(t.shape) for t in state.values()])
     else:
         try:
-            model = cls(config)
+            model = _build(config, layout)
             model.load_state_dict(state, strict=True)
-        except (RuntimeError, ValueError) as exc:
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
             raise NaspruneError(f"{directory}: weights do not fit the config: "
                                 f"{str(exc).splitlines()[0]}") from exc
         model.eval()
         if quantized:
             model = quantize_torch(model)
     del state
-    tokenizer = None
-    if any((directory / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json",
-                                               "vocab.txt")):
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))
-    subnet = Subnet.from_json((directory / SUBNET_FILE).read_text()) if (
-        directory / SUBNET_FILE).is_file() else Subnet(tuple(map(tuple, config.nasprune_subnet)))
-    metrics = json.loads((directory / METRICS_FILE).read_text()) if (
+    tokenizer = _load_tokenizer(directory, config)
+    metrics = read_object(directory / METRICS_FILE, "metrics") if (
         directory / METRICS_FILE).is_file() else {}
     if threads:
         torch.set_num_threads(threads)
     return Export(model=model, tokenizer=tokenizer, subnet=subnet, metrics=metrics,
                   manifest=manifest, path=directory, backend=chosen, quantized=quantized,
-                  config=config)
+                  config=config, layout=layout)
+
+
+def load_model_dir(model_dir: str | os.PathLike, *, threads: int | None = None):
+    """The loader for servers: an :class:`Export` when ``model_dir`` holds any nasprune
+    file (verified whole by ``load``; a damaged export is refused, never loaded another
+    way), else ``(model, tokenizer)`` of a plain Hugging Face directory."""
+    path = Path(model_dir).expanduser()
+    if not path.is_dir():
+        raise NaspruneError(f"model directory not found: {path}")
+    if nasprune_markers(path):
+        return load(path, threads=threads)
+    if not (path / CONFIG).is_file():
+        raise NaspruneError(f"{path} is not a model directory (no config.json)")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NaspruneError(f"cannot load {path}: {first}") from exc
+    return model.eval(), tokenizer
 
 
 # ------------------------------------------------------------------------ from a run
@@ -651,17 +640,21 @@ def load(directory: str | os.PathLike, *, backend: str = "auto", quantized: bool
 
 def export_from_run(run_dir: str | os.PathLike, pick: str, out: str | os.PathLike | None = None,
                     *, formats: Sequence[str] = ("hf",), quantize: str | None = None,
-                    validate: bool = True, progress: Any = None) -> Path:
+                    validate: bool = True, progress: Any = None, layout: str = "auto",
+                    card: dict | None = None) -> Path:
     """Pick a searched sub-network of ``RUN_DIR`` by a budget rule and export it.
 
     Reads ``RUN_DIR/supernet/`` (the reordered super-network and tokenizer) and
     ``RUN_DIR/search/trials.db``; ``pick`` is a rule of ``nasprune.search.pareto.pick``
     (``largest``, ``smallest``, a trial id, ``params<=0.5``, ...). With ``validate`` and a
     run made by ``nasprune run`` (``RUN_DIR/config.json``), the metrics are re-measured on
-    the run's validation set. ``out`` defaults to ``RUN_DIR/export``.
+    the run's validation set. ``out`` defaults to ``RUN_DIR/export``. ``layout`` as for
+    ``export_model``; the model card gets the run's facts (``export_card.run_card_facts``)
+    updated with ``card``.
     """
     from transformers import AutoTokenizer
 
+    from nasprune.export_card import run_card_facts
     from nasprune.search.pareto import full_reference
     from nasprune.search.pareto import pick as pick_trial
     from nasprune.search.store import TrialStore
@@ -693,9 +686,11 @@ def export_from_run(run_dir: str | os.PathLike, pick: str, out: str | os.PathLik
             validation = (encode(tokenizer, data, "validation", cfg.train.max_length),
                           data.preset)
     metrics = {"trial": chosen.id, **chosen.metrics}
+    facts = {**run_card_facts(run_dir), **(card or {})}
     return export_model(supernet, chosen.subnet, out or run_dir / "export", tokenizer=tokenizer,
                         metrics=metrics, source_model=source, formats=formats,
-                        quantize=quantize, validation=validation, progress=say)
+                        quantize=quantize, validation=validation, progress=say,
+                        layout=layout, card=facts)
 
 
 # ``nasprune.export(...)`` calls export_model while ``nasprune.export.load`` stays reachable.

@@ -6,7 +6,10 @@ with a step shape: each user count is held for ``step_time`` seconds, inputs dra
 real validation file. The locustfile writes one row per request; here those rows are
 cut into steps and summarised (requests/s, p50/p95/p99, failure rate), saved as CSV and
 JSON, plotted, and the saturation point is found: the first step whose p95 exceeds the
-SLO or whose failure rate exceeds 1 %.
+SLO or whose failure rate exceeds 1 %. A step whose failure rate exceeds
+``max_failure_rate`` (default 50 %) makes the load test fail: its status codes are named
+(``failure_report``) instead of a saturation point being reported. Locust's own HTML
+report is kept next to the results.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,6 +56,7 @@ class LoadTestConfig:
     token: str | None = None
     timeout_s: float = 30.0  # per request; a timeout counts as a failure
     seed: int = 0
+    max_failure_rate: float = 0.5  # a step failing more than this fails the load test
 
     def __post_init__(self) -> None:
         if not self.targets:
@@ -62,6 +67,9 @@ class LoadTestConfig:
             raise NaspruneError("step time must be positive")
         if self.slo_ms <= 0:
             raise NaspruneError("the SLO must be positive")
+        if not 0 <= self.max_failure_rate <= 1:
+            raise NaspruneError(f"--max-failure-rate must be within 0..1, got "
+                                f"{self.max_failure_rate!r}")
         self.out_dir = Path(self.out_dir)
         if self.texts_from is not None:
             self.texts_from = Path(self.texts_from)
@@ -92,6 +100,8 @@ class StepStats:
     p99_ms: float
     mean_ms: float
     max_ms: float
+    #: failed requests by HTTP status ("0": no response: timeout or connection error)
+    failure_statuses: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -197,6 +207,33 @@ def wait_ready(url: str, token: str | None = None, timeout: float = 30.0) -> Non
     raise NaspruneError(f"{url} is not ready after {timeout:.0f} s ({last})")
 
 
+#: Statuses that no amount of load explains: the load test would only repeat them.
+_CONFIG_ERRORS = {401: "missing or wrong bearer token (--token / NASPRUNE_TOKEN)",
+                  403: "forbidden", 404: "no /v1/predict here (is it a nasprune server?)",
+                  405: "no POST /v1/predict here (is it a nasprune server?)",
+                  415: "the server does not take JSON", 422: "the server refused the input"}
+
+
+def preflight(name: str, url: str, item: list[str], token: str | None = None,
+              timeout: float = 30.0) -> None:
+    """One request to ``url``/v1/predict; a status that load cannot explain stops here."""
+    body = {"text": item[0]} if len(item) == 1 else {"text": item[0], "text_pair": item[1]}
+    request = urllib.request.Request(f"{url}/v1/predict", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"},
+                                     method="POST")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code in _CONFIG_ERRORS:
+            raise NaspruneError(f"target {name!r} answered HTTP {exc.code} to a test request: "
+                                f"{_CONFIG_ERRORS[exc.code]}") from None
+    except (urllib.error.URLError, OSError):
+        pass  # load-dependent (timeouts, 503): left to the load test to measure
+
+
 def run_target(name: str, url: str, config: LoadTestConfig, texts_file: Path) -> list[StepStats]:
     """One headless Locust process against one target; returns its per-step statistics."""
     if importlib.util.find_spec("locust") is None:
@@ -217,6 +254,7 @@ def run_target(name: str, url: str, config: LoadTestConfig, texts_file: Path) ->
     locustfile = Path(__file__).with_name("_locust_user.py")
     command = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
                "--host", url, "--csv", str(raw / name), "--only-summary",
+               "--html", str(config.out_dir / f"locust-{name}.html"),
                "--loglevel", "WARNING", "--exit-code-on-error", "0"]
     budget = len(config.users) * config.step_time + config.timeout_s + 60
     log = raw / f"{name}_locust.log"
@@ -239,7 +277,7 @@ def summarise_record(name: str, record: Path) -> list[StepStats]:
 
     marks: list[tuple[int, int, float]] = []  # step, users, start time
     stop = None
-    requests: list[tuple[float, float, bool]] = []
+    requests: list[tuple[float, float, bool, str]] = []
     with open(record, newline="") as handle:
         for row in csv.DictReader(handle):
             if row["kind"] == "step":
@@ -248,22 +286,23 @@ def summarise_record(name: str, record: Path) -> list[StepStats]:
                 stop = float(row["time"])
             elif row["kind"] == "req":
                 requests.append((float(row["time"]), float(row["response_ms"]),
-                                 row["ok"] == "1"))
+                                 row["ok"] == "1", row.get("status") or "0"))
     if not marks:
         raise NaspruneError(f"the load test of {name!r} recorded no steps ({record})")
-    end = stop if stop is not None else max((t + ms / 1000 for t, ms, _ in requests),
+    end = stop if stop is not None else max((t + ms / 1000 for t, ms, _, _ in requests),
                                             default=marks[-1][2])
     starts = [m[2] for m in marks]
-    per_step: list[list[tuple[float, bool]]] = [[] for _ in marks]
-    for started, ms, ok in requests:
+    per_step: list[list[tuple[float, bool, str]]] = [[] for _ in marks]
+    for started, ms, ok, status in requests:
         index = max(0, np.searchsorted(starts, started, side="right") - 1)
-        per_step[index].append((ms, ok))
+        per_step[index].append((ms, ok, status))
     stats = []
     for i, (step, users, begin) in enumerate(marks):
         finish = starts[i + 1] if i + 1 < len(marks) else end
         duration = max(finish - begin, 1e-9)
-        times = np.array([ms for ms, _ in per_step[i]], dtype=float)
-        failures = sum(1 for _, ok in per_step[i] if not ok)
+        times = np.array([ms for ms, _, _ in per_step[i]], dtype=float)
+        failed = Counter(status for _, ok, status in per_step[i] if not ok)
+        failures = sum(failed.values())
         n = len(times)
 
         def pct(q: float, times=times) -> float:
@@ -275,7 +314,9 @@ def summarise_record(name: str, record: Path) -> list[StepStats]:
             rps=n / duration, ok_rps=(n - failures) / duration,
             p50_ms=pct(50), p95_ms=pct(95), p99_ms=pct(99),
             mean_ms=float(times.mean()) if n else math.nan,
-            max_ms=float(times.max()) if n else math.nan))
+            max_ms=float(times.max()) if n else math.nan,
+            failure_statuses={k: failed[k] for k in sorted(failed, key=failed.__getitem__,
+                                                           reverse=True)}))
     return stats
 
 
@@ -285,6 +326,30 @@ def saturation(steps: list[StepStats], slo_ms: float) -> StepStats | None:
         if step.requests == 0 or step.p95_ms > slo_ms or step.failure_rate > MAX_FAILURE_RATE:
             return step
     return None
+
+
+def describe_statuses(statuses: dict[str, int]) -> str:
+    """``{"401": 57, "0": 2}`` -> ``"HTTP 401 x57, no response x2"``."""
+    parts = [("no response" if code in ("", "0") else f"HTTP {code}") + f" x{count}"
+             for code, count in statuses.items()]
+    return ", ".join(parts) or "no status recorded"
+
+
+def failure_report(results: list[TargetResult], max_failure_rate: float) -> list[str]:
+    """One line per target with a step failing more than ``max_failure_rate``; [] if none."""
+    lines = []
+    for result in results:
+        bad = [s for s in result.steps if s.requests and s.failure_rate > max_failure_rate]
+        if not bad:
+            continue
+        worst = max(bad, key=lambda s: s.failure_rate)
+        hint = ""
+        if "401" in worst.failure_statuses:
+            hint = f" ({_CONFIG_ERRORS[401]})"
+        lines.append(f"{result.name}: {worst.failure_rate:.0%} of {worst.requests} requests "
+                     f"failed at {worst.users} users ({describe_statuses(worst.failure_statuses)})"
+                     f"{hint}, above --max-failure-rate {max_failure_rate:.0%}")
+    return lines
 
 
 # --------------------------------------------------------------------------- outputs
@@ -298,16 +363,29 @@ def write_csv(results: list[TargetResult], path: Path) -> None:
         for result in results:
             for step in result.steps:
                 row = asdict(step)
+                row["failure_statuses"] = ";".join(f"{k}:{v}"
+                                                   for k, v in step.failure_statuses.items())
                 writer.writerow({k: round(v, 3) if isinstance(v, float) else v
                                  for k, v in row.items()})
 
 
 def plot(results: list[TargetResult], slo_ms: float, path: Path) -> None:
     """Latency (p50 solid, p95 dashed) and throughput vs. users, all targets on one figure."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(results, slo_ms)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def figure(results: list[TargetResult], slo_ms: float):
+    """The figure ``plot`` saves (integer user ticks; the saturation caption only when a
+    target saturated)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (lat, thr) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, result in enumerate(results):
@@ -329,11 +407,13 @@ def plot(results: list[TargetResult], slo_ms: float, path: Path) -> None:
     for axis in (lat, thr):
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=8)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # users are whole numbers
     lat.set_yscale("log")
-    fig.suptitle("dotted lines: saturation point (p95 > SLO or > 1 % failures)", fontsize=9)
+    if any(r.saturation_users is not None for r in results):
+        fig.suptitle("dotted lines: saturation point (p95 > SLO or > 1 % failures)",
+                     fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def run_loadtest(config: LoadTestConfig, texts: list[list[str]] | None = None
@@ -348,8 +428,9 @@ def run_loadtest(config: LoadTestConfig, texts: list[list[str]] | None = None
     texts_file = config.out_dir / "raw" / "texts.json"
     texts_file.parent.mkdir(parents=True, exist_ok=True)
     texts_file.write_text(json.dumps(texts))
-    for url in config.targets.values():
+    for name, url in config.targets.items():
         wait_ready(url, config.token)
+        preflight(name, url, texts[0], config.token, timeout=config.timeout_s)
     results = []
     for name, url in config.targets.items():
         steps = run_target(name, url, config, texts_file)
@@ -368,7 +449,9 @@ def run_loadtest(config: LoadTestConfig, texts: list[list[str]] | None = None
         "targets": {r.name: {"url": r.url, "saturation_users": r.saturation_users,
                              "max_ok_rps": r.max_ok_rps,
                              "steps": [asdict(s) for s in r.steps]} for r in results},
-        "files": {"steps_csv": "steps.csv", "plot": "loadtest.png", "raw": "raw/"},
+        "failures": failure_report(results, config.max_failure_rate),
+        "files": {"steps_csv": "steps.csv", "plot": "loadtest.png", "raw": "raw/",
+                  "locust_html": {r.name: f"locust-{r.name}.html" for r in results}},
     }
     (config.out_dir / "summary.json").write_text(json.dumps(_finite(summary), indent=2))
     return results

@@ -25,123 +25,19 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from nasprune.config import RunConfig, SearchConfig, TrainConfig, config_of_run
 from nasprune.data import DataConfig, Encoded, TaskData, encode, load_task_data, subset
 from nasprune.errors import NaspruneError
 from nasprune.models import pick_device
-from nasprune.training import (
-    TrainConfig,
-    iter_batches,
-    load_classifier,
-    train,
-    write_json,
-)
+from nasprune.training import iter_batches, load_classifier, train, write_json
 
-FINETUNE_DIR, SUPERTRAIN_DIR, SUPERNET_DIR, EXPORT_DIR = (
-    "finetune", "supertrain", "supernet", "export")
+__all__ = ["RunConfig", "SearchConfig", "TrainConfig", "DataConfig", "config_of_run", "run"]
 
-
-@dataclass
-class SearchConfig:
-    space: str = "layerwise"
-    searcher: str = "local"
-    trials: int = 100
-    objectives: tuple[str, ...] = ("error", "params")
-    any_heads: bool = False
-    unit_step: int = 64
-    low_fidelity: float | None = None
-    importance: str = "fisher"
-    calibration_examples: int = 512
-    eval_batch_size: int = 64
-    seed: int = 0
-    backend: str = "local"  # local (in process), process (worker processes), ray
-    workers: int = 1
-    address: str | None = None  # ray: None = a private local Ray, "auto", "ray://host:port"
-    cpus_per_worker: float = 1
-    gpus_per_worker: float = 0
-
-    def __post_init__(self) -> None:
-        from nasprune.search.executors import BACKENDS
-
-        if self.backend not in BACKENDS:
-            raise NaspruneError(f"unknown backend {self.backend!r}; choose one of "
-                                + ", ".join(BACKENDS))
-        if self.workers < 1:
-            raise NaspruneError("workers must be at least 1")
-        self.objectives = tuple(self.objectives)
-        if self.objectives[0] != "error" or len(self.objectives) not in (2, 3):
-            raise NaspruneError("objectives: 'error' followed by one or two of "
-                                "params, encoder_params, flops, latency")
-        if self.trials < 1:
-            raise NaspruneError("trials must be at least 1")
-
-
-@dataclass
-class RunConfig:
-    model: str = "minilm-l6"
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
-    pick: str = "encoder_params<=0.5"
-    export_formats: tuple[str, ...] = ("hf",)
-    quantize: str | None = None
-    recover: str = "distill"  # none, least-squares, distill, both (see recovery.py)
-    recover_epochs: float = 3.0
-    force: bool = False  # export even when the sanity guard fires
-
-    def __post_init__(self) -> None:
-        """Options used after the search are checked now, not after an hour of search."""
-        from nasprune.recovery import METHODS, RecoveryConfig
-        from nasprune.training import needs_teacher
-
-        if self.recover not in METHODS:
-            raise NaspruneError(f"unknown recovery {self.recover!r}; choose one of "
-                                f"{', '.join(METHODS)}")
-        RecoveryConfig(method=self.recover, epochs=self.recover_epochs)
-        self.budget()
-        needs_teacher(self.train.strategy)  # an unknown strategy is refused here
-
-    def budget(self) -> float | None:
-        """The pick's encoder-parameter fraction when the rule is ``encoder_params<=x``
-        (super-network distillation samples around it); checks the rule's syntax."""
-        from nasprune.search.pareto import KNOWN_METRICS, parse_rule
-
-        rule = self.pick.strip().lstrip("#")
-        if rule.lower() in ("largest", "smallest") or rule.isdigit():
-            return None
-        metric, op, threshold = parse_rule(self.pick, dict.fromkeys(KNOWN_METRICS, 1.0))
-        return threshold if metric == "encoder_params" and op in ("<=", "<") else None
-
-    def recovery(self):
-        from nasprune.recovery import RecoveryConfig
-
-        return RecoveryConfig(method=self.recover, epochs=self.recover_epochs,
-                              seed=self.train.seed)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def config_of_run(run_dir: str | Path) -> RunConfig:
-    """The configuration a run directory was made with (``config.json``)."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise NaspruneError(f"{run_dir} is not a run directory (no config.json); "
-                            "start one with: nasprune run --until finetune ...")
-    saved = json.loads(path.read_text())
-    data = DataConfig(**{**saved["data"], "text_columns": tuple(saved["data"]["text_columns"])
-                         if saved["data"].get("text_columns") else None})
-    return RunConfig(model=saved["model"], data=data, train=TrainConfig(**saved["train"]),
-                     search=SearchConfig(**saved["search"]), pick=saved["pick"],
-                     export_formats=tuple(saved["export_formats"]), quantize=saved["quantize"],
-                     recover=saved.get("recover", "none"),
-                     recover_epochs=saved.get("recover_epochs", 3.0),
-                     force=saved.get("force", False))
-
+from nasprune.rundir import EXPORT_DIR, FINETUNE_DIR, SUPERNET_DIR, SUPERTRAIN_DIR, RunDir
 
 # --------------------------------------------------------------------------- stages
 
@@ -238,10 +134,7 @@ def supertrain_stage(cfg: RunConfig, data: TaskData, run_dir: Path) -> Path:
     out = run_dir / SUPERTRAIN_DIR
     if (out / "metrics.json").is_file() and (out / "model").is_dir():
         return out / "model"
-    s = cfg.search
-    options = {"space": s.space, "unit_step": s.unit_step, "any_heads": s.any_heads,
-               "importance": s.importance, "calibration_examples": s.calibration_examples,
-               "budget": cfg.budget(), **cfg.train.strategy_options}
+    options = {**_strategy_defaults(cfg, True), **cfg.train.strategy_options}
     epochs = float(options.pop("epochs", 1.0))
     train_cfg = replace(cfg.train, epochs=epochs, strategy_options={**options, "epochs": epochs})
     model, tokenizer = load_classifier(str(run_dir / FINETUNE_DIR / "model"), data.preset)
@@ -286,7 +179,8 @@ def search_stage(cfg: RunConfig, data: TaskData, run_dir: Path, supernet, tokeni
 
 
 def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data: TaskData,
-                 train_encoded: Encoded, out: Path | None = None) -> tuple[Path, dict | None]:
+                 train_encoded: Encoded, out: Path | None = None,
+                 reuse: bool = True) -> tuple[Path, dict | None]:
     """The picked sub-network as a deployable directory (``out``, default ``RUN/export``);
     kept when it already holds the pick.
 
@@ -297,7 +191,7 @@ def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data
     from nasprune.export import MANIFEST, SUBNET_FILE, export_model
 
     out = Path(out) if out is not None else run_dir / EXPORT_DIR
-    if (out / MANIFEST).is_file() and (out / SUBNET_FILE).is_file():
+    if reuse and (out / MANIFEST).is_file() and (out / SUBNET_FILE).is_file():
         stored = json.loads((out / SUBNET_FILE).read_text())
         if [list(layer) for layer in stored.get("layers", [])] == [
                 list(layer) for layer in trial.subnet.layers]:
@@ -353,33 +247,103 @@ def _check_search(trials, force: bool) -> None:
             "train longer or on more data, or pass --force")
 
 
+def absolute(cfg: RunConfig) -> RunConfig:
+    """The same configuration with every file path absolute, so a run directory works
+    from any folder and can be moved."""
+    from dataclasses import replace
+
+    def full(path):
+        return str(Path(path).expanduser().resolve()) if path else path
+
+    d = cfg.data
+    data = replace(d, data_dir=full(d.data_dir), train_file=full(d.train_file),
+                   validation_file=full(d.validation_file), search_file=full(d.search_file),
+                   distill_file=full(d.distill_file))
+    model = full(cfg.model) if Path(cfg.model).expanduser().is_dir() else cfg.model
+    return replace(cfg, data=data, model=model)
+
+
+def prepare(cfg: RunConfig, run_dir: str | Path, redo: str | None = None
+            ) -> tuple[RunConfig, TaskData, RunDir, dict]:
+    """Check everything a run needs before anything is written: the options (strategy
+    options included), the model name, the data (files, columns, labels) and, for an
+    existing run directory, that its finished stages were made with these options.
+    Returns the configuration with absolute paths, the data, the locked run directory
+    and the stages' fingerprints."""
+    from nasprune.models import resolve_model
+    from nasprune.rundir import fingerprints
+    from nasprune.training import make_strategy, needs_teacher
+
+    cfg = absolute(cfg)
+    teacher_strategy = needs_teacher(cfg.train.strategy)
+    options = dict(cfg.train.strategy_options)
+    if cfg.train.strategy != "standard":
+        options = {**_strategy_defaults(cfg, teacher_strategy), **options}
+    make_strategy(cfg.train.strategy, options)
+    resolve_model(cfg.model)
+    data = load_task_data(cfg.data)
+    run = RunDir(run_dir)
+    wanted = fingerprints(cfg, teacher_strategy)
+    run.lock()
+    try:
+        run.check(wanted, redo)
+    except BaseException:
+        run.release()
+        raise
+    return cfg, data, run, wanted
+
+
+def _strategy_defaults(cfg: RunConfig, teacher_strategy: bool) -> dict:
+    """Super-network strategies sample the space that the search will use."""
+    s = cfg.search
+    out = {"space": s.space, "unit_step": s.unit_step, "any_heads": s.any_heads}
+    if teacher_strategy:
+        out.update(importance=s.importance, calibration_examples=s.calibration_examples,
+                   budget=cfg.budget())
+    return out
+
+
 def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True,
-        until: str = "export") -> dict:
-    """The stages up to ``until`` (finetune, search or export); returns the run summary."""
+        until: str = "export", redo: str | None = None) -> dict:
+    """The stages up to ``until`` (finetune, search or export); returns the run summary.
+
+    Everything is checked first (``prepare``); only then are ``config.json`` and the log
+    written. ``redo`` recomputes that stage and every later one."""
     if until not in STAGES:
         raise NaspruneError(f"unknown stage {until!r}; choose one of {', '.join(STAGES)}")
+    cfg, data, rundir, wanted = prepare(cfg, run_dir, redo)
+    try:
+        return _run(cfg, data, rundir, wanted, progress, until)
+    except BaseException as exc:
+        rundir.log(f"stopped: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        raise
+    finally:
+        rundir.release()
+
+
+def _run(cfg: RunConfig, data: TaskData, rundir: RunDir, wanted: dict, progress: bool,
+         until: str) -> dict:
     from nasprune.report import pareto_summary
     from nasprune.search.pareto import pick
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saved = run_dir / "config.json"
-    if saved.is_file():
-        previous = json.loads(saved.read_text())
-        if previous.get("model") != cfg.model or previous.get("data") != json.loads(
-                json.dumps(cfg.data.to_dict())):
-            raise NaspruneError(
-                f"{run_dir} holds a run of another model or data set; use a new --run-dir")
-    write_json(saved, cfg.to_dict())
+    run_dir = rundir.path
+    write_json(run_dir / "config.json", cfg.to_dict())
+    rundir.log(f"run until {until}: {json.dumps(cfg.to_dict(), default=str)}")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
-    data = load_task_data(cfg.data)
+    def finished(stage: str, seconds: float, *stages: str) -> None:
+        for name in (stage, *stages):
+            if name in wanted:
+                rundir.record(name, wanted[name])
+        timings[stage] = seconds
+        rundir.log(f"stage {stage}: {seconds:.1f} s")
+
     t = time.perf_counter()
     finetuned = finetune_stage(cfg, data, run_dir)
-    timings["finetune"] = time.perf_counter() - t
+    finished("finetune", time.perf_counter() - t)
     metric = data.preset.metric
     split = data.selection_split
     record: dict = {"task": data.preset.name, "metric": metric, "split": split,
@@ -398,11 +362,11 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True,
     sanity_check(cfg, data, run_dir, tokenizer)
     train_encoded = encode(tokenizer, data, "train", cfg.train.max_length)
     supernet, tokenizer = supernet_stage(cfg, data, run_dir, train_encoded)
-    timings["supernet"] = time.perf_counter() - t
+    finished("supernet", time.perf_counter() - t, SUPERTRAIN_DIR)
 
     t = time.perf_counter()
     result = search_stage(cfg, data, run_dir, supernet, tokenizer, progress)
-    timings["search"] = time.perf_counter() - t
+    finished("search", time.perf_counter() - t)
 
     summary = pareto_summary(run_dir, cfg.search.objectives)
     finished = [x for x in summary.trials if x.is_full_fidelity]
@@ -429,7 +393,8 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True,
     if until == "export":
         t = time.perf_counter()
         path, recovery = export_stage(cfg, run_dir, supernet, tokenizer, chosen, data,
-                                      train_encoded)
+                                      train_encoded, reuse=rundir.matches(EXPORT_DIR,
+                                                                          wanted[EXPORT_DIR]))
         record["export_dir"] = str(path)
         exported = json.loads((path / "metrics.json").read_text())
         record["exported"] = {"validation": exported["validation"]["float"][metric],
@@ -440,7 +405,8 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True,
                 **{f"{when}_{name}": recovery[when][name][metric]
                    for when in ("before", "after") for name in (split, "validation")}}
             record["exported"][split] = recovery["after"][split][metric]
-        timings["export"] = time.perf_counter() - t
+        finished("export", time.perf_counter() - t)
     timings["total"] = time.perf_counter() - started
     write_json(run_dir / "summary.json", record)
+    rundir.log(f"done in {timings['total']:.1f} s")
     return record

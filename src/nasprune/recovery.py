@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,15 +31,17 @@ import torch
 from torch import nn
 
 from nasprune.adapters import get_adapter
+from nasprune.choices import RECOVERY
 from nasprune.data import Encoded, TaskPreset, collate, concat, subset
 from nasprune.errors import NaspruneError
 from nasprune.losses import DistillLoss, Targets
 from nasprune.models import uses_token_types
+from nasprune.progress import ProgressBar
 from nasprune.subnet import Subnet
 from nasprune.supernet import model_inputs, subnet_of
 from nasprune.training import evaluate, grouped_batches, iter_batches
 
-METHODS = ("least-squares", "distill", "both", "none")
+METHODS = RECOVERY
 
 
 @dataclass
@@ -302,7 +303,7 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
     try:
         checkpoint(0, [])
         student.train()
-        with _bar(progress, steps) as (bar, task):
+        with ProgressBar(progress, steps, 0, "recovery (distillation)") as bar:
             while done < steps:
                 losses = []
                 for indices in grouped_batches(train, batch_size, seed + epoch):
@@ -320,7 +321,7 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
                     optimizer.zero_grad(set_to_none=True)
                     losses.append(float(value.detach()))
                     done += 1
-                    bar.update(task, advance=1)
+                    bar.update(done, f"loss {losses[-1]:.4f}")
                 epoch += 1
                 checkpoint(epoch, losses)
         if best_state is not None:
@@ -331,15 +332,6 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
     best = min((h for h in history if "error" in h), key=lambda h: h["error"], default=None)
     return {"steps": done, "epochs": history,
             "best_epoch": best["epoch"] if best else epoch}
-
-
-@contextmanager
-def _bar(enabled: bool, total: int):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    with Progress("[bold]recovery", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  disable=not enabled) as bar:
-        yield bar, bar.add_task("distill", total=total)
 
 
 # ------------------------------------------------------------------------- recover()

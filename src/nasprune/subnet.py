@@ -313,7 +313,39 @@ class LayerwiseSpace(SearchSpace):
         return tuple(v for layer in subnet.layers for v in layer)
 
 
-SPACES = {"small": SmallSpace, "layer": LayerSpace, "layerwise": LayerwiseSpace}
+class UniformSpace(SearchSpace):
+    """Sub-networks that export as a stock transformers config (no remote code): the first
+    L layers, each with **all** heads and the same U FFN units; the other layers removed.
+
+    Heads are not searched because a stock BERT-family config derives the head size from
+    ``hidden_size / num_attention_heads``: fewer heads of the original size have no stock
+    form (see ``nasprune.export_vanilla``). Layers and FFN width are what remains.
+    """
+
+    name = "uniform"
+
+    def __init__(self, shape: ModelShape, *, unit_step: int = 64):
+        super().__init__(shape)
+        self.dims = (tuple(range(1, shape.num_layers + 1)),
+                     _steps(shape.ffn, unit_step, zero=False))
+        self.dim_names = ("layers", "units")
+
+    def to_subnet(self, values: Sequence[int]) -> Subnet:
+        n, u = values
+        heads = self.shape.num_heads
+        return Subnet(tuple((heads, u) if i < n else (0, 0) for i in range(self.shape.num_layers)))
+
+    def from_subnet(self, subnet: Subnet) -> tuple[int, ...]:
+        n = subnet.kept_layers
+        kept = set(subnet.layers[:n])
+        if (n == 0 or len(kept) != 1 or next(iter(kept))[0] != self.shape.num_heads
+                or any(layer != (0, 0) for layer in subnet.layers[n:])):
+            raise SubnetError(f"{subnet} is not in the 'uniform' space")
+        return (n, subnet.layers[0][1])
+
+
+SPACES = {"small": SmallSpace, "layer": LayerSpace, "layerwise": LayerwiseSpace,
+          "uniform": UniformSpace}
 
 
 def make_space(name: str, shape: ModelShape, *, any_heads: bool = False,
@@ -324,4 +356,6 @@ def make_space(name: str, shape: ModelShape, *, any_heads: bool = False,
         return SmallSpace(shape, any_heads=any_heads, unit_step=unit_step)
     if name == "layerwise":
         return LayerwiseSpace(shape, unit_step=unit_step)
+    if name == "uniform":
+        return UniformSpace(shape, unit_step=unit_step)
     return LayerSpace(shape)

@@ -26,13 +26,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasprune.adapters import Adapter, Edit, get_adapter
+from nasprune.choices import IMPORTANCE
 from nasprune.errors import NaspruneError
 from nasprune.subnet import Subnet
 
 SUBNET_CONFIG_KEY = "nasprune_subnet"
 ORDER_FILE = "order.json"
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
-IMPORTANCE_METHODS = ("fisher", "taylor", "magnitude")
+IMPORTANCE_METHODS = IMPORTANCE
 
 
 # ---------------------------------------------------------------------- structure edits

@@ -7,56 +7,25 @@ distillation) plug in as further strategies without touching the loop.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from nasprune import metrics as task_metrics
+from nasprune.config import TrainConfig
 from nasprune.data import Encoded, TaskData, TaskPreset, batches, collate, encode
 from nasprune.errors import NaspruneError
+from nasprune.files import write_json
 from nasprune.models import pick_device, uses_token_types
-
-
-@dataclass
-class TrainConfig:
-    epochs: float = 3.0
-    batch_size: int = 16
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    grad_accum: int = 1
-    max_length: int = 128
-    eval_batch_size: int = 64
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-    strategy: str = "standard"
-    strategy_options: dict = field(default_factory=dict)
-    group_by_length: bool = True
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "grad_accum", "max_length", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise NaspruneError(f"{name.replace('_', '-')} must be at least 1")
-        if self.epochs <= 0 or self.learning_rate <= 0:
-            raise NaspruneError("epochs and learning rate must be positive")
-        if not 0 <= self.warmup_ratio < 1:
-            raise NaspruneError("warmup ratio must be in [0, 1)")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
+from nasprune.progress import ProgressBar
 
 # --------------------------------------------------------------------------- strategies
 
@@ -271,8 +240,7 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
     best: dict | None = None
     seen, train_seconds, done = 0, 0.0, 0
     model.train()
-    with _progress(cfg.progress) as bar:
-        task = bar.add_task("fine-tuning", total=total_batches, loss=float("nan"))
+    with ProgressBar(cfg.progress, total_batches, 0, "fine-tuning") as bar:
         epoch = 0
         while done < total_batches:
             groups = grouped_batches(train_enc, cfg.batch_size, cfg.seed + epoch,
@@ -289,7 +257,7 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                bar.update(task, advance=1, loss=loss)
+                bar.update(done, f"loss {loss:.4f}")
             train_seconds += time.perf_counter() - start
             epoch += 1
             scores = evaluate(model, val_enc, data.preset, cfg.eval_batch_size, device, pad_id)
@@ -305,7 +273,7 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
                     len(f"epoch {epoch}: "):]
             model.train()
             history.append(record)
-            bar.console.print(line)
+            bar.print(line)
             if best is None or chosen["error"] < best.get(choose_on, best)["error"]:
                 best = record
                 save_model(model, tokenizer, out_dir / "model", strategy.save_extra)
@@ -342,20 +310,6 @@ def save_model(model, tokenizer, directory: Path,
         extra(tmp)
     shutil.rmtree(directory, ignore_errors=True)
     os.replace(tmp, directory)
-
-
-def write_json(path: Path, value) -> None:
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str))
-    os.replace(tmp, path)
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(),
-        disable=not enabled, transient=False,
-    )
 
 
 def iter_batches(encoded: Encoded, batch_size: int, model, pad_id: int = 0,

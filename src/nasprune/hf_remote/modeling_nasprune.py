@@ -10,6 +10,13 @@ parameter names are the stock ones, so the checkpoint is an ordinary safetensors
 This file is copied into each export directory and must import only ``torch`` and
 ``transformers`` (users load it without nasprune installed). ``nasprune.load`` uses the
 same classes from the installed package and never runs code from the directory.
+
+The configs of such exports carry their own ``model_type`` (``nasprune_bert``, ...), which
+stock transformers does not know: ``AutoModelForSequenceClassification.from_pretrained``
+without ``trust_remote_code=True`` refuses the directory (asking for
+``trust_remote_code=True``) instead of building the full stock structure and silently
+filling pruned or dropped layers with random weights. Sub-networks that a stock config
+can describe are exported without this file (see ``nasprune.export_vanilla``).
 """
 
 from __future__ import annotations
@@ -77,7 +84,9 @@ class ZeroBranch(nn.Module):
 
 
 def _family(config) -> str:
-    return "distilbert" if config.model_type == "distilbert" else "bert"
+    """``distilbert`` or ``bert`` (the layout of every other family), from a stock or a
+    ``nasprune_<family>`` model type."""
+    return "distilbert" if config.model_type.endswith("distilbert") else "bert"
 
 
 def _dims(config) -> tuple[int, int, int]:
@@ -161,31 +170,56 @@ class _Pruned:
         apply_subnet(self)
 
 
+#: The ``model_type`` of a pruned export of each stock family.
+PREFIX = "nasprune_"
+
+
+class NaspruneBertConfig(transformers.BertConfig):
+    model_type = PREFIX + "bert"
+
+
+class NaspruneRobertaConfig(transformers.RobertaConfig):
+    model_type = PREFIX + "roberta"
+
+
+class NaspruneXLMRobertaConfig(transformers.XLMRobertaConfig):
+    model_type = PREFIX + "xlm-roberta"
+
+
+class NaspruneElectraConfig(transformers.ElectraConfig):
+    model_type = PREFIX + "electra"
+
+
+class NaspruneDistilBertConfig(transformers.DistilBertConfig):
+    model_type = PREFIX + "distilbert"
+
+
 class NaspruneBertForSequenceClassification(
         _Pruned, transformers.BertForSequenceClassification):
-    pass
+    config_class = NaspruneBertConfig
 
 
 class NaspruneRobertaForSequenceClassification(
         _Pruned, transformers.RobertaForSequenceClassification):
-    pass
+    config_class = NaspruneRobertaConfig
 
 
 class NaspruneXLMRobertaForSequenceClassification(
         _Pruned, transformers.XLMRobertaForSequenceClassification):
-    pass
+    config_class = NaspruneXLMRobertaConfig
 
 
 class NaspruneElectraForSequenceClassification(
         _Pruned, transformers.ElectraForSequenceClassification):
-    pass
+    config_class = NaspruneElectraConfig
 
 
 class NaspruneDistilBertForSequenceClassification(
         _Pruned, transformers.DistilBertForSequenceClassification):
-    pass
+    config_class = NaspruneDistilBertConfig
 
 
+#: Stock ``model_type`` -> the pruned model class.
 CLASSES = {
     "bert": NaspruneBertForSequenceClassification,
     "roberta": NaspruneRobertaForSequenceClassification,
@@ -193,3 +227,5 @@ CLASSES = {
     "electra": NaspruneElectraForSequenceClassification,
     "distilbert": NaspruneDistilBertForSequenceClassification,
 }
+#: Stock ``model_type`` -> the config class of its pruned exports.
+CONFIGS = {family: cls.config_class for family, cls in CLASSES.items()}

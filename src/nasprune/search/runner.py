@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from nasprune.errors import NaspruneError
+from nasprune.progress import ProgressBar
 from nasprune.search.pareto import (
     dominates,
     front_of,
@@ -125,39 +126,6 @@ class SearchResult:
 # --------------------------------------------------------------------------- the loop
 
 
-class _Progress:
-    """A rich progress bar on stderr, or nothing."""
-
-    def __init__(self, enabled: bool, total: int, done: int, label: str):
-        self.bar = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                console=Console(stderr=True),
-            )
-            self.bar.start()
-            self.task = self.bar.add_task(label, total=total, completed=done, info="")
-
-    def update(self, done: int, info: str) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done, info=info)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
 def _objectives_of(trial: Trial, objectives: Sequence[str], full: dict) -> tuple[float, ...]:
     return normalise(trial.metrics, objectives, full)
 
@@ -218,7 +186,7 @@ def run_search(
                 executor.submit(d.job)  # retried; nothing was stored for it
         return [d for d in done if d.error is None]
 
-    bar = _Progress(progress, target, 0, f"search ({name})")
+    bar = ProgressBar(progress, target, 0, f"search ({name})")
     try:
         # 1. the reference: the full model at full fidelity
         full_trial = store.get(full_subnet)

@@ -1,0 +1,198 @@
+"""The typed configuration of a run: what the CLI parses, the Python API takes and
+``RUN/config.json`` stores.
+
+Importing this module loads no torch, so a command is checked in well under a second,
+before any work starts: every name below is checked against the registries' names
+(``choices``), every number against its range, and the pick rule's syntax.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from nasprune import choices
+from nasprune.data import DataConfig
+from nasprune.errors import NaspruneError
+
+
+def _one_of(what: str, value, allowed) -> None:
+    if value not in allowed:
+        raise NaspruneError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
+
+
+def _at_least(values: dict, minimum: float = 1) -> None:
+    for name, value in values.items():
+        if value is not None and value < minimum:
+            raise NaspruneError(f"--{name.replace('_', '-')} must be at least {minimum:g}, "
+                                f"got {value:g}")
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 3.0
+    batch_size: int = 16
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_accum: int = 1
+    max_length: int = 128
+    eval_batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    strategy: str = "standard"
+    strategy_options: dict = field(default_factory=dict)
+    group_by_length: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _at_least({"batch_size": self.batch_size, "grad_accum": self.grad_accum,
+                   "max_length": self.max_length, "eval_batch_size": self.eval_batch_size,
+                   "threads": self.threads})
+        if self.epochs <= 0 or self.learning_rate <= 0:
+            raise NaspruneError("epochs and learning rate must be positive")
+        if not 0 <= self.warmup_ratio < 1:
+            raise NaspruneError("warmup ratio must be in [0, 1)")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise NaspruneError(f"unknown device {self.device!r}; use auto, cpu, cuda, "
+                                "cuda:N or mps")
+        _one_of("strategy", self.strategy, choices.STRATEGIES)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SearchConfig:
+    space: str = "layerwise"
+    searcher: str = "local"
+    trials: int = 100
+    objectives: tuple[str, ...] = ("error", "params")
+    any_heads: bool = False
+    unit_step: int = 64
+    low_fidelity: float | None = None
+    importance: str = "fisher"
+    calibration_examples: int = 512
+    eval_batch_size: int = 64
+    seed: int = 0
+    backend: str = "local"  # local (in process), process (worker processes), ray
+    workers: int = 1
+    address: str | None = None  # ray: None = a private local Ray, "auto", "ray://host:port"
+    cpus_per_worker: float = 1
+    gpus_per_worker: float = 0
+
+    def __post_init__(self) -> None:
+        from nasprune.search.executors import BACKENDS
+        from nasprune.search.searchers import SEARCHERS
+        from nasprune.subnet import SPACES
+
+        _one_of("backend", self.backend, BACKENDS)
+        _one_of("search space", self.space, SPACES)
+        _one_of("searcher", self.searcher, SEARCHERS)
+        _one_of("importance method", self.importance, choices.IMPORTANCE)
+        _at_least({"workers": self.workers, "trials": self.trials, "unit_step": self.unit_step,
+                   "calibration_examples": self.calibration_examples,
+                   "eval_batch_size": self.eval_batch_size})
+        _at_least({"cpus_per_worker": self.cpus_per_worker,
+                   "gpus_per_worker": self.gpus_per_worker}, 0)
+        if self.low_fidelity is not None and not 0 < self.low_fidelity < 1:
+            raise NaspruneError("--low-fidelity must be a fraction in (0, 1)")
+        self.objectives = tuple(self.objectives)
+        costs = self.objectives[1:]
+        if (not self.objectives or self.objectives[0] != "error" or len(costs) not in (1, 2)
+                or any(c not in choices.COSTS for c in costs) or len(set(costs)) < len(costs)):
+            raise NaspruneError("objectives: 'error' followed by one or two of "
+                                + ", ".join(choices.COSTS))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RunConfig:
+    model: str = "minilm-l6"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    pick: str = "encoder_params<=0.5"
+    export_formats: tuple[str, ...] = ("hf",)
+    quantize: str | None = None
+    recover: str = "distill"  # none, least-squares, distill, both (see recovery.py)
+    recover_epochs: float = 3.0
+    force: bool = False  # export even when the sanity guard fires
+
+    def __post_init__(self) -> None:
+        """Options used after the search are checked now, not after an hour of search."""
+        self.export_formats = tuple(dict.fromkeys(("hf", *self.export_formats)))
+        for name in self.export_formats:
+            _one_of("export format", name, choices.FORMATS)
+        if self.quantize is not None:
+            _one_of("quantization", self.quantize, choices.QUANTIZE)
+        _one_of("recovery", self.recover, choices.RECOVERY)
+        if self.recover_epochs < 0:
+            raise NaspruneError("--recover-epochs must be >= 0")
+        self.budget()
+
+    def budget(self) -> float | None:
+        """The pick's encoder-parameter fraction when the rule is ``encoder_params<=x``
+        (super-network distillation samples around it); checks the rule's syntax."""
+        from nasprune.search.pareto import KNOWN_METRICS, parse_rule
+
+        rule = self.pick.strip().lstrip("#")
+        if rule.lower() in ("largest", "smallest") or rule.isdigit():
+            return None
+        metric, op, threshold = parse_rule(self.pick, dict.fromkeys(KNOWN_METRICS, 1.0))
+        return threshold if metric == "encoder_params" and op in ("<=", "<") else None
+
+    def recovery(self):
+        from nasprune.recovery import RecoveryConfig
+
+        return RecoveryConfig(method=self.recover, epochs=self.recover_epochs,
+                              seed=self.train.seed)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> RunConfig:
+        """The inverse of ``to_dict``; unknown keys are refused by name."""
+        def build(kind, values: dict, what: str):
+            known = {f.name for f in fields(kind)}
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise NaspruneError(f"{what}: unknown key(s) {', '.join(unknown)}")
+            return kind(**values)
+
+        try:
+            data = dict(saved.get("data", {}))
+            if data.get("text_columns"):
+                data["text_columns"] = tuple(data["text_columns"])
+            top = {k: v for k, v in saved.items() if k not in ("data", "train", "search")}
+            if "export_formats" in top:
+                top["export_formats"] = tuple(top["export_formats"])
+            return build(cls, {**top, "data": build(DataConfig, data, "data"),
+                               "train": build(TrainConfig, dict(saved.get("train", {})),
+                                              "train"),
+                               "search": build(SearchConfig, dict(saved.get("search", {})),
+                                               "search")}, "config")
+        except (TypeError, AttributeError, ValueError) as exc:
+            raise NaspruneError(f"malformed configuration: {exc}") from exc
+
+
+def config_of_run(run_dir: str | Path) -> RunConfig:
+    """The configuration a run directory was made with (``config.json``)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise NaspruneError(f"{run_dir} is not a run directory (no config.json); "
+                            "start one with: nasprune run --until finetune ...")
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise NaspruneError(f"{path} is not valid JSON ({exc}); repair it or start a new "
+                            "--run-dir") from exc
+    if not isinstance(saved, dict):
+        raise NaspruneError(f"{path} does not hold a run configuration")
+    return RunConfig.from_dict(saved)

@@ -1,0 +1,30 @@
+"""Outside a terminal, long work prints a progress line instead of staying silent."""
+
+import io
+
+from nasprune.progress import ProgressBar
+
+
+def test_progress_lines_outside_a_terminal():
+    stream = io.StringIO()  # not a terminal
+    with ProgressBar(True, 10, 0, "fine-tuning", every=0.0, stream=stream) as bar:
+        for done in range(1, 4):
+            bar.update(done, f"loss {1 / done:.2f}")
+        bar.print("epoch 1: search accuracy 0.8")
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("fine-tuning: 1/10 after") and "loss 1.00" in lines[0]
+    assert "epoch 1: search accuracy 0.8" in lines
+    assert lines[-1].startswith("fine-tuning: 3/10")  # the final state, on close
+
+
+def test_lines_are_spaced_and_disabled_means_silent():
+    stream = io.StringIO()
+    bar = ProgressBar(True, 100, 0, "search", every=3600, stream=stream)
+    for done in range(100):
+        bar.update(done)
+    assert stream.getvalue() == ""  # not yet 30 s (here an hour)
+    quiet = io.StringIO()
+    with ProgressBar(False, 5, 0, "search", every=0.0, stream=quiet) as off:
+        off.update(3)
+        off.print("x")
+    assert quiet.getvalue() == ""

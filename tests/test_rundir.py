@@ -1,0 +1,155 @@
+"""Run directories that never lie: stage fingerprints, --redo, absolute paths, one writer,
+runs described in a file, the log."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from nasprune.errors import NaspruneError
+from nasprune.pipeline import run
+from nasprune.rundir import RunDir
+from test_pipeline import tiny_run_config
+
+from conftest import SHARED_DATA
+
+
+def nasprune(*args, cwd=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "nasprune", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_model_dir):
+    """A finished tiny run (fine-tune, search, export) to rerun with other options."""
+    run_dir = tmp_path_factory.mktemp("finished")
+    cfg = tiny_run_config(tiny_model_dir, SHARED_DATA)
+    cfg.recover = "none"
+    record = run(cfg, run_dir, progress=False)
+    return run_dir, cfg, record
+
+
+def _copy(finished, tmp_path):
+    run_dir, cfg, record = finished
+    target = tmp_path / "run"
+    shutil.copytree(run_dir, target)
+    return target, cfg, record
+
+
+def test_changed_training_options_are_refused_naming_them(finished, tmp_path):
+    run_dir, cfg, _ = _copy(finished, tmp_path)
+    before = (run_dir / "config.json").read_text()
+    cfg.train.epochs, cfg.train.learning_rate = 3, 1e-4
+    with pytest.raises(NaspruneError, match=r"--epochs \(1 -> 3\), --lr \(5e-05 -> 0.0001\)"):
+        run(cfg, run_dir, progress=False)
+    assert (run_dir / "config.json").read_text() == before  # nothing recorded
+
+
+def test_other_data_is_refused_and_redo_recomputes(finished, tmp_path):
+    run_dir, cfg, _ = _copy(finished, tmp_path)
+    cfg.data.max_train_examples = 96
+    with pytest.raises(NaspruneError, match="--max-train-examples"):
+        run(cfg, run_dir, progress=False, until="finetune")
+    record = run(cfg, run_dir, progress=False, until="finetune", redo="finetune")
+    metrics = json.loads((run_dir / "finetune" / "metrics.json").read_text())
+    assert metrics["train_examples"] + metrics["search_examples"] <= 96
+    assert record["task"] == "sst2"
+    assert not (run_dir / "search").exists()  # later stages went with it
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["data"]["max_train_examples"] == 96
+
+
+def test_a_changed_search_space_is_refused_more_trials_resume(finished, tmp_path):
+    run_dir, cfg, record = _copy(finished, tmp_path)
+    cfg.search.space = "small"
+    with pytest.raises(NaspruneError, match=r"search stage made with other options: --space"):
+        run(cfg, run_dir, progress=False, until="search")
+    cfg.search.space = "layerwise"
+    cfg.search.trials = record["trials"] + 2
+    again = run(cfg, run_dir, progress=False, until="search")
+    assert again["evaluated_now"] == 2
+
+
+def test_post_search_options_produce_the_export_they_ask_for(finished, tmp_path):
+    run_dir, cfg, _ = _copy(finished, tmp_path)
+    cfg.export_formats, cfg.quantize = ("hf", "onnx"), "int8"
+    record = run(cfg, run_dir, progress=False)
+    assert record["evaluated_now"] == 0
+    assert (run_dir / "export" / "model.onnx").is_file()
+    assert (run_dir / "export" / "model.int8.onnx").is_file() or any(
+        p.name.endswith(".onnx") and "int8" in p.name for p in (run_dir / "export").iterdir())
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["quantize"] == "int8" and saved["export_formats"] == ["hf", "onnx"]
+
+
+def test_a_second_writer_is_refused_at_once(finished, tmp_path):
+    run_dir, cfg, _ = _copy(finished, tmp_path)
+    holder = RunDir(run_dir).lock()
+    try:
+        with pytest.raises(NaspruneError, match=r"in use by nasprune \(PID \d+\)"):
+            run(cfg, run_dir, progress=False)
+    finally:
+        holder.release()
+    run(cfg, run_dir, progress=False, until="finetune")  # free again
+
+
+def test_log_tells_the_story(finished):
+    run_dir, _, _ = finished
+    log = (run_dir / "log.txt").read_text()
+    assert "run until export" in log
+    for stage in ("finetune", "supernet", "search", "export"):
+        assert f"stage {stage}:" in log
+    assert "done in" in log
+
+
+def test_a_moved_run_directory_is_exported_from_a_third_folder(finished, tmp_path):
+    run_dir, cfg, _ = finished
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["data"]["data_dir"].startswith("/") and saved["model"].startswith("/")
+    moved = tmp_path / "elsewhere" / "moved"
+    shutil.copytree(run_dir, moved)
+    third = tmp_path / "third"
+    third.mkdir()
+    result = nasprune("export", moved, "--pick", "largest", "--out", tmp_path / "out",
+                      cwd=third)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "manifest.json").is_file()
+
+
+def test_a_failed_first_command_leaves_no_run_directory(tmp_path):
+    target = tmp_path / "r0"
+    result = nasprune("run", "--train-file", "reviews.csv", "--run-dir", target, cwd=tmp_path)
+    assert result.returncode == 2 and not target.exists()
+
+
+def test_config_file_flags_override_and_replay_gives_the_same_trials(tmp_path, tiny_model_dir):
+    toml = tmp_path / "run.toml"
+    toml.write_text(f'model = "{tiny_model_dir}"\ntask = "sst2"\ndata-dir = "{SHARED_DATA}"\n'
+                    'max-train-examples = 128\nmax_eval_examples = 64\nepochs = 1\n'
+                    'trials = 20\ncalibration-examples = 32\nspace = "small"\n'
+                    'searcher = "random"\nforce = true\nrecover = "none"\n')
+    first = tmp_path / "first"
+    result = nasprune("run", "--config", toml, "--trials", 6, "--until", "search",
+                      "--run-dir", first)
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((first / "config.json").read_text())
+    assert saved["search"]["trials"] == 6 and saved["search"]["space"] == "small"  # flag won
+    again = tmp_path / "again"
+    result = nasprune("run", "--config", first / "config.json", "--until", "search",
+                      "--run-dir", again)
+    assert result.returncode == 0, result.stderr
+    replayed = json.loads((again / "config.json").read_text())
+    assert replayed == saved
+    first_trials = json.loads((first / "summary.json").read_text())
+    again_trials = json.loads((again / "summary.json").read_text())
+    assert first_trials["pick"]["subnet"] == again_trials["pick"]["subnet"]
+    from nasprune.search.store import TrialStore
+
+    def trials(path):
+        with TrialStore.open_existing(path) as store:
+            return [(str(t.subnet), round(t.metrics["error"], 6)) for t in store.trials()]
+
+    assert trials(first) == trials(again)

@@ -1,0 +1,323 @@
+"""`nasprune serve` as a real process on a loopback port: options, slow clients, signals.
+
+Each reproduces a finding of issue 17 against the command an operator runs: bad options
+refused before the model loads; slow and half-sent requests closed on time; a client that
+disconnects mid-upload is not a server error; SIGTERM/SIGINT with a half-sent body open
+exits within the drain time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+NASPRUNE = str(Path(sys.executable).parent / "nasprune")
+HEADER_TIMEOUT = 1.0
+BODY_TIMEOUT = 2.0
+DRAIN = 2.0
+
+
+class ServerProcess:
+    """``nasprune serve`` in a child process, its output in a log file."""
+
+    def __init__(self, model_dir: Path, log: Path, *extra: str):
+        self.log = log
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+        env.pop("NASPRUNE_TOKEN", None)
+        self.handle = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [NASPRUNE, "serve", str(model_dir), "--port", "0", "--threads", "1",
+             "--log-level", "info", "--header-timeout", str(HEADER_TIMEOUT),
+             "--body-timeout", str(BODY_TIMEOUT), "--drain-timeout", str(DRAIN), *extra],
+            env=env, stdout=self.handle, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        self.url = None
+        while self.url is None:
+            found = re.search(r"on (http://127\.0\.0\.1:\d+)", log.read_text())
+            if found:
+                self.url = found.group(1)
+            elif self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"server did not start:\n{log.read_text()}")
+            else:
+                time.sleep(0.1)
+        while True:  # "serving ... on" is printed just before uvicorn listens
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"server never became ready:\n{log.read_text()}")
+            time.sleep(0.1)
+        host, port = self.url.removeprefix("http://").rsplit(":", 1)
+        self.address = (host, int(port))
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=10).text
+
+    def output(self) -> str:
+        self.handle.flush()
+        return self.log.read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.handle.close()
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _assert_no_traceback(output: str) -> None:
+    assert "Traceback" not in output, output
+    assert "Exception in ASGI application" not in output, output
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tmp_path_factory):
+    proc = ServerProcess(tiny_model_dir, tmp_path_factory.mktemp("serve") / "server.log")
+    yield proc
+    proc.stop()
+
+
+def _half_sent_body(address, sent: bytes = b'{"text": "go') -> socket.socket:
+    sock = socket.create_connection(address)
+    sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 1000\r\n\r\n" + sent)
+    return sock
+
+
+# --------------------------------------------------------------------------- finding 7, 8
+
+
+def _serve_fails(model_dir: Path, *options: str) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    run = subprocess.run([NASPRUNE, "serve", str(model_dir), *options], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"})
+    return run, time.monotonic() - started
+
+
+BAD_OPTIONS = [
+    (["--port", "70000"], "--port must be 0..65535"),
+    (["--port", "-1"], "--port must be 0..65535"),
+    (["--host", "256.1.1.1"], "--host '256.1.1.1' is not an IP address"),
+    (["--host", "192.0.2.1"], "not an address of this machine"),
+    (["--max-body-bytes", "-1"], "--max-body-bytes must be an integer >= 1"),
+    (["--threads", "0"], "--threads must be an integer >= 1"),
+    (["--log-level", "loud"], "--log-level must be one of"),
+    (["--request-timeout", "0"], "--request-timeout must be a number"),
+    (["--header-timeout", "-1"], "--header-timeout must be a number"),
+    (["--max-connections", "0"], "--max-connections must be an integer >= 1"),
+    (["--max-queue", "0"], "--max-queue must be an integer >= 1"),
+    (["--max-header-bytes", "10"], "--max-header-bytes must be an integer >= 1024"),
+]
+
+
+@pytest.mark.parametrize("options, expected", BAD_OPTIONS)
+def test_bad_serve_options_are_refused_before_loading(tiny_model_dir, options, expected):
+    """Findings 7 and 8: `--port 70000` listened on 4464; others failed after loading."""
+    from typer.testing import CliRunner
+
+    from nasprune.cli import app
+
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["serve", str(tiny_model_dir), *options])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert expected in lines[0]
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("options, expected", [BAD_OPTIONS[0], BAD_OPTIONS[2], BAD_OPTIONS[6]])
+def test_bad_serve_options_in_a_real_process(tiny_model_dir, options, expected):
+    """The same through the console script: exit 2, one line, no traceback, < 5 s."""
+    run, took = _serve_fails(tiny_model_dir, *options)
+    assert run.returncode == 2, run.stdout + run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in run.stderr + run.stdout
+    assert "serving" not in run.stderr  # refused before the model was loaded
+    assert took < 5, took
+
+
+def test_port_in_use_is_refused_before_loading(tiny_model_dir):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        run, took = _serve_fails(tiny_model_dir, "--port", str(port))
+    assert run.returncode == 2
+    assert run.stderr.strip() == f"error: 127.0.0.1:{port} is already in use (another " \
+                                 "server?); choose another --port"
+    assert took < 5, took
+
+
+# --------------------------------------------------------------------------- finding 2
+
+
+def test_slow_and_partial_header_clients_are_closed_on_time(server):
+    """Finding 2: partial headers and 1-byte drips stayed open indefinitely."""
+    kinds = {
+        "silent": b"",
+        "partial-headers": b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Ty",
+        "request-line-only": b"GET /healthz HTTP/1.1\r\n",
+    }
+    socks: dict[socket.socket, str] = {}
+    for i in range(60):
+        kind = list(kinds)[i % 3]
+        sock = socket.create_connection(server.address)
+        sock.sendall(kinds[kind])
+        socks[sock] = kind
+    drips = [socket.create_connection(server.address) for _ in range(20)]
+    drip_text = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Drip: " + b"a" * 10_000
+    for sock in drips:
+        socks[sock] = "drip"
+    opened = time.monotonic()
+    closed_at: dict[str, list[float]] = {kind: [] for kind in [*kinds, "drip"]}
+    selector = selectors.DefaultSelector()
+    for sock in socks:
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ)
+    offset = 0
+    try:
+        while selector.get_map() and time.monotonic() - opened < HEADER_TIMEOUT + 5:
+            for sock in drips:  # one byte each, every 0.1 s
+                if sock.fileno() != -1 and sock in selector.get_map():
+                    try:
+                        sock.send(drip_text[offset:offset + 1])
+                    except OSError:
+                        pass
+            offset += 1
+            for key, _ in selector.select(timeout=0.1):
+                try:
+                    data = key.fileobj.recv(4096)
+                except (ConnectionResetError, BlockingIOError):
+                    data = b""
+                if not data or b"\r\n\r\n" in data:  # closed, or its 408 is in
+                    closed_at[socks[key.fileobj]].append(time.monotonic() - opened)
+                    selector.unregister(key.fileobj)
+        still_open = len(selector.get_map())
+    finally:
+        for sock in socks:
+            sock.close()
+    assert still_open == 0, {k: len(v) for k, v in closed_at.items()}
+    for kind, times in closed_at.items():
+        assert times and max(times) < HEADER_TIMEOUT + 5, (kind, times)
+    assert _metric(server.metrics(),
+                   'nasprune_connections_closed_total{reason="header_timeout"}') >= 80
+
+
+def test_half_sent_body_gets_408_within_the_body_timeout(server):
+    sock = _half_sent_body(server.address)
+    started = time.monotonic()
+    sock.settimeout(BODY_TIMEOUT + 5)
+    answer = b""
+    while chunk := sock.recv(4096):
+        answer += chunk
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert time.monotonic() - started < BODY_TIMEOUT + 5
+
+
+# --------------------------------------------------------------------------- finding 4
+
+
+def test_mid_upload_disconnect_is_not_a_server_error(server):
+    """Finding 4: a ClientDisconnect traceback each time, counted as status 500."""
+    before = server.metrics()
+    for _ in range(10):
+        sock = _half_sent_body(server.address)
+        time.sleep(0.05)
+        sock.close()
+    predict_499 = 'nasprune_requests_total{path="/v1/predict",status="499"}'
+    deadline = time.monotonic() + 10
+    while _metric(server.metrics(), predict_499) < _metric(before, predict_499) + 10:
+        assert time.monotonic() < deadline, server.metrics()
+        time.sleep(0.05)
+    text = server.metrics()
+    assert 'status="500"' not in text
+    output = server.output()
+    _assert_no_traceback(output)
+    assert output.count("closed the connection during the upload") >= 10
+
+
+def test_process_serves_all_request_shapes(server):
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for body in ({"text": "good"}, {"inputs": "good"}, {"inputs": ["a", "b"]},
+                     {"inputs": [["a", "b"]]}):
+            assert client.post("/v1/predict", json=body).status_code == 200, body
+        assert client.post("/v1/predict", content=b'{"text": "good"}',
+                           headers={"content-type": "text/plain"}).status_code == 415
+        assert client.post("/v1/predict/", json={"text": "good"}).status_code == 404
+        info = client.get("/v1/model").json()
+    assert "/" not in info["model_dir"] and "/" not in str(info["subnet"])
+
+
+# --------------------------------------------------------------------------- shutdown
+
+
+def _signal_with_half_sent_body(proc: ServerProcess, sig: int) -> tuple[float, bytes]:
+    holder = _half_sent_body(proc.address)
+    time.sleep(0.3)  # the server is reading that body
+    started = time.monotonic()
+    proc.proc.send_signal(sig)
+    try:
+        proc.proc.wait(DRAIN + 10)
+    except subprocess.TimeoutExpired:
+        pass
+    took = time.monotonic() - started
+    holder.settimeout(1)
+    try:
+        answer = holder.recv(4096)
+    except OSError:
+        answer = b""
+    holder.close()
+    return took, answer
+
+
+def test_sigterm_with_a_half_sent_body_exits_within_the_drain_time(server):
+    """Finding 2: with one half-sent body open, SIGTERM left the server running 25 s.
+
+    Runs last in this module: it stops the shared server.
+    """
+    took, answer = _signal_with_half_sent_body(server, signal.SIGTERM)
+    assert server.proc.poll() is not None, "still running"
+    assert took < DRAIN + 3, took
+    assert answer.startswith(b"HTTP/1.1 503"), answer  # the upload was cut, not left hanging
+    _assert_no_traceback(server.output())
+
+
+def test_sigint_with_a_half_sent_body_exits_within_the_drain_time(tiny_model_dir, tmp_path):
+    """Finding 2: with one half-sent body open, SIGINT left the server running 45 s."""
+    proc = ServerProcess(tiny_model_dir, tmp_path / "server.log")
+    try:
+        took, answer = _signal_with_half_sent_body(proc, signal.SIGINT)
+        assert proc.proc.poll() == 0, proc.output()
+        assert took < DRAIN + 3, took
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        output = proc.output()
+        _assert_no_traceback(output)
+        assert "interrupted" not in output and output.rstrip().endswith("stopped")
+    finally:
+        proc.stop()
