@@ -18,8 +18,8 @@ $(BIN)/nasprune: pyproject.toml
 venv: $(BIN)/nasprune
 
 demo: venv
-	HF_HUB_OFFLINE=1 $(BIN)/nasprune run --task sst2 --data-dir $(DATA) --model minilm-l6 \
-		--run-dir $(RUN_DIR) --max-train-examples 4000 --epochs 2 --trials 100
+	HF_HUB_OFFLINE=1 $(BIN)/nasprune run --config examples/demo.toml --data-dir $(DATA) \
+		--run-dir $(RUN_DIR)
 
 test: venv
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q --timeout 1200

@@ -20,7 +20,7 @@ def nasprune(*args, timeout=120, cwd=None):
     return subprocess.run([sys.executable, "-m", "nasprune", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, cwd=cwd,
                           env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                               "PATH": "/usr/bin:/bin"})
+                               "PATH": "/usr/bin:/bin", "COLUMNS": "200"})
 
 
 def _files(tmp: Path) -> dict[str, Path]:
@@ -162,7 +162,8 @@ def test_version_and_help():
 
 
 def test_error_text_with_brackets_is_printed_as_is():
-    code = "from nasprune.cli import _fail\n_fail(\"onnx is not installed: pip install 'nasprune[onnx]'\")"
+    code = ("from nasprune.cli import _fail\n"
+            "_fail(\"onnx is not installed: pip install 'nasprune[onnx]' :smile:\")")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
-    assert out.returncode == 2 and "pip install 'nasprune[onnx]'" in out.stderr
+    assert out.returncode == 2 and "pip install 'nasprune[onnx]' :smile:" in out.stderr

@@ -205,3 +205,18 @@ def test_unlabeled_distill_file(tmp_path):
     tok = tiny_tokenizer()
     both = concat(encode(tok, data, "train"), encode(tok, data, "unlabeled"))
     assert len(both) == 6 and both.labels.tolist()[-2:] == [IGNORE_LABEL] * 2
+
+
+def test_missing_labels_and_empty_texts_are_refused_or_dropped(tmp_path):
+    frame = pd.DataFrame({"text": ["good", "bad", "   ", "fine", "ok", "meh"],
+                          "label": ["0", "1", "0", "nan", "", "1"]})
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    cfg = dict(train_file=str(path), validation_file=str(path), search_file=str(path),
+               text_columns=("text",))
+    with pytest.raises(NaspruneError, match=r"3 rows with an empty text and no label "
+                                            r"\(first data rows 3, 4, 5\).*--drop-invalid"):
+        load_task_data(DataConfig(**cfg))
+    data = load_task_data(DataConfig(**cfg, drop_invalid=True))
+    assert data.preset.label_names == ("0", "1")  # never a 'nan' or '' class
+    assert len(data.train) == 3 and data.extra["dropped_invalid"]["train"] == 3

@@ -92,6 +92,13 @@ def _unlink(*names):
     return lambda d: [(d / n).unlink() for n in names]
 
 
+try:  # the server's own loading path (it calls ex.load_model_dir)
+    from nasprune.serve import load_for_inference
+
+    SERVER_LOADER = (load_for_inference,)
+except ImportError:  # the [serve] extra is not installed
+    SERVER_LOADER = ()
+
 SPECIAL_TOKENS = json.dumps({"cls_token": "[PAD]", "sep_token": "[PAD]"})
 # (case id, layout, tampering, words the one-line message must contain)
 TAMPER = [
@@ -198,7 +205,7 @@ def test_tampered_exports_are_refused_with_one_line(pristine, tmp_path, case, la
     d = _copy(pristine, layout, tmp_path)
     nasprune.load(d)  # intact before
     tamper(d)
-    for loader in (nasprune.load, ex.load_model_dir):
+    for loader in (nasprune.load, ex.load_model_dir, *SERVER_LOADER):
         with pytest.raises(NaspruneError) as err:  # anything else fails the test
             loader(d)
         message = str(err.value)
@@ -239,6 +246,10 @@ def test_server_loader_plain_hf_directory(tiny_model_dir, pristine):
     assert type(model).__name__ == "BertForSequenceClassification" and tokenizer is not None
     loaded = ex.load_model_dir(pristine["remote"])
     assert isinstance(loaded, ex.Export) and loaded.subnet == SUBNET
+    for load_for_inference in SERVER_LOADER:
+        for d in (tiny_model_dir, *pristine.values()):
+            model, tokenizer = load_for_inference(d)
+            assert tokenizer is not None and not model.training
 
 
 @pytest.mark.parametrize("marker", ["subnet.json", "metrics.json", "manifest.json",

@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from test_pipeline import tiny_run_config
 
 from nasprune.errors import NaspruneError
 from nasprune.pipeline import run
 from nasprune.rundir import RunDir
-from test_pipeline import tiny_run_config
 
 from conftest import SHARED_DATA
 

@@ -137,6 +137,28 @@ def test_resume_in_process_continues_without_reevaluating(tmp_path, name):
     assert third.calls == [] and again.hypervolume == pytest.approx(result.hypervolume)
 
 
+@pytest.mark.parametrize("name", ["random", "nsga2", "local", "optuna-tpe", "optuna-nsga2"])
+@pytest.mark.parametrize("low_fidelity", [None, 0.5])
+def test_a_resumed_search_is_the_search_that_would_have_run(tmp_path, name, low_fidelity):
+    """Stopped at 21 of 30 trials (as a kill leaves the store), then resumed with a fresh
+    searcher: the 30 sub-networks are those of an uninterrupted run, in the same order."""
+    space = layerwise()
+
+    def search(path, counts):
+        store = TrialStore.for_run(path)
+        for n in counts:
+            result = run_search(space, make_searcher(name, space, seed=3), toy_metrics, store,
+                                n, progress=False, low_fidelity=low_fidelity)
+        order = [str(t.subnet) for t in store.trials()]
+        store.close()
+        return order, result
+
+    whole, _ = search(tmp_path / "whole", [30])
+    resumed, result = search(tmp_path / "resumed", [21, 30])
+    assert len(whole) == 30 and resumed == whole
+    assert result.replay_exact
+
+
 def test_other_space_in_the_same_store_is_refused(tmp_path):
     store = TrialStore.for_run(tmp_path)
     space = layerwise()

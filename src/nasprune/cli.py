@@ -20,6 +20,7 @@ from rich.markup import escape
 from nasprune import choices
 from nasprune.data import PRESETS
 from nasprune.errors import NaspruneError
+from nasprune.export_manifest import LAYOUTS
 from nasprune.rundir import ORDER
 from nasprune.search.executors import BACKENDS
 from nasprune.search.searchers import SEARCHERS
@@ -51,6 +52,7 @@ Quantize = _choice("Quantize", choices.QUANTIZE)
 Backend = _choice("Backend", BACKENDS)
 Until = _choice("Until", ("finetune", "search", "export"))
 Stage = _choice("Stage", ORDER)
+Layout = _choice("Layout", ("auto", *LAYOUTS))
 
 
 def _value(choice):
@@ -109,12 +111,13 @@ _R, _D, _T, _S = _defaults()  # the CLI's defaults are the config dataclasses' d
 _OBJECTIVES = ",".join(_S.objectives)
 
 SearchSplitOpt = Annotated[float, opt("Held out of the training set for every choice (best epoch, search, pick, recovery): a fraction (kept within 200..2000 examples) or a count.", DATA)]
+DropInvalidOpt = Annotated[bool, opt("Drop rows with an empty text or a missing label (reported) instead of refusing the file.", DATA)]
 SearchFileOpt = Annotated[Path | None, opt("Your own search split (same columns as the training file) instead of holding one out.", DATA)]
 
 
 def data_config(task, data_dir, train_file, validation_file, text_columns, label_column,
                 regression, max_train_examples, max_eval_examples, seed=0, search_split=0.1,
-                search_file=None, distill_file=None):
+                search_file=None, distill_file=None, drop_invalid=False):
     from nasprune.data import DataConfig
 
     return DataConfig(
@@ -125,7 +128,7 @@ def data_config(task, data_dir, train_file, validation_file, text_columns, label
         label_column=label_column, regression=regression,
         max_train_examples=max_train_examples, max_eval_examples=max_eval_examples, seed=seed,
         search_split=search_split, search_file=str(search_file) if search_file else None,
-        distill_file=str(distill_file) if distill_file else None)
+        distill_file=str(distill_file) if distill_file else None, drop_invalid=drop_invalid)
 
 
 def quiet_libraries() -> None:
@@ -181,6 +184,7 @@ def finetune(
     max_eval_examples: MaxEvalOpt = None,
     search_split: SearchSplitOpt = _D.search_split,
     search_file: SearchFileOpt = None,
+    drop_invalid: DropInvalidOpt = False,
     out: Annotated[Path, opt("Folder for the checkpoint (OUT/model) and metrics.json.", MODEL)] = Path("runs/finetune"),
     epochs: EpochsOpt = _T.epochs,
     batch_size: BatchOpt = _T.batch_size,
@@ -206,12 +210,12 @@ def finetune(
                       progress=progress_enabled())
     data_cfg = data_config(task, data_dir, train_file, validation_file, text_columns,
                            label_column, regression, max_train_examples, max_eval_examples,
-                           seed, search_split, search_file)
+                           seed, search_split, search_file, drop_invalid=drop_invalid)
     from nasprune.data import load_task_data
-    from nasprune.models import resolve_model
+    from nasprune.models import check_model
 
     data = load_task_data(data_cfg)
-    resolve_model(model)
+    check_model(model)
     quiet_libraries()
     from nasprune.training import finetune as run_finetune
 
@@ -335,6 +339,7 @@ def run(
     max_eval_examples: MaxEvalOpt = None,
     search_split: SearchSplitOpt = _D.search_split,
     search_file: SearchFileOpt = None,
+    drop_invalid: DropInvalidOpt = False,
     distill_file: Annotated[Path | None, opt("Unlabeled in-domain texts (the text columns, no label) that the teacher labels for --recover distill.", DATA)] = None,
     run_dir: Annotated[Path, opt("Everything goes here; finished stages are reused.", MODEL)] = Path("runs/run"),
     epochs: EpochsOpt = _T.epochs,
@@ -380,7 +385,7 @@ def run(
         model=model,
         data=data_config(task, data_dir, train_file, validation_file, text_columns,
                          label_column, regression, max_train_examples, max_eval_examples, seed,
-                         search_split, search_file, distill_file),
+                         search_split, search_file, distill_file, drop_invalid),
         train=TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                           grad_accum=grad_accum, warmup_ratio=warmup_ratio,
                           max_length=max_length, seed=seed, device=device, threads=threads,
@@ -416,37 +421,40 @@ def _strategy_options(strategy: str, space: str, unit_step: int, any_heads: bool
 @app.command(epilog="Example: nasprune search runs/rte --searcher nsga2 --trials 200")
 def search(
     run_dir: Annotated[Path, typer.Argument(help="A run directory with a fine-tuned model (nasprune run --until finetune).")],
-    space: SpaceOpt = _S.space,
-    searcher: SearcherOpt = _S.searcher,
-    trials: TrialsOpt = _S.trials,
-    objectives: ObjectivesOpt = _OBJECTIVES,
-    any_heads: AnyHeadsOpt = _S.any_heads,
-    unit_step: UnitStepOpt = _S.unit_step,
+    space: Annotated[Space | None, opt("Search space (default: the run's).", SEARCH)] = None,
+    searcher: Annotated[Searcher | None, opt("Searcher (default: the run's).", SEARCH)] = None,
+    trials: Annotated[int | None, opt("Sub-networks in the store when done (default: the run's; more resume the search).", SEARCH)] = None,
+    objectives: Annotated[str | None, opt("error plus one or two of " + ", ".join(choices.COSTS) + " (default: the run's).", SEARCH)] = None,
+    any_heads: Annotated[bool | None, opt("small space: any head count 1..H.", SEARCH)] = None,
+    unit_step: Annotated[int | None, opt("FFN units move in steps of this size.", SEARCH)] = None,
     low_fidelity: LowFidOpt = None,
-    importance: ImportanceOpt = _S.importance,
-    calibration_examples: CalibOpt = _S.calibration_examples,
-    seed: SeedOpt = _S.seed,
-    pick: PickOpt = _R.pick,
+    importance: Annotated[Importance | None, opt("Importance scores for reordering.", SEARCH)] = None,
+    calibration_examples: Annotated[int | None, opt("Training examples used to score importance.", SEARCH)] = None,
+    seed: Annotated[int | None, opt("Seed of the search.", SEARCH)] = None,
+    pick: Annotated[str | None, opt("Budget rule shown in the summary (default: the run's).", PICK)] = None,
     redo: RedoOpt = None,
     force: ForceOpt = False,
-    backend: BackendOpt = _S.backend,
+    backend: Annotated[Backend | None, opt("local, process or ray (default: the run's).", RES)] = None,
     address: AddressOpt = None,
-    workers: WorkersOpt = _S.workers,
-    cpus_per_worker: CpusPerWorkerOpt = _S.cpus_per_worker,
-    gpus_per_worker: GpusPerWorkerOpt = _S.gpus_per_worker,
+    workers: Annotated[int | None, opt("process/ray: parallel workers.", RES)] = None,
+    cpus_per_worker: Annotated[float | None, opt("process/ray: CPUs per worker.", RES)] = None,
+    gpus_per_worker: Annotated[float | None, opt("ray: GPUs per worker.", RES)] = None,
 ) -> None:
-    """Search the sub-networks of a run's fine-tuned model (resumes a stopped search)."""
-    from nasprune.config import SearchConfig, config_of_run
+    """Search the sub-networks of a run (resumes a stopped search). Options not given keep
+    the run's values."""
+    from dataclasses import replace
+
+    from nasprune.config import config_of_run
 
     cfg = config_of_run(run_dir)
-    cfg.search = SearchConfig(space=_value(space), searcher=_value(searcher), trials=trials,
-                              objectives=_objectives(objectives), any_heads=any_heads,
-                              unit_step=unit_step, low_fidelity=low_fidelity,
-                              importance=_value(importance),
-                              calibration_examples=calibration_examples,
-                              seed=seed, **_executor_options(backend, address, workers,
-                                                             cpus_per_worker, gpus_per_worker))
-    cfg.pick = pick
+    given = {"space": _value(space), "searcher": _value(searcher), "trials": trials,
+             "objectives": _objectives(objectives) if objectives else None,
+             "any_heads": any_heads, "unit_step": unit_step, "low_fidelity": low_fidelity,
+             "importance": _value(importance), "calibration_examples": calibration_examples,
+             "seed": seed, "backend": _value(backend), "address": address, "workers": workers,
+             "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker}
+    cfg.search = replace(cfg.search, **{k: v for k, v in given.items() if v is not None})
+    cfg.pick = pick or cfg.pick
     cfg.force = cfg.force or force
     cfg.budget()
     quiet_libraries()
@@ -459,7 +467,7 @@ def search(
 # ---- pareto: the front of a search (nasprune.report) ----
 
 
-@app.command()
+@app.command(epilog="Example: nasprune pareto runs/sst2 --pick 'encoder_params<=0.3'")
 def pareto(
     run_dir: Annotated[Path, typer.Argument(help="Run directory holding search/trials.db.")],
     objectives: Annotated[str | None, typer.Option(help="Comma-separated, e.g. error,params or error,params,latency (default: the search's).")] = None,
@@ -487,26 +495,40 @@ def pareto(
 # ---- export: a picked sub-network as a deployable model (nasprune.export) ----
 
 
-@app.command()
+@app.command(epilog="Example: nasprune export runs/sst2 --pick 'latency<=12ms' --out pruned/ "
+             "--format onnx --quantize int8")
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory holding supernet/ and search/trials.db.")],
-    pick: Annotated[str, typer.Option(help="largest, smallest, a trial id, or a budget: 'encoder_params<=0.5', 'params<=0.5', 'flops<=0.3', 'latency<=12ms', 'error<=0.1'.")] = "encoder_params<=0.5",
-    out: Annotated[Path | None, typer.Option(help="Export directory (default RUN_DIR/export).")] = None,
-    format: Annotated[str, typer.Option("--format", help="hf (safetensors + config), or onnx (hf files plus model.onnx).")] = "hf",
-    quantize: Annotated[str | None, typer.Option(help="int8: dynamic quantization of the linear layers (ONNX Runtime with --format onnx, else PyTorch at load).")] = None,
-    validate: Annotated[bool, typer.Option(help="Re-measure the metric of each backend on the run's validation set.")] = True,
+    pick: PickOpt = _R.pick,
+    out: Annotated[Path | None, opt("Export directory (default RUN_DIR/export).", PICK)] = None,
+    format: Annotated[str, opt("hf (safetensors + config), or onnx (hf files plus model.onnx).", PICK, "--format")] = "hf",
+    quantize: Annotated[Quantize | None, opt("int8: dynamic quantization of the linear layers (ONNX Runtime with --format onnx, else PyTorch at load).", PICK)] = None,
+    layout: Annotated[Layout, opt("auto: a plain transformers model when the sub-network allows it, else the remote-code class; or force vanilla / remote.", PICK)] = "auto",
+    validate: Annotated[bool, opt("Re-measure the metric of each backend on the run's validation set.", PICK)] = True,
 ) -> None:
-    """Write the picked sub-network as a smaller model: safetensors, config, tokenizer, checksums."""
-    from nasprune.export import FORMATS, export_from_run
+    """Write the picked sub-network as a smaller model: safetensors, config, tokenizer,
+    model card, checksums."""
+    from nasprune.config import RunConfig
+
+    RunConfig(pick=pick, export_formats=(format,), quantize=_value(quantize))  # checks them
+    from nasprune.rundir import RunDir
 
     quiet_libraries()
-    if format not in FORMATS:
-        raise NaspruneError(f"unknown --format {format!r}; choose one of {', '.join(FORMATS)}")
-    path = export_from_run(run_dir, pick, out, formats=(format,), quantize=quantize,
-                           validate=validate, progress=console.print)
-    metrics = (path / "metrics.json").read_text()
-    console.print(f"[green]exported[/] {path}")
-    typer.echo(metrics.strip())
+    from nasprune.export import export_from_run
+    from nasprune.export_card import run_card_facts
+
+    with RunDir(run_dir) if (Path(run_dir) / "config.json").is_file() else _nothing():
+        path = export_from_run(run_dir, pick, out, formats=(format,), quantize=_value(quantize),
+                               validate=validate, progress=lambda m: console.print(escape(m)),
+                               layout=_value(layout), card=run_card_facts(run_dir))
+    console.print(f"[green]exported[/] {escape(str(path))}")
+    typer.echo((path / "metrics.json").read_text().strip())
+
+
+def _nothing():
+    from contextlib import nullcontext
+
+    return nullcontext()
 
 
 # ---- serve / loadtest: HTTP endpoint with dynamic batching, stepped-users load test ----
@@ -644,7 +666,8 @@ def loadtest(
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True,
+                  emoji=False)
     sys.exit(code)
 
 

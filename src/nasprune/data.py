@@ -93,6 +93,8 @@ class DataConfig:
     search_file: str | None = None
     #: Unlabeled in-domain texts (same text columns) that only the teacher labels.
     distill_file: str | None = None
+    #: Drop rows with an empty text or a missing label (reported) instead of refusing them.
+    drop_invalid: bool = False
 
     def __post_init__(self) -> None:
         if not self.search_split > 0 or (self.search_split >= 1
@@ -203,6 +205,31 @@ def _custom_preset(cfg: DataConfig, train: pd.DataFrame) -> TaskPreset:
     return TaskPreset("custom", tuple(cfg.text_columns), names, ("accuracy",), label_column)
 
 
+def _invalid_rows(frame: pd.DataFrame, texts: Sequence[str], label: str, what: str,
+                  drop: bool) -> tuple[pd.DataFrame, int]:
+    """Rows with an empty (or whitespace-only) text or a missing label: refused with their
+    count and first data rows (1 = the first row after the header), or dropped."""
+    if not texts:
+        return frame, 0
+    empty_text = np.zeros(len(frame), dtype=bool)
+    for column in texts:
+        values = frame[column]
+        empty_text |= (values.isna() | (values.astype(str).str.strip() == "")).to_numpy()
+    labels = frame[label]
+    missing = (labels.isna() | labels.astype(str).str.strip().str.lower().isin(
+        ("", "nan", "none", "null"))).to_numpy()
+    bad = empty_text | missing
+    if not bad.any():
+        return frame, 0
+    if drop:
+        return frame[~bad], int(bad.sum())
+    rows = (np.flatnonzero(bad)[:5] + 1).tolist()
+    kinds = " and ".join(k for k, m in (("an empty text", empty_text), ("no label", missing))
+                         if m.any())
+    raise NaspruneError(f"{what}: {int(bad.sum())} rows with {kinds} (first data rows "
+                        f"{', '.join(map(str, rows))}); fix them or pass --drop-invalid")
+
+
 def _label_sort_key(value) -> tuple:
     try:
         return (0, float(value), "")
@@ -289,6 +316,15 @@ def load_task_data(cfg: DataConfig) -> TaskData:
         train, validation = _hub_splits(PRESETS[cfg.task])
         source = f"hub:glue/{cfg.task}"
 
+    dropped_invalid = {}
+    for name in ("train", "validation"):
+        columns = list(cfg.text_columns or (PRESETS[cfg.task].text_columns if cfg.task else ()))
+        label = cfg.label_column or (PRESETS[cfg.task].label_column if cfg.task else "label")
+        frame = train if name == "train" else validation
+        _check_columns(frame, (*columns, label), f"{name} file")
+        frame, dropped_invalid[name] = _invalid_rows(frame, columns, label, f"{name} file",
+                                                     cfg.drop_invalid)
+        train, validation = (frame, validation) if name == "train" else (train, frame)
     if cfg.task is None:
         preset = _custom_preset(cfg, train)
     else:
@@ -302,13 +338,16 @@ def load_task_data(cfg: DataConfig) -> TaskData:
     train = _subsample(train, cfg.max_train_examples, cfg.seed)
     validation = _subsample(validation, cfg.max_eval_examples, cfg.seed)
     if cfg.search_file:
-        search = _normalise(read_table(cfg.search_file), preset, "search file")
+        search, dropped_invalid["search"] = _invalid_rows(
+            read_table(cfg.search_file), preset.text_columns, preset.label_column,
+            "search file", cfg.drop_invalid)
+        search = _normalise(search, preset, "search file")
         dropped = 0
     else:
         train, search, dropped = split_search(train, validation, preset, cfg.search_split,
                                               cfg.seed)
     extra = {"config": cfg.to_dict(), "search_source": cfg.search_file or "train",
-             "dropped_duplicates": dropped}
+             "dropped_duplicates": dropped, "dropped_invalid": dropped_invalid}
     unlabeled = read_unlabeled(cfg.distill_file, preset) if cfg.distill_file else None
     return TaskData(preset, _numbered(train), _numbered(validation), source, extra,
                     _numbered(search), unlabeled)
@@ -429,9 +468,9 @@ def encode(tokenizer, data: TaskData, split: str, max_length: int = 128,
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         offsets = np.cumsum([0] + [len(x) for x in ids])
-        tmp = path.with_suffix(".tmp.npz")
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.{random.getrandbits(32):08x}.npz")
         np.savez(tmp, ids=np.concatenate(ids), types=np.concatenate(types), offsets=offsets)
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # a unique temporary: two processes never share one
     return Encoded(ids, types, labels)
 
 

@@ -49,6 +49,14 @@ def load_pretrained(factory, name: str, **kwargs):
         ) from exc
 
 
+def check_model(name: str) -> None:
+    """Fail now, with one line, if ``name`` cannot be loaded (a missing path, a hub id
+    without network): reads only its configuration."""
+    from transformers import AutoConfig
+
+    load_pretrained(AutoConfig, name)
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """CUDA, then Apple MPS, then CPU, unless the user names one."""
     if name != "auto":

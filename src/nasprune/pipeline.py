@@ -211,12 +211,13 @@ def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data
                          preset=data.preset, config=cfg.recovery(),
                          pad_id=tokenizer.pad_token_id or 0, subnet=trial.subnet,
                          unlabeled=unlabeled, progress=cfg.train.progress).to_dict()
+    from nasprune.export_card import run_card_facts
+
     path = export_model(
         supernet, trial.subnet, out, tokenizer=tokenizer, metrics=dict(trial.metrics),
         source_model=cfg.model, formats=cfg.export_formats, quantize=cfg.quantize,
-        validation=(validation, data.preset), small=small)
-    if report is not None:
-        write_json(path / "recovery.json", report)
+        validation=(validation, data.preset), small=small, recovery=report,
+        card=run_card_facts(run_dir))
     return path, report
 
 
@@ -270,7 +271,7 @@ def prepare(cfg: RunConfig, run_dir: str | Path, redo: str | None = None
     existing run directory, that its finished stages were made with these options.
     Returns the configuration with absolute paths, the data, the locked run directory
     and the stages' fingerprints."""
-    from nasprune.models import resolve_model
+    from nasprune.models import check_model
     from nasprune.rundir import fingerprints
     from nasprune.training import make_strategy, needs_teacher
 
@@ -279,8 +280,8 @@ def prepare(cfg: RunConfig, run_dir: str | Path, redo: str | None = None
     options = dict(cfg.train.strategy_options)
     if cfg.train.strategy != "standard":
         options = {**_strategy_defaults(cfg, teacher_strategy), **options}
+    check_model(cfg.model)
     make_strategy(cfg.train.strategy, options)
-    resolve_model(cfg.model)
     data = load_task_data(cfg.data)
     run = RunDir(run_dir)
     wanted = fingerprints(cfg, teacher_strategy)
@@ -369,9 +370,9 @@ def _run(cfg: RunConfig, data: TaskData, rundir: RunDir, wanted: dict, progress:
     finished("search", time.perf_counter() - t)
 
     summary = pareto_summary(run_dir, cfg.search.objectives)
-    finished = [x for x in summary.trials if x.is_full_fidelity]
-    _check_search(finished, cfg.force)
-    chosen = pick(finished, cfg.pick, summary.objectives, summary.full)
+    complete = [x for x in summary.trials if x.is_full_fidelity]
+    _check_search(complete, cfg.force)
+    chosen = pick(complete, cfg.pick, summary.objectives, summary.full)
     full = summary.full
     record.update({
         "trials": len(summary.trials),

@@ -8,6 +8,7 @@ benchmarks, so a number in a figure is the number in the table. Matplotlib runs 
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from nasprune.search.store import SEARCH_DIR, Trial, TrialStore
 CSV_METRICS = ("error", "metric", "params", "encoder_params", "flops", "latency")
 
 _LABELS = {
-    "params": "parameters",
+    "params": "total parameters",
     "encoder_params": "encoder parameters",
     "flops": "FLOPs per sequence",
     "latency": "latency (ms)",
@@ -30,60 +31,117 @@ _LABELS = {
 }
 
 
+def _is_full(trial: Any) -> bool:
+    return getattr(trial, "is_full_fidelity", True)
+
+
+def _metrics_of(item: Any) -> dict[str, float]:
+    return dict(item.metrics if hasattr(item, "metrics") else item)
+
+
+def axis_label(x: str, relative: bool) -> str:
+    """``"encoder parameters (% of the unpruned encoder)"``, ``"FLOPs per sequence"``..."""
+    if relative:
+        whole = "encoder" if x == "encoder_params" else "model"
+        return f"{_LABELS.get(x, x)} (% of the unpruned {whole})"
+    return _LABELS.get(x, x)
+
+
 def plot_pareto(
     trials: Sequence[Trial] | Mapping[str, Sequence[Trial]],
     path: str | Path,
     *,
-    x: str = "params",
+    x: str | None = None,
     y: str = "error",
     full: Trial | Mapping[str, float] | None = None,
     title: str | None = None,
-    log_x: bool = True,
+    log_x: bool | None = None,
     split: str | None = None,
+    relative: bool | None = None,
+    pick: Trial | Mapping[str, float] | None = None,
+    pick_label: str | None = None,
 ) -> Path:
     """Every evaluated sub-network (dots), the Pareto front (step line) and the un-pruned
     model (star); one colour per run when ``trials`` maps labels to runs (e.g. to compare
     the arms of a benchmark on one figure). Only full-fidelity trials are drawn.
 
     ``full`` is the un-pruned model (a trial or its metrics); by default the trial with
-    the most ``x`` in the first run.
+    the most ``x`` in the first run (each run's own for the percentages). ``x`` defaults
+    to ``encoder_params`` when measured, else ``params``. ``relative``
+    draws ``x`` as a percentage of the un-pruned model (default: for ``encoder_params``
+    only); ticks are plain numbers (``40%``, ``12M``), never ``1.2x10^7``. ``log_x``
+    (default off) puts ``x`` on a log scale. ``pick`` (a trial) is marked with a diamond
+    and labelled ``pick_label`` (default: its trial id and shape).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     runs = dict(trials) if isinstance(trials, Mapping) else {"": list(trials)}
-    runs = {k: [t for t in v if getattr(t, "is_full_fidelity", True)] for k, v in runs.items()}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    runs = {k: [t for t in v if _is_full(t)] for k, v in runs.items()}
+    if x is None:
+        every = [t for run in runs.values() for t in run]
+        x = "encoder_params" if all("encoder_params" in t.metrics for t in every) else "params"
+    relative = x == "encoder_params" if relative is None else relative
+    log_x = False if log_x is None else log_x
+    given = _metrics_of(full) if full is not None else None
+    first = next((run for run in runs.values() if run), [])
+    reference = given if given is not None else (full_reference(first) if first else None)
+
+    def scale(ref: Mapping[str, float] | None) -> float:
+        if not relative:
+            return 1.0
+        whole = (ref or {}).get(x)
+        if not whole:
+            raise ValueError(f"cannot draw {x} relative to the unpruned model: "
+                             f"its {x} is unknown or zero")
+        return 100.0 / whole
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    reference = None
     for i, (label, run) in enumerate(runs.items()):
         if not run:
             continue
         colour = colours[i % len(colours)]
         ref = full_reference(run)
-        xs = [t.metrics[x] for t in run]
+        k = scale(given if given is not None else ref)
+        xs = [t.metrics[x] * k for t in run]
         ys = [t.metrics[y] for t in run]
         ax.scatter(xs, ys, s=14, alpha=0.45, color=colour,
                    label=f"{label} sub-networks" if label else "sub-networks")
         front = front_of(run, (y, x), ref)
-        fx = [t.metrics[x] for t in front]
+        fx = [t.metrics[x] * k for t in front]
         fy = [t.metrics[y] for t in front]
         ax.step(fx, fy, where="post", color=colour, linewidth=1.6,
                 label=f"{label} Pareto front" if label else "Pareto front")
         ax.scatter(fx, fy, s=26, color=colour, edgecolor="black", linewidth=0.5, zorder=3)
-        if reference is None:
-            reference = ref
-    if full is not None:
-        reference = dict(full.metrics if hasattr(full, "metrics") else full)
+    k = scale(reference) if reference is not None and (reference.get(x) or not relative) else 1.0
     if reference is not None and x in reference and y in reference:
-        ax.scatter([reference[x]], [reference[y]], marker="*", s=220, color="crimson",
+        ax.scatter([reference[x] * k], [reference[y]], marker="*", s=220, color="crimson",
                    edgecolor="black", zorder=4, label="un-pruned model")
+    if pick is not None:
+        chosen = _metrics_of(pick)
+        if x in chosen and y in chosen:
+            if pick_label is None:
+                shape = f": {compact(pick.subnet)}" if hasattr(pick, "subnet") else ""
+                pick_label = (f"pick (trial {pick.id}{shape})" if hasattr(pick, "id")
+                              else "pick")
+            px, py = chosen[x] * k, chosen[y]
+            ax.scatter([px], [py], marker="D", s=90, facecolor="gold", edgecolor="black",
+                       linewidth=1.2, zorder=5, label=pick_label)
+            ax.annotate(pick_label, (px, py), xytext=(8, 10), textcoords="offset points",
+                        fontsize=8, arrowprops={"arrowstyle": "-", "color": "black",
+                                                "linewidth": 0.6})
     if log_x:
         ax.set_xscale("log")
-    ax.set_xlabel(_LABELS.get(x, x) + (" (log scale)" if log_x else ""))
+    ax.set_xlabel(axis_label(x, relative) + (" (log scale)" if log_x else ""))
     ax.set_ylabel(_LABELS.get(y, y) if split is None else f"{y} on the {split} split")
+    plain = FuncFormatter(lambda v, _pos: f"{v:.0f}%" if relative else _plain(v))
+    ax.xaxis.set_major_formatter(plain)
+    if log_x:
+        ax.xaxis.set_minor_formatter(NullFormatter())
     if title:
         ax.set_title(title)
     ax.grid(True, which="both", alpha=0.25)
@@ -94,6 +152,14 @@ def plot_pareto(
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
+
+
+def _plain(v: float) -> str:
+    """Tick text without exponents: ``12M``, ``1.5G``, ``800``, ``2.5``."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= size:
+            return f"{v / size:.3g}{unit}"
+    return f"{v:.3g}"
 
 
 def write_front_csv(front: Sequence[Trial], path: str | Path, full: Mapping[str, float],
@@ -130,18 +196,58 @@ class ParetoSummary:
     png: Path
     csv: Path
     meta: dict[str, Any]
+    #: the marked pick (the given one, else the run's ``--pick`` rule); None when unknown
+    pick: Trial | None = None
+    pick_rule: str | None = None
+
+
+def run_config(run_dir: str | Path) -> dict[str, Any]:
+    """``RUN/config.json`` as a plain dict (``{}`` when the run has none, e.g. a search
+    made through the Python API)."""
+    path = Path(run_dir) / "config.json"
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def model_name(model: str | None) -> str | None:
+    """A model as a title shows it: an alias or hub id as given, a local folder by name."""
+    if not model:
+        return None
+    text = str(model).rstrip("/\\")
+    local = text.startswith((".", "/", "~")) or Path(text).is_dir()
+    return Path(text).name if local else text
+
+
+def run_title(run_dir: str | Path, config: Mapping[str, Any] | None = None) -> str:
+    """``"sst2 · minilm-l6"`` from the run's configuration ('' when it has none)."""
+    config = run_config(run_dir) if config is None else config
+    task = (config.get("data") or {}).get("task")
+    parts = [p for p in (task, model_name(config.get("model"))) if p]
+    return " · ".join(parts)
 
 
 def pareto_summary(
     run_dir: str | Path,
     objectives: Sequence[str] | None = None,
     out_dir: str | Path | None = None,
+    *,
+    pick: str | Trial | bool | None = None,
+    x: str | None = None,
 ) -> ParetoSummary:
     """Front, hypervolume, ``pareto.png`` and ``pareto.csv`` of a run directory's search.
 
     ``objectives`` default to those the search ran with. Files go to ``out_dir`` (default
-    ``RUN_DIR/search/``).
+    ``RUN_DIR/search/``). The plot's x axis is ``x`` (default: encoder parameters as a
+    percentage of the unpruned encoder, when measured); its title names the task and model
+    of ``RUN/config.json``. ``pick`` (a rule such as ``"params<=0.5"`` or a trial) is marked
+    and labelled; by default the run's own pick rule (``config.json``) when a trial meets
+    it; ``False`` marks none.
     """
+    from nasprune.search.pareto import pick as pick_trial
+
     with TrialStore.open_existing(run_dir) as store:
         trials = store.trials()
         meta = store.meta()
@@ -154,14 +260,34 @@ def pareto_summary(
     front = front_of(full_trials, objectives, full)
     hv = trials_hypervolume(full_trials, objectives, full)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / SEARCH_DIR
-    costs = [o for o in objectives if o != "error"]
-    x = costs[0] if costs else "params"
+    config = run_config(run_dir)
+    chosen, rule = None, None
+    if isinstance(pick, Trial):
+        chosen = pick
+    elif isinstance(pick, str):
+        rule, chosen = pick, pick_trial(full_trials, pick, objectives, full)
+    elif pick is None and isinstance(config.get("pick"), str):
+        rule = config["pick"]
+        try:  # the run's own rule: marked when it can be met, never an error here
+            chosen = pick_trial(full_trials, rule, objectives, full)
+        except NaspruneError:
+            chosen, rule = None, None
+    if x is None:
+        costs = [o for o in objectives if o != "error"]
+        x = ("encoder_params" if all("encoder_params" in t.metrics for t in full_trials)
+             else costs[0] if costs else "params")
     split = meta.get("split", "validation")  # searches before the search split used it
+    heading = run_title(run_dir, config)
+    title = f"{len(full_trials)} sub-networks evaluated"
+    label = None
+    if chosen is not None:
+        label = f"pick {rule!r}: trial {chosen.id} ({compact(chosen.subnet)})" if rule \
+            else None
     png = plot_pareto(full_trials, out / "pareto.png", x=x, full=full,
-                      title=f"{len(full_trials)} sub-networks evaluated",
-                      log_x=x != "latency", split=split)
+                      title=f"{heading}: {title}" if heading else title,
+                      log_x=False, split=split, pick=chosen, pick_label=label)
     csv_path = write_front_csv(front, out / "pareto.csv", full, split)
-    return ParetoSummary(front, trials, objectives, full, hv, png, csv_path, meta)
+    return ParetoSummary(front, trials, objectives, full, hv, png, csv_path, meta, chosen, rule)
 
 
 def _human(n: float) -> str:

@@ -86,8 +86,10 @@ def raise_open_file_limit(connections: int) -> None:
 
 
 def _raw_response(status: int, reason: str) -> bytes:
+    retry = "retry-after: 1\r\n" if status == 503 else ""
     return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            f"content-length: {len(reason)}\r\nconnection: close\r\n\r\n{reason}").encode()
+            f"content-length: {len(reason)}\r\n{retry}connection: close\r\n\r\n"
+            f"{reason}").encode()
 
 
 class _ConnectionGuard:

@@ -119,6 +119,7 @@ class SearchResult:
     evaluated: int = 0  # candidates evaluated by this call
     reused: int = 0  # proposals answered from the store
     promoted: int = 0  # multi-fidelity: candidates that went on to the full set
+    replay_exact: bool = True  # a resumed search proposes what the uninterrupted one would
     wall_s: float = 0.0
     history: list[float] = field(default_factory=list)  # hypervolume after each new trial
 
@@ -206,19 +207,18 @@ def run_search(
         normalise(full, objectives, full)  # fails early if an objective is not measured
         result.full = full
 
-        # 2. replay the store into the searcher
+        # 2. replay the store into the searcher, as the uninterrupted search would have
         front_pts: list[tuple[float, ...]] = []
-        count = 0
-        for t in store.trials():
-            try:
-                space.index(t.subnet)
-            except ValueError:
-                continue  # not of this space (cannot happen with matching meta)
-            pts = _objectives_of(t, objectives, full)
-            searcher.tell(t.subnet, pts)
-            count += 1
+        trials = store.trials()
+        members = space_members(space, [t.subnet for t in trials])
+        stored = [t for t in trials if t.subnet in members]
+        carry, exact = _replay(searcher, stored, full_trial, objectives, full,
+                               exact=executor.slots == 1)
+        result.replay_exact = exact
+        count = len(stored)
+        for t in stored:
             if t.is_full_fidelity:
-                front_pts = _update_front(front_pts, pts)
+                front_pts = _update_front(front_pts, _objectives_of(t, objectives, full))
         ref = reference_point(len(objectives))
         hv = hypervolume(front_pts, ref)
         bar.update(count, f"HV {hv:.4f}")
@@ -231,7 +231,7 @@ def run_search(
         while count + len(in_flight) < target or in_flight:
             # fill the executor
             while count + len(in_flight) < target and len(in_flight) < executor.slots:
-                subnet = searcher.ask()
+                subnet = carry.pop() if carry else searcher.ask()
                 stored = store.get(subnet)
                 if stored is not None:
                     searcher.tell(subnet, _objectives_of(stored, objectives, full))
@@ -297,6 +297,60 @@ def run_search(
     )
     result.wall_s = time.perf_counter() - started
     return result
+
+
+def space_members(space: SearchSpace, subnets) -> set:
+    """The sub-networks of ``subnets`` that are points of ``space``."""
+    out = set()
+    for subnet in subnets:
+        try:
+            space.index(subnet)
+        except ValueError:
+            continue  # not of this space (cannot happen with matching meta)
+        out.add(subnet)
+    return out
+
+
+def _replay(searcher: Searcher, stored: list[Trial], full_trial: Trial,
+            objectives: Sequence[str], full: dict, *, exact: bool) -> tuple[list, bool]:
+    """Bring a fresh searcher to the state it had when the stored trials were made.
+
+    One job at a time, the search was: tell the full model, then ask, tell, ask, tell...
+    so the same seed asked again proposes the stored trials in their order (and, between
+    them, the proposals that were answered from the store). Replaying those asks makes a
+    resumed search propose exactly what the uninterrupted one would have. Should a
+    proposal differ (trials made by several workers at once, another searcher), the
+    remaining trials are told as they are. Returns the proposal that replay asked for but
+    the store does not answer (the search's next job) and whether replay was exact.
+    """
+    by_subnet = {t.subnet: t for t in stored}
+    searcher.tell(full_trial.subnet, _objectives_of(full_trial, objectives, full))
+    pending = [t for t in stored if t.subnet != full_trial.subnet]
+    told = {full_trial.subnet}
+    carry: list = []
+    position, stale = 0, 0
+    while exact and position < len(pending):
+        proposal = searcher.ask()
+        if proposal in told:  # answered from the store, as the search did then
+            searcher.tell(proposal, _objectives_of(by_subnet[proposal], objectives, full))
+            stale += 1
+            if stale > 1000:
+                exact = False
+            continue
+        stale = 0
+        if proposal == pending[position].subnet:
+            searcher.tell(proposal, _objectives_of(pending[position], objectives, full))
+            told.add(proposal)
+            position += 1
+            continue
+        exact = False
+        if proposal in by_subnet:  # stored, only later: told below with the rest
+            pass
+        else:
+            carry.append(proposal)
+    for t in pending[position:]:
+        searcher.tell(t.subnet, _objectives_of(t, objectives, full))
+    return carry, exact
 
 
 def _update_front(front: list[tuple[float, ...]], p: tuple[float, ...]) -> list:
