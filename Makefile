@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data/glue
 RUN_DIR ?= runs/minilm-sst2
 
-.PHONY: venv demo test test-fast lint clean
+.PHONY: venv browser demo test test-fast lint clean
 
 $(BIN)/nasprune: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,7 +21,13 @@ demo: venv
 	HF_HUB_OFFLINE=1 $(BIN)/nasprune run --config examples/demo.toml --data-dir $(DATA) \
 		--run-dir $(RUN_DIR)
 
-test: venv
+# headless Chromium + its driver for the HTML report's browser test (skipped where missing)
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) || \
+		echo "chromium could not be installed: the browser test will be skipped"
+
+test: venv browser
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q --timeout 1200
 
 test-fast: venv

@@ -72,20 +72,30 @@ REFERENCE = 1.1
 
 
 class Stages:
-    """Results of finished stages in one JSON file: a stage that is there is not rerun,
-    and its recorded seconds are those of the run that computed it."""
+    """Results of finished stages in one JSON file (committed under results/, so a later
+    session continues where this one stopped): a stage that is there is not rerun, and its
+    recorded seconds are those of the run that computed it. A stage whose files a later
+    stage needs (a checkpoint, a trial store: not committed) is rerun when they are gone
+    and something still needs them."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, legacy: Path | None = None):
         self.path = path
-        self.done = json.loads(path.read_text()) if path.is_file() else {}
+        self.done = {}
+        for source in (legacy, path):
+            if source is not None and source.is_file():
+                self.done.update(json.loads(source.read_text()))
 
-    def __call__(self, name: str, fn):
-        if name in self.done:
+    def has(self, *names: str) -> bool:
+        return all(n in self.done for n in names)
+
+    def __call__(self, name: str, fn, output: Path | None = None):
+        if name in self.done and (output is None or output.exists()):
             return self.done[name]["result"]
         print(f"  stage {name} ...", flush=True)
         start = time.perf_counter()
         result = fn()
         self.done[name] = {"result": result, "seconds": time.perf_counter() - start}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.done, indent=1, default=str))
         tmp.replace(self.path)
@@ -94,6 +104,35 @@ class Stages:
 
     def seconds(self, *names: str) -> float:
         return sum(self.done[n]["seconds"] for n in names if n in self.done)
+
+
+@dataclasses.dataclass
+class Point:
+    """A searched sub-network as the stage files keep it (what picks and fronts need)."""
+
+    id: int
+    subnet: object
+    metrics: dict
+    is_full_fidelity: bool = True
+
+
+def trials_of(store_path: Path) -> dict:
+    """The full-fidelity trials of a store and the unpruned model's metrics, as JSON."""
+    from nasprune.search.pareto import full_reference
+    from nasprune.search.store import TrialStore
+
+    with TrialStore(store_path) as store:
+        trials = [t for t in store.trials() if t.is_full_fidelity]
+        full = full_reference(trials, store.full_subnet())
+    return {"full": full, "trials": [{"id": t.id, "subnet": t.subnet.to_json(),
+                                      "metrics": dict(t.metrics)} for t in trials]}
+
+
+def points(summary: dict) -> tuple[list[Point], dict]:
+    from nasprune.subnet import Subnet
+
+    return ([Point(t["id"], Subnet.from_json(t["subnet"]), t["metrics"])
+             for t in summary["trials"]], summary["full"])
 
 
 # ------------------------------------------------------------------------------- setup
@@ -167,114 +206,139 @@ def speedups(small, full_model, validation, pad_id: int, rounds: int = 10) -> di
 # -------------------------------------------------------------------------------- arms
 
 
-def arm_a(task, seed, args, data, teacher_dir: Path, stages: Stages) -> dict:
+def arm_a(task, seed, args, data, ensure_teacher, stages: Stages) -> dict:
     """The tutorial: masking without ordering, its space, random search."""
-    from transformers import AutoTokenizer
-
-    from nasprune.cost import CostModel
-    from nasprune.search.objective import SubnetEvaluator
-    from nasprune.search.pareto import full_reference
-    from nasprune.search.runner import run_search
-    from nasprune.search.searchers import make_searcher
-    from nasprune.search.store import TrialStore
-    from nasprune.subnet import make_space
-    from nasprune.supernet import Supernet
-
-    model_dir = teacher_dir / "finetune" / "model"
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    pad = tokenizer.pad_token_id or 0
-    supernet = Supernet.from_pretrained(model_dir)
-    supernet.model.eval()
-    search = encode(tokenizer, data, "search")
-    validation = encode(tokenizer, data, "validation")
-    space = make_space("small", supernet.shape)
     store_dir = ROOT / f"{task}-s{seed}" / "a"
+    own = [f"a:pick{int(b * 100)}" for b in BUDGETS] + ["a:front-validation"]
+    loaded: dict = {}
 
-    def evaluator(encoded):
-        return SubnetEvaluator(supernet, encoded, data.preset, cost=CostModel(supernet),
-                               pad_id=pad, masked=True, seed=seed)
+    def model():
+        if not loaded:
+            from transformers import AutoTokenizer
+
+            from nasprune.cost import CostModel
+            from nasprune.search.objective import SubnetEvaluator
+            from nasprune.supernet import Supernet
+
+            model_dir = ensure_teacher() / "finetune" / "model"
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            supernet = Supernet.from_pretrained(model_dir)
+            supernet.model.eval()
+            pad = tokenizer.pad_token_id or 0
+            loaded.update(supernet=supernet, pad=pad,
+                          validation=encode(tokenizer, data, "validation"),
+                          search=encode(tokenizer, data, "search"),
+                          evaluator=lambda enc: SubnetEvaluator(
+                              supernet, enc, data.preset, cost=CostModel(supernet),
+                              pad_id=pad, masked=True, seed=seed))
+        return loaded
 
     def run():
+        from nasprune.search.runner import run_search
+        from nasprune.search.searchers import make_searcher
+        from nasprune.search.store import TrialStore
+        from nasprune.subnet import make_space
+
+        m = model()
+        space = make_space("small", m["supernet"].shape)
         store_dir.mkdir(parents=True, exist_ok=True)
         with TrialStore(store_dir / "trials.db") as store:
-            run_search(space, make_searcher("random", space, seed), evaluator(search), store,
-                       args.trials, ("error", "encoder_params"), progress=False)
+            run_search(space, make_searcher("random", space, seed), m["evaluator"](m["search"]),
+                       store, args.trials, ("error", "encoder_params"), progress=False)
         return True
 
-    stages("a:search", run)
-    with TrialStore(store_dir / "trials.db") as store:
-        trials = [t for t in store.trials() if t.is_full_fidelity]
-        full = full_reference(trials, store.full_subnet())
-    on_validation = evaluator(validation)
+    def summary():
+        stages("a:search", run, output=store_dir / "trials.db")
+        return trials_of(store_dir / "trials.db")
+
+    needs_store = not stages.has(*own, "a:trials")
+    trials, full = points(stages("a:trials", summary,
+                                 output=store_dir / "trials.db" if needs_store else None))
+
+    def validate(subnet):
+        m = model()
+        return m["evaluator"](m["validation"])(subnet)["metric"]
+
     picks = {}
     for budget in BUDGETS:
         def measure(budget=budget):
+            m = model()
             trial = pick_under(trials, full, budget)
             row = trial_row(trial, full)
-            row["validation"] = on_validation(trial.subnet)["metric"]
+            row["validation"] = validate(trial.subnet)
             row["search"] = row["metric"]
-            small = supernet.extract(trial.subnet).eval()
-            row["speedup"] = speedups(small, supernet.model, validation, pad)
+            small = m["supernet"].extract(trial.subnet).eval()
+            row["speedup"] = speedups(small, m["supernet"].model, m["validation"], m["pad"])
             return row
         picks[budget] = stages(f"a:pick{int(budget * 100)}", measure)
-    return {"trials": trials, "full": full, "picks": picks,
-            "validate": lambda subnet: on_validation(subnet)["metric"],
-            "unpruned_validation": None}
+    return {"trials": trials, "full": full, "picks": picks, "validate": validate}
 
 
 def searched_arm(name, cfg: RunConfig, run_dir: Path, data, stages: Stages, recover: str,
-                 unlabeled=None) -> dict:
-    """(b)-(e): the pipeline's own stages in a run directory; ``recover`` per pick."""
-    from transformers import AutoTokenizer
+                 ensure_upstream, unlabeled=None) -> dict:
+    """(b)-(e): the pipeline's own stages in a run directory; ``recover`` per pick. The
+    model is loaded (and, if its files are gone, rebuilt) only when a stage still needs it."""
+    s = "d" if name == "d" else "b"  # the search this arm's picks come from
+    own = [f"{name}:pick{int(b * 100)}" for b in BUDGETS] + [f"{s}:front-validation"]
+    store = run_dir / "search" / "trials.db"
+    loaded: dict = {}
 
-    from nasprune.search.pareto import full_reference
-    from nasprune.search.store import TrialStore
+    def model():
+        if not loaded:
+            from transformers import AutoTokenizer
 
-    search_name = "d" if name == "d" else "b"
-    tokenizer = AutoTokenizer.from_pretrained(run_dir / "finetune" / "model")
-    train_encoded = encode(tokenizer, data, "train", cfg.train.max_length)
+            ensure_upstream()
+            tokenizer = AutoTokenizer.from_pretrained(run_dir / "finetune" / "model")
+            train_encoded = encode(tokenizer, data, "train", cfg.train.max_length)
+            stages(f"{s}:supernet", lambda: bool(
+                supernet_stage(cfg, data, run_dir, train_encoded)),
+                output=run_dir / "supernet" / "config.json")
+            supernet, tokenizer = supernet_stage(cfg, data, run_dir, train_encoded)
+            loaded.update(supernet=supernet, tokenizer=tokenizer, train=train_encoded,
+                          pad=tokenizer.pad_token_id or 0,
+                          validation=encode(tokenizer, data, "validation",
+                                            cfg.train.max_length))
+        return loaded
 
-    def build():
-        supernet_stage(cfg, data, run_dir, train_encoded)
-        return True
+    def summary():
+        m = model()
+        stages(f"{s}:search", lambda: bool(search_stage(
+            cfg, data, run_dir, m["supernet"], m["tokenizer"], progress=False)), output=store)
+        return trials_of(store)
 
-    stages(f"{search_name}:supernet", build)
-    supernet, tokenizer = supernet_stage(cfg, data, run_dir, train_encoded)
-    stages(f"{search_name}:search", lambda: bool(
-        search_stage(cfg, data, run_dir, supernet, tokenizer, progress=False)))
-    with TrialStore.open_existing(run_dir) as store:
-        trials = [t for t in store.trials() if t.is_full_fidelity]
-        full = full_reference(trials, store.full_subnet())
-    validation = encode(tokenizer, data, "validation", cfg.train.max_length)
-    pad = tokenizer.pad_token_id or 0
+    needs_store = not stages.has(*own, f"{s}:trials")
+    trials, full = points(stages(f"{s}:trials", summary, output=store if needs_store else None))
     arm_cfg = dataclasses.replace(cfg, recover=recover)
     arm_data = dataclasses.replace(data, unlabeled=unlabeled)
     picks = {}
     for budget in BUDGETS:
         def export(budget=budget):
+            m = model()
             trial = pick_under(trials, full, budget)
             out = run_dir / f"export-{name}-le{int(budget * 100)}"
-            path, report = export_stage(arm_cfg, run_dir, supernet, tokenizer, trial, arm_data,
-                                        train_encoded, out=out)
+            path, report = export_stage(arm_cfg, run_dir, m["supernet"], m["tokenizer"], trial,
+                                        arm_data, m["train"], out=out)
             metrics = json.loads((path / "metrics.json").read_text())
             row = trial_row(trial, full)
             metric = data.preset.metric
             row["validation"] = metrics["validation"]["float"][metric]
             row["search"] = report["after"]["search"][metric] if report else row["metric"]
             if report:
-                row["before"] = {s: report["before"][s][metric] for s in ("search", "validation")}
+                row["before"] = {x: report["before"][x][metric] for x in ("search", "validation")}
                 row["recovery_best_epoch"] = report["steps"][-1].get("best_epoch")
-            small = supernet.extract(trial.subnet).eval()
-            row["speedup"] = speedups(small, supernet.model, validation, pad)
+            small = m["supernet"].extract(trial.subnet).eval()
+            row["speedup"] = speedups(small, m["supernet"].model, m["validation"], m["pad"])
             return row
         picks[budget] = stages(f"{name}:pick{int(budget * 100)}", export)
 
     def validate(subnet):
-        with torch.inference_mode(), supernet.use(subnet) as model:
-            return evaluate(model, validation, data.preset, pad_id=pad)[data.preset.metric]
+        m = model()
+        with torch.inference_mode(), m["supernet"].use(subnet) as net:
+            return evaluate(net, m["validation"], data.preset, pad_id=m["pad"])[
+                data.preset.metric]
 
     return {"trials": trials, "full": full, "picks": picks, "validate": validate,
-            "search_stage": search_name}
+            "search_stage": s}
 
 
 # ---------------------------------------------------------------------------- one seed
@@ -283,12 +347,28 @@ def searched_arm(name, cfg: RunConfig, run_dir: Path, data, stages: Stages, reco
 def run_seed(task: str, seed: int, args) -> list[dict]:
     base = ROOT / f"{task}-s{seed}"
     base.mkdir(parents=True, exist_ok=True)
-    stages = Stages(base / "stages.json")
+    stages = Stages(RESULTS / f"{NAME}-stages" / f"{task}-s{seed}.json",
+                    legacy=base / "stages.json")
     cfg = run_config(task, seed, args)
     data = load_task_data(cfg.data)
-    std = base / "std"
+    std, kd = base / "std", base / "kd"
     print(f"{task} seed {seed}: {len(data.train)} train / {len(data.search)} search / "
           f"{len(data.validation)} validation -> {base}", flush=True)
+
+    def ensure_teacher() -> Path:
+        stages("teacher", lambda: finetune_stage(cfg, data, std),
+               output=std / "finetune" / "model")
+        return std
+
+    kd_cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, strategy="distill", strategy_options={"epochs": 1.0}))
+
+    def ensure_kd() -> Path:
+        copy_teacher(ensure_teacher(), kd)
+        stages("d:supertrain", lambda: str(_supertrain(kd_cfg, data, kd)),
+               output=kd / "supertrain" / "model")
+        return kd
+
     teacher = stages("teacher", lambda: finetune_stage(cfg, data, std))
     metric = data.preset.metric
     unpruned = {"validation": teacher["best"][metric], "search": teacher["best"]["search"][metric]}
@@ -298,27 +378,23 @@ def run_seed(task: str, seed: int, args) -> list[dict]:
             continue
         print(f" arm {ARMS[arm]}", flush=True)
         if arm == "a":
-            results[arm] = arm_a(task, seed, args, data, std, stages)
+            results[arm] = arm_a(task, seed, args, data, ensure_teacher, stages)
         elif arm in "bc":
             results[arm] = searched_arm(arm, cfg, std, data, stages,
-                                        "none" if arm == "b" else "distill")
+                                        "none" if arm == "b" else "distill", ensure_teacher)
         elif arm == "d":
-            kd = base / "kd"
-            copy_teacher(std, kd)
-            kd_cfg = dataclasses.replace(
-                cfg, train=dataclasses.replace(cfg.train, strategy="distill",
-                                               strategy_options={"epochs": 1.0}))
-            stages("d:supertrain", lambda c=kd_cfg, d=kd: str(_supertrain(c, data, d)))
-            results[arm] = searched_arm("d", kd_cfg, kd, data, stages, "distill")
+            results[arm] = searched_arm("d", kd_cfg, kd, data, stages, "distill", ensure_kd)
         elif arm == "e":
             extra = unlabeled_texts(data, cfg, seed)
-            results[arm] = searched_arm("e", cfg, std, data, stages, "distill", extra)
+            results[arm] = searched_arm("e", cfg, std, data, stages, "distill", ensure_teacher,
+                                        extra)
     rows = []
     for arm, r in results.items():
         rows += summary_rows(task, seed, arm, r, unpruned, stages)
     detail = {arm: {"picks": r["picks"], "front": front_detail(r, stages, arm)}
               for arm, r in results.items()}
-    (base / "detail.json").write_text(json.dumps(detail, indent=1, default=str))
+    out = RESULTS / f"{NAME}-stages" / f"{task}-s{seed}-detail.json"
+    out.write_text(json.dumps(detail, indent=1, default=str))
     return rows
 
 
@@ -430,18 +506,14 @@ def markdown(rows: list[dict], details: dict, stage_times: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(task: str, seed: int) -> None:
+def plot(task: str, seed: int, stages: Stages) -> None:
+    """One figure per task: the fronts the searches found (before recovery), from the
+    stage files (the trial stores need not be there)."""
     from nasprune.report import plot_pareto
-    from nasprune.search.store import TrialStore
 
-    base = ROOT / f"{task}-s{seed}"
-    runs = {}
-    for label, db in ((ARMS["a"], base / "a" / "trials.db"),
-                      (ARMS["b"], base / "std" / "search" / "trials.db"),
-                      (ARMS["d"], base / "kd" / "search" / "trials.db")):
-        if db.is_file():
-            with TrialStore(db) as store:
-                runs[label.split(":")[0]] = store.trials()
+    runs = {ARMS[arm].split(":")[0]: points(stages.done[key]["result"])[0]
+            for arm, key in (("a", "a:trials"), ("b", "b:trials"), ("d", "d:trials"))
+            if key in stages.done}
     if runs:
         plot_pareto(runs, RESULTS / f"{NAME}-{task}.png", x="encoder_params", log_x=False,
                     split="search", title=f"MiniLM-L6 {task.upper()} (seed {seed}): fronts "
@@ -455,14 +527,14 @@ def report(tasks, seeds, all_rows: list[dict] | None = None) -> None:
         rows = json.loads(previous.read_text()).get("summary", [])
     elif all_rows is not None:
         rows = all_rows
-    for path in sorted(ROOT.glob("*-s*/stages.json")):
-        stage_times[path.parent.name] = json.loads(path.read_text())
+    for path in sorted((RESULTS / f"{NAME}-stages").glob("*-s?.json")):
+        stage_times[path.stem] = json.loads(path.read_text())
     for task in tasks:
         for seed in seeds:
-            detail = ROOT / f"{task}-s{seed}" / "detail.json"
+            detail = RESULTS / f"{NAME}-stages" / f"{task}-s{seed}-detail.json"
             if detail.is_file() and task not in details:
                 details[task] = json.loads(detail.read_text())
-                plot(task, seed)
+                plot(task, seed, Stages(RESULTS / f"{NAME}-stages" / f"{task}-s{seed}.json"))
     payload = {"protocol": "picks and stopping on the search split; figures on GLUE "
                "validation (split 'validation') and on the search split (split 'search')",
                "budgets": list(BUDGETS), "arms": ARMS, "default_arm": DEFAULT_ARM,
@@ -507,11 +579,11 @@ def main() -> None:
         return
     # seed 0 of every task first, so a stopped benchmark has one of each
     order = sorted(((t, s) for t in tasks for s in seeds[t]), key=lambda x: (x[1], x[0]))
-    rows_file = ROOT / "rows.json"
+    rows_file = RESULTS / f"{NAME}-stages" / "rows.json"
     done_rows = json.loads(rows_file.read_text()) if rows_file.is_file() else {}
     for task, seed in order:
         done_rows[f"{task}-s{seed}"] = run_seed(task, seed, args)
-        ROOT.mkdir(parents=True, exist_ok=True)
+        rows_file.parent.mkdir(parents=True, exist_ok=True)
         rows_file.write_text(json.dumps(done_rows, indent=1))
         report(tasks, all_seeds, [r for v in done_rows.values() for r in v])
 

@@ -437,14 +437,18 @@ def run_overload(model_dir: Path, work: Path, n: int, clients: int, seed: int
         before = server.rss_mb()
         statuses: dict[str, int] = {}
         errors: dict[str, int] = {}
+        retry_after = [0]
         lock = threading.Lock()
         limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
         with httpx.Client(base_url=server.url, timeout=60, limits=limits) as client:
             def one(body):
                 try:
-                    status = str(client.post("/v1/predict", json=body).status_code)
+                    response = client.post("/v1/predict", json=body)
+                    status = str(response.status_code)
                     with lock:
                         statuses[status] = statuses.get(status, 0) + 1
+                        if status == "503" and response.headers.get("retry-after"):
+                            retry_after[0] += 1
                 except httpx.HTTPError as exc:
                     with lock:
                         errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
@@ -462,6 +466,7 @@ def run_overload(model_dir: Path, work: Path, n: int, clients: int, seed: int
     figures = {"requests": n, "ok": statuses.get("200", 0), "status_503": statuses.get("503", 0),
                "errors": sum(errors.values()), "rss_growth_mb": round(after - before, 1)}
     detail = {"clients": clients, "statuses": statuses, "errors_by_kind": errors,
+              "503_with_retry_after": retry_after[0],
               "rss_before_mb": round(before, 1), "rss_after_mb": round(after, 1),
               "took_s": round(took, 1), "alive_after": alive,
               "server_tracebacks": tracebacks(output)}
@@ -629,7 +634,10 @@ def run_abandoned(model_dir: Path, work: Path, n: int, seed: int) -> tuple[dict,
         "counted_5xx": sum(float(line.split()[-1]) for line in after.splitlines()
                            if line.startswith("nasprune_requests_total") and 'status="5' in line),
         "server_tracebacks": tracebacks(output)}
-    return {"requests": n, "computed": round(abandoned_items / items, 2)}, detail
+    computed_requests = abandoned_items / items
+    if computed_requests == int(computed_requests):
+        computed_requests = int(computed_requests)
+    return {"requests": n, "computed": computed_requests}, detail
 
 
 # --------------------------------------------------------------------------- 5. kill + resume
@@ -921,8 +929,9 @@ def markdown(figures: dict, detail: dict, elapsed: float) -> str:
         + (f" 5xx cases: {fz['five_xx_cases']}." if fz["five_xx_cases"] else ""),
         f"- **overload** ({ov['clients']} concurrent clients, `--max-queue 4`, 8 texts of 60 "
         f"words per request, medium random BERT): {f['overload']['ok']} answered 200, "
-        f"{f['overload']['status_503']} answered 503 (with `Retry-After`), "
-        f"{f['overload']['errors']} client errors {ov['errors_by_kind'] or ''} in "
+        f"{f['overload']['status_503']} answered 503 ({ov['503_with_retry_after']} with "
+        f"`Retry-After`), {f['overload']['errors']} client errors or timeouts"
+        f"{' ' + str(ov['errors_by_kind']) if ov['errors_by_kind'] else ''} in "
         f"{ov['took_s']} s; RSS {ov['rss_before_mb']} -> {ov['rss_after_mb']} MB "
         f"({f['overload']['rss_growth_mb']:+g} MB); tracebacks in the server log: "
         f"{ov['server_tracebacks']}.",
@@ -951,7 +960,10 @@ def markdown(figures: dict, detail: dict, elapsed: float) -> str:
         f"with SIGSTOP while it held the lock): second exit {cs['second_exit']} after "
         f"{cs['second_took_s']} s: `{cs['second_stderr']}`. The first then finished with exit "
         f"{cs['first_exit']}; the store holds {cs['trials_after']} trials, "
-        f"{cs['distinct_after']} distinct.",
+        f"{cs['distinct_after']} distinct. (The second's seconds are its start-up under `nice` "
+        f"on the loaded machine: it imports torch and transformers and reads the data "
+        f"before it asks for the lock; it did not wait for the lock, which the paused first "
+        f"process never released.)",
         f"- **CLI mistakes** (`tests/test_cli.py` `MISTAKES`): exit 2 in {cm['exit_2']}, one "
         f"line in {cm['one_line']}, the expected message in {cm['expected_message']}, a run "
         f"directory written in {cm['wrote_a_run_directory']} of {f['cli_mistakes']['cases']}."

@@ -301,3 +301,79 @@ def test_pareto_command_user_errors(tmp_path, args, message):
                           text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2 and message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _ticks(ax):
+    ax.figure.canvas.draw()
+    return [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+
+
+def test_pareto_plot_in_percent_of_the_encoder_with_plain_ticks_and_the_pick(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from nasprune.report import compact, front_figure, plot_pareto
+
+    trials = _searched_run(tmp_path / "run", n=20).trials
+    with_encoder = [type(t)(t.id, t.subnet, {**t.metrics, "encoder_params":
+                                             t.metrics["params"] - 100}) for t in trials]
+    chosen = with_encoder[5]
+    fig = front_figure(with_encoder, pick=chosen, title="rte · minilm-l6")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "encoder parameters (% of the unpruned encoder)"
+    assert ax.get_xscale() == "linear" and ax.get_title() == "rte · minilm-l6"
+    assert all(t.endswith("%") for t in _ticks(ax))
+    labels = ax.get_legend_handles_labels()[1]
+    assert "pick" in labels and "un-pruned model" in labels
+    (note,) = [c for c in ax.get_children() if type(c).__name__ == "Annotation"]
+    assert note.get_text() == f"pick: trial {chosen.id}\n{compact(chosen.subnet)}"
+    star = ax.collections[-2].get_offsets()[0]  # the un-pruned model at 100 %
+    assert star[0] == pytest.approx(100.0)
+    plt.close(fig)
+
+    # total parameters: plain tick labels (k/M), never an offset or 1e7 exponent
+    big = [type(t)(t.id, t.subnet, {**t.metrics, "params": t.metrics["params"] * 4000})
+           for t in trials]
+    for log_x in (False, True):
+        fig = front_figure(big, x="params", log_x=log_x)
+        ax = fig.axes[0]
+        ticks = _ticks(ax)
+        assert ticks and all("e" not in t and "^" not in t and "×" not in t for t in ticks)
+        assert any(t.endswith(("k", "M")) for t in ticks)
+        assert ax.xaxis.get_offset_text().get_text() == ""
+        assert ax.get_xlabel().startswith("total parameters")
+        plt.close(fig)
+    # the benchmark's call keeps working: labelled runs, encoder params, linear, a split
+    path = plot_pareto({"a": with_encoder, "b": with_encoder[:10]}, tmp_path / "b.png",
+                       x="encoder_params", log_x=False, split="search", title="arms")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pareto_summary_marks_the_runs_pick_and_names_task_and_model(tmp_path, monkeypatch):
+    import json
+
+    import nasprune.report as report
+
+    run = tmp_path / "run"
+    result = _searched_run(run, n=20)
+    (run / "config.json").write_text(json.dumps({
+        "model": str(tmp_path / "models" / "my-minilm"), "data": {"task": "rte"},
+        "pick": "params<=0.5"}))
+    (tmp_path / "models" / "my-minilm").mkdir(parents=True)
+    seen = {}
+
+    def spy(trials, path, **kwargs):
+        seen.update(kwargs)
+        return path
+
+    monkeypatch.setattr(report, "plot_pareto", spy)
+    summary = report.pareto_summary(run)
+    expected = pick([t for t in result.trials if t.is_full_fidelity], "params<=0.5",
+                    full=result.full)
+    assert summary.pick == expected and summary.pick_rule == "params<=0.5"
+    assert seen["pick"] == expected and "trial" in seen["pick_label"]
+    assert seen["title"].startswith("rte · my-minilm: 20 sub-networks")
+    assert seen["x"] == "params"  # no encoder_params measured in this search
+    assert report.pareto_summary(run, pick=False).pick is None
+    assert report.pareto_summary(run, pick="smallest").pick_rule == "smallest"
+    (run / "config.json").write_text(json.dumps({"pick": "error<=0.0001"}))  # unmet: no mark
+    assert report.pareto_summary(run).pick is None

@@ -83,7 +83,8 @@ def test_a_run_directory_of_other_data_is_refused(tmp_path, tiny_model_dir, shar
     cfg = tiny_run_config(tiny_model_dir, shared_data)
     run(cfg, tmp_path, progress=False, until="finetune")
     cfg.data.task = "rte"
-    with pytest.raises(Exception, match="another model or data set"):
+    with pytest.raises(Exception, match=r"finetune stage made with other options: --task "
+                                         r"\('sst2' -> 'rte'\)"):
         run(cfg, tmp_path, progress=False, until="finetune")
 
 

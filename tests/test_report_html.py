@@ -60,7 +60,7 @@ def fake_run(run_dir: Path, *, n: int = 40, export: bool = True, loadtest: bool 
     trials = store.trials()
     store.close()
 
-    cfg = RunConfig(model="minilm-l6", data=DataConfig(task="sst2", data_dir="data"),
+    cfg = RunConfig(model="synthetic-example", data=DataConfig(task="sst2", data_dir="data"),
                     pick="encoder_params<=0.5")
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), default=str))
     history = [{"epoch": e, "accuracy": a, "error": 1 - a,
@@ -149,7 +149,7 @@ def test_report_is_one_offline_file_with_every_part(report_run):
     assert not re.search(r"<script[^>]+src=|<link[^>]+href=|https?://cdn", text[:200]
                          + outside)  # nothing to fetch: Plotly's JS is inlined, once
     assert text.count("<script type=\"text/javascript\">/**") == 1
-    assert "sst2 · minilm-l6" in text
+    assert "sst2 · synthetic-example" in text
     traces = _graph(text, "pareto")
     front = [t for t in traces if t["name"].startswith("Pareto front")]
     assert len(front) == 1 and len(front[0]["x"]) == len(report_run["front"])
@@ -232,7 +232,13 @@ def test_report_of_a_real_tiny_run(tmp_path, tiny_model_dir, shared_data):
     traces = _graph(text, "pareto")
     (picked,) = [t for t in traces if t["name"].startswith("pick")]
     assert picked["customdata"] == [record["pick"]["id"]]
-    assert (record["pick"]["text"].split()[0].split("/")[0]) in picked["hovertext"][0]
+    from nasprune.report import compact
+    from nasprune.subnet import Subnet
+
+    shape = compact(Subnet(tuple(map(tuple, record["pick"]["subnet"]["layers"]))))
+    assert f"shape: {shape}" in picked["hovertext"][0]
+    assert f"accuracy (validation): {record['exported']['validation']:.4f}" in \
+        picked["hovertext"][0]
     assert len(_graph(text, "finetune-curve")) == 2  # search and validation per epoch
     assert "Recovery of the pick (least-squares)" in text
     assert "no load test" in text

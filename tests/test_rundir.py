@@ -1,6 +1,7 @@
 """Run directories that never lie: stage fingerprints, --redo, absolute paths, one writer,
 runs described in a file, the log."""
 
+import copy
 import json
 import shutil
 import subprocess
@@ -36,7 +37,7 @@ def _copy(finished, tmp_path):
     run_dir, cfg, record = finished
     target = tmp_path / "run"
     shutil.copytree(run_dir, target)
-    return target, cfg, record
+    return target, copy.deepcopy(cfg), record
 
 
 def test_changed_training_options_are_refused_naming_them(finished, tmp_path):

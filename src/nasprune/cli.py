@@ -269,6 +269,8 @@ def _print_summary(record: dict, run_dir: Path) -> None:
         table.add_row("Pareto plot", record["pareto_png"])
     if "export_dir" in record:
         table.add_row("exported model", record["export_dir"])
+    if "report" in record:
+        table.add_row("report", record["report"])
     table.add_row("time", ", ".join(f"{k} {v:.0f}s" for k, v in record["seconds"].items()))
     out.print(table)
 
@@ -481,7 +483,7 @@ def pareto(
     from nasprune.search.pareto import pick as pick_trial
 
     names = tuple(o.strip() for o in objectives.split(",") if o.strip()) if objectives else None
-    summary = pareto_summary(run_dir, names, out)
+    summary = pareto_summary(run_dir, names, out, **({"pick": pick} if pick else {}))
     chosen = None
     if pick:
         chosen = pick_trial([t for t in summary.trials if t.is_full_fidelity], pick,
@@ -489,7 +491,7 @@ def pareto(
     StdoutConsole().print(front_table(summary, chosen))
     if chosen is not None:
         console.print(f"[green]pick[/] {pick!r} -> trial {chosen.id}: {chosen.subnet}")
-    console.print(f"wrote {summary.png} and {summary.csv}")
+    console.print(f"wrote {escape(str(summary.png))} and {escape(str(summary.csv))}")
 
 
 # ---- export: a picked sub-network as a deployable model (nasprune.export) ----
@@ -663,6 +665,38 @@ def loadtest(
         for line in failed:
             say(f"[bold red]failed:[/] {plain(line)}")
         raise typer.Exit(1)
+
+
+# ---- report / to-optuna: a run for people and for Optuna's tools (report_html, optuna_export) ----
+
+
+@app.command(epilog="Example: nasprune report runs/sst2 --out sst2-report.html")
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (the --run-dir of nasprune run).")],
+    out: Annotated[Path | None, typer.Option(help="HTML file to write (default RUN_DIR/report.html).")] = None,
+) -> None:
+    """Write one self-contained HTML report of a run: configuration, fine-tuning curve, interactive Pareto front, the pick's shape, the export's before/after table, load tests."""
+    from nasprune.report_html import write_report
+
+    path = write_report(run_dir, out)
+    print(path)
+
+
+@app.command("to-optuna", epilog="Example: nasprune to-optuna runs/sst2 sqlite:///sst2-optuna.db && optuna-dashboard sqlite:///sst2-optuna.db")
+def to_optuna(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory holding search/trials.db.")],
+    storage: Annotated[str, typer.Argument(help="Optuna storage URL (sqlite:///study.db, postgresql://...) or a file path.")],
+    study: Annotated[str | None, typer.Option(help="Study name (default nasprune-<run folder name>).")] = None,
+    replace: Annotated[bool, typer.Option(help="Overwrite a study of that name.")] = False,
+) -> None:
+    """Copy a run's trials into an Optuna RDB storage as a multi-objective study, for optuna-dashboard."""
+    from nasprune.search.optuna_export import export_to_optuna
+
+    done = export_to_optuna(run_dir, storage, study, replace=replace)
+    console.print(f"wrote {done.n_trials} trials ({done.n_complete} complete; minimise "
+                  f"{', '.join(done.objectives)}) to study {escape(done.study_name)!r} in "
+                  f"{escape(done.storage)}", highlight=False, emoji=False, soft_wrap=True)
+    print(f"optuna-dashboard {done.storage}")
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -409,5 +409,19 @@ def _run(cfg: RunConfig, data: TaskData, rundir: RunDir, wanted: dict, progress:
         finished("export", time.perf_counter() - t)
     timings["total"] = time.perf_counter() - started
     write_json(run_dir / "summary.json", record)
+    if until != "finetune":
+        _write_report(rundir, record)
     rundir.log(f"done in {timings['total']:.1f} s")
     return record
+
+
+def _write_report(rundir: RunDir, record: dict) -> None:
+    """RUN/report.html from what the run directory now holds (one self-contained file)."""
+    from nasprune.report_html import write_report
+
+    try:
+        record["report"] = str(write_report(rundir.path))
+    except NaspruneError as exc:  # e.g. plotly missing: the run itself is complete
+        rundir.log(f"no report: {exc}")
+        return
+    write_json(rundir.path / "summary.json", record)

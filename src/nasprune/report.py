@@ -47,9 +47,8 @@ def axis_label(x: str, relative: bool) -> str:
     return _LABELS.get(x, x)
 
 
-def plot_pareto(
+def front_figure(
     trials: Sequence[Trial] | Mapping[str, Sequence[Trial]],
-    path: str | Path,
     *,
     x: str | None = None,
     y: str = "error",
@@ -60,19 +59,8 @@ def plot_pareto(
     relative: bool | None = None,
     pick: Trial | Mapping[str, float] | None = None,
     pick_label: str | None = None,
-) -> Path:
-    """Every evaluated sub-network (dots), the Pareto front (step line) and the un-pruned
-    model (star); one colour per run when ``trials`` maps labels to runs (e.g. to compare
-    the arms of a benchmark on one figure). Only full-fidelity trials are drawn.
-
-    ``full`` is the un-pruned model (a trial or its metrics); by default the trial with
-    the most ``x`` in the first run (each run's own for the percentages). ``x`` defaults
-    to ``encoder_params`` when measured, else ``params``. ``relative``
-    draws ``x`` as a percentage of the un-pruned model (default: for ``encoder_params``
-    only); ticks are plain numbers (``40%``, ``12M``), never ``1.2x10^7``. ``log_x``
-    (default off) puts ``x`` on a log scale. ``pick`` (a trial) is marked with a diamond
-    and labelled ``pick_label`` (default: its trial id and shape).
-    """
+) -> Any:
+    """The matplotlib figure ``plot_pareto`` saves (arguments as there)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,15 +113,18 @@ def plot_pareto(
         chosen = _metrics_of(pick)
         if x in chosen and y in chosen:
             if pick_label is None:
-                shape = f": {compact(pick.subnet)}" if hasattr(pick, "subnet") else ""
-                pick_label = (f"pick (trial {pick.id}{shape})" if hasattr(pick, "id")
-                              else "pick")
+                shape = f"\n{compact(pick.subnet)}" if hasattr(pick, "subnet") else ""
+                pick_label = f"pick: trial {pick.id}{shape}" if hasattr(pick, "id") else "pick"
             px, py = chosen[x] * k, chosen[y]
             ax.scatter([px], [py], marker="D", s=90, facecolor="gold", edgecolor="black",
-                       linewidth=1.2, zorder=5, label=pick_label)
-            ax.annotate(pick_label, (px, py), xytext=(8, 10), textcoords="offset points",
-                        fontsize=8, arrowprops={"arrowstyle": "-", "color": "black",
-                                                "linewidth": 0.6})
+                       linewidth=1.2, zorder=5, label="pick")
+            xs_all = [t.metrics[x] * k for run in runs.values() for t in run if x in t.metrics]
+            right = bool(xs_all) and px > (min(xs_all) + max(xs_all)) / 2
+            ax.annotate(pick_label, (px, py), xytext=(-10 if right else 10, 14),
+                        textcoords="offset points", ha="right" if right else "left",
+                        fontsize=8, bbox={"boxstyle": "round,pad=0.25", "fc": "white",
+                                          "ec": "0.6", "alpha": 0.9},
+                        arrowprops={"arrowstyle": "-", "color": "black", "linewidth": 0.6})
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(axis_label(x, relative) + (" (log scale)" if log_x else ""))
@@ -147,6 +138,42 @@ def plot_pareto(
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
+    return fig
+
+
+def plot_pareto(
+    trials: Sequence[Trial] | Mapping[str, Sequence[Trial]],
+    path: str | Path,
+    *,
+    x: str | None = None,
+    y: str = "error",
+    full: Trial | Mapping[str, float] | None = None,
+    title: str | None = None,
+    log_x: bool | None = None,
+    split: str | None = None,
+    relative: bool | None = None,
+    pick: Trial | Mapping[str, float] | None = None,
+    pick_label: str | None = None,
+) -> Path:
+    """Every evaluated sub-network (dots), the Pareto front (step line) and the un-pruned
+    model (star); one colour per run when ``trials`` maps labels to runs (e.g. to compare
+    the arms of a benchmark on one figure). Only full-fidelity trials are drawn.
+
+    ``full`` is the un-pruned model (a trial or its metrics); by default the trial with
+    the most ``x`` in the first run (each run's own for the percentages). ``x`` defaults
+    to ``encoder_params`` when measured, else ``params``. ``relative``
+    draws ``x`` as a percentage of the un-pruned model (default: for ``encoder_params``
+    only); ticks are plain numbers (``40%``, ``12M``), never ``1.2x10^7``. ``log_x``
+    (default off) puts ``x`` on a log scale. ``pick`` (a trial) is marked with a diamond
+    and labelled ``pick_label`` (default: its trial id and shape).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = front_figure(trials, x=x, y=y, full=full, title=title, log_x=log_x, split=split,
+                       relative=relative, pick=pick, pick_label=pick_label)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)
@@ -281,7 +308,7 @@ def pareto_summary(
     title = f"{len(full_trials)} sub-networks evaluated"
     label = None
     if chosen is not None:
-        label = f"pick {rule!r}: trial {chosen.id} ({compact(chosen.subnet)})" if rule \
+        label = f"pick {rule!r}: trial {chosen.id}\n{compact(chosen.subnet)}" if rule \
             else None
     png = plot_pareto(full_trials, out / "pareto.png", x=x, full=full,
                       title=f"{heading}: {title}" if heading else title,

@@ -335,6 +335,9 @@ def pareto_figure(run: _Run) -> tuple[Any, list[Trial]]:
         return sorted(front, key=lambda t: (t.metrics.get(metric, float("inf")),
                                             -t.metrics.get(y_key, 0.0)))
 
+    if not axes:
+        raise NaspruneError("the search measured none of encoder_params, params, flops, "
+                            "latency: nothing to put on the Pareto plot's x axis")
     key0, metric0, title0, rel0 = axes[0]
     others = [t for t in trials if t not in front]
     marked = [t for t in (run.full_trial, run.pick) if t is not None]
