@@ -178,7 +178,9 @@ def test_onnx_parity_with_dynamic_axes(family, tmp_path):
     for rows, seq in ((1, 5), (4, 23)):  # neither is the traced shape (2, 8)
         inputs = batch(sn.model.config, rows, seq)
         got = loaded.model(**inputs).logits
-        torch.testing.assert_close(got, reference_logits(sn, SUBNET, inputs), rtol=0, atol=1e-3)
+        torch.testing.assert_close(got, reference_logits(sn, SUBNET, inputs), rtol=0, atol=1e-4)
+    # the graph is ONNX Runtime's fused one (per-layer heads: tests/test_export_onnx.py)
+    assert loaded.metrics["onnx"]["optimized"], loaded.metrics["onnx"]
 
 
 def test_auto_backend_prefers_onnx_and_env_overrides(bert_export, monkeypatch):
@@ -215,7 +217,7 @@ def test_metrics_are_measured_per_backend(bert_export):
     assert metrics["int8_backend"] == "onnxruntime"
     assert metrics["int8_change"] == pytest.approx(v["int8"]["accuracy"] - expected["accuracy"])
     assert metrics["search"] == {"error": 0.25}
-    assert metrics["onnx_max_abs_diff"] <= 1e-3
+    assert metrics["onnx_max_abs_diff"] <= 1e-4 and metrics["onnx"]["optimized"]
 
 
 def test_onnx_int8_runs_and_is_a_quantized_graph(bert_export):

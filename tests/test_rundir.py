@@ -88,13 +88,23 @@ def test_post_search_options_produce_the_export_they_ask_for(finished, tmp_path)
 
 def test_a_second_writer_is_refused_at_once(finished, tmp_path):
     run_dir, cfg, _ = _copy(finished, tmp_path)
-    holder = RunDir(run_dir).lock()
+    holder = subprocess.Popen(  # another process holds the run directory
+        [sys.executable, "-c", "import sys, time\nfrom nasprune.rundir import RunDir\n"
+         f"RunDir({str(run_dir)!r}).lock()\nprint('held', flush=True)\ntime.sleep(600)"],
+        stdout=subprocess.PIPE, text=True)
     try:
-        with pytest.raises(NaspruneError, match=r"in use by nasprune \(PID \d+\)"):
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(NaspruneError, match=rf"in use by nasprune \(PID {holder.pid}\)"):
             run(cfg, run_dir, progress=False)
     finally:
-        holder.release()
-    run(cfg, run_dir, progress=False, until="finetune")  # free again
+        holder.kill()
+        holder.wait()
+    run(cfg, run_dir, progress=False, until="finetune")  # free again once it is gone
+    holder_again = RunDir(run_dir).lock()  # the same process may take it twice (CLI, then
+    inner = RunDir(run_dir).lock()         # the pipeline), and frees it when both let go
+    inner.release()
+    holder_again.release()
+    assert not RunDir(run_dir).lock().release()
 
 
 def test_log_tells_the_story(finished):

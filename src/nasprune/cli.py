@@ -447,8 +447,10 @@ def search(
     from dataclasses import replace
 
     from nasprune.config import config_of_run
+    from nasprune.rundir import RunDir
 
     cfg = config_of_run(run_dir)
+    writer = RunDir(run_dir).lock()  # a second writer is refused before the slow imports
     given = {"space": _value(space), "searcher": _value(searcher), "trials": trials,
              "objectives": _objectives(objectives) if objectives else None,
              "any_heads": any_heads, "unit_step": unit_step, "low_fidelity": low_fidelity,
@@ -462,8 +464,12 @@ def search(
     quiet_libraries()
     from nasprune.pipeline import run as run_pipeline
 
-    _print_summary(run_pipeline(cfg, run_dir, until="search", redo=_value(redo),
-                                progress=progress_enabled()), run_dir)
+    try:
+        record = run_pipeline(cfg, run_dir, until="search", redo=_value(redo),
+                              progress=progress_enabled())
+    finally:
+        writer.release()
+    _print_summary(record, run_dir)
 
 
 # ---- pareto: the front of a search (nasprune.report) ----
@@ -585,6 +591,7 @@ def serve(
                           highlight=False)
 
         run_server(model_dir, cfg, announce=announce, before_load=quiet_libraries)
+        console.print("stopped")  # a signal uvicorn handled without re-raising it
     except NaspruneError as exc:  # printed here: user text must not become markup or emoji
         console.print(f"[bold red]error:[/] {plain(str(exc))}", emoji=False, highlight=False,
                       soft_wrap=True)

@@ -85,6 +85,7 @@ from nasprune.export_onnx import (  # noqa: F401  (re-exported names)
     input_names,
     quantize_onnx,
     quantize_torch,
+    write_onnx,
 )
 from nasprune.models import uses_token_types  # noqa: F401
 from nasprune.subnet import Subnet, SubnetError, encoder_flops, encoder_params
@@ -384,7 +385,11 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
             measured["float"] = _measure(model, encoded, preset, pad_id, batch_size)
         if "onnx" in formats:
             say("exporting ONNX")
-            report["onnx_max_abs_diff"] = export_onnx(model, tmp / ONNX_FILE)
+            onnx_report = write_onnx(model, tmp / ONNX_FILE)
+            if not onnx_report["optimized"]:
+                say(f"ONNX graph not optimised: {onnx_report['why_not_optimized']}")
+            report["onnx_max_abs_diff"] = onnx_report["max_abs_diff"]
+            report["onnx"] = onnx_report
             backends["onnx"] = ONNX_FILE
             if encoded is not None:
                 measured["onnx"] = _measure(OnnxClassifier(tmp / ONNX_FILE, model.config),
@@ -431,6 +436,7 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
             "created": created, "torch": torch.__version__, "model_type": model_type,
             "layout": "vanilla" if vanilla else "remote", "subnet": str(subnet),
             "quantize": quantize, "backends": backends, "files": file_entries(tmp),
+            **({"onnx": _onnx_manifest(report["onnx"], quantize)} if "onnx" in report else {}),
         })
         _same_modes(tmp, tmp / MANIFEST)
         _publish(tmp, out)
@@ -438,6 +444,21 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     say(f"wrote {out}")
+    return out
+
+
+def _onnx_manifest(onnx_report: dict, quantize: str | None) -> dict:
+    """What the manifest says about the ONNX files: exporter, opset, whether the graph is
+    ONNX Runtime's fused one (it then uses com.microsoft contrib ops) or why not."""
+    out = {k: onnx_report[k] for k in ("exporter", "opset", "optimized") if k in onnx_report}
+    if not onnx_report.get("optimized"):
+        out["why_not_optimized"] = onnx_report.get("why_not_optimized")
+    if quantize == "int8":
+        from nasprune.export_onnx import INT8_PER_CHANNEL, INT8_REDUCE_RANGE
+
+        out["int8"] = {"method": "onnxruntime dynamic", "per_channel": INT8_PER_CHANNEL,
+                       "reduce_range": INT8_REDUCE_RANGE,
+                       "of": "optimised graph" if onnx_report.get("optimized") else "plain graph"}
     return out
 
 

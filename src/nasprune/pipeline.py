@@ -271,6 +271,18 @@ def prepare(cfg: RunConfig, run_dir: str | Path, redo: str | None = None
     existing run directory, that its finished stages were made with these options.
     Returns the configuration with absolute paths, the data, the locked run directory
     and the stages' fingerprints."""
+
+    run = RunDir(run_dir)
+    if run.path.is_dir():  # an existing run: a second writer is refused before any check
+        run.lock()
+    try:
+        return _prepare(cfg, run, redo)
+    except BaseException:
+        run.release()
+        raise
+
+
+def _prepare(cfg: RunConfig, run: RunDir, redo: str | None):
     from nasprune.models import check_model
     from nasprune.rundir import fingerprints
     from nasprune.training import make_strategy, needs_teacher
@@ -283,14 +295,10 @@ def prepare(cfg: RunConfig, run_dir: str | Path, redo: str | None = None
     check_model(cfg.model)
     make_strategy(cfg.train.strategy, options)
     data = load_task_data(cfg.data)
-    run = RunDir(run_dir)
     wanted = fingerprints(cfg, teacher_strategy)
-    run.lock()
-    try:
-        run.check(wanted, redo)
-    except BaseException:
-        run.release()
-        raise
+    if not run.held:
+        run.lock()  # a fresh run directory is made only now, when everything checked out
+    run.check(wanted, redo)
     return cfg, data, run, wanted
 
 

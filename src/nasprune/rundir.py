@@ -41,6 +41,10 @@ NEUTRAL = {"train.progress", "train.threads", "train.device", "train.eval_batch_
            "data.distill_file"}
 
 
+#: Run directories this process holds: path -> [open lock file, how many holders].
+_HELD: dict[Path, list] = {}
+
+
 def flag(key: str) -> str:
     return FLAGS.get(key, "--" + key.split(".")[-1].replace("_", "-"))
 
@@ -104,7 +108,13 @@ class RunDir:
     # ------------------------------------------------------------------ lock
     def lock(self) -> RunDir:
         """Become the one writer of this run directory, or fail at once naming the holder.
-        The lock is the kernel's: it goes with the process, also on a crash or kill -9."""
+        The lock is the kernel's: it goes with the process, also on a crash or kill -9.
+        Taking it again in the same process (the CLI, then the pipeline) is allowed."""
+        key = self.path.resolve()
+        if key in _HELD:
+            _HELD[key][1] += 1
+            self._lock_file = _HELD[key][0]
+            return self
         self.path.mkdir(parents=True, exist_ok=True)
         handle = open(self.path / LOCK, "a+")  # noqa: SIM115 - held until release()
         try:
@@ -120,13 +130,26 @@ class RunDir:
         handle.write(str(os.getpid()))
         handle.flush()
         self._lock_file = handle
+        _HELD[key] = [handle, 1]
         return self
 
+    @property
+    def held(self) -> bool:
+        return self._lock_file is not None
+
     def release(self) -> None:
-        if self._lock_file is not None:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-            self._lock_file.close()
-            self._lock_file = None
+        if self._lock_file is None:
+            return
+        key = self.path.resolve()
+        held = _HELD.get(key)
+        self._lock_file = None
+        if held is not None:
+            held[1] -= 1
+            if held[1] > 0:
+                return
+            del _HELD[key]
+            fcntl.flock(held[0], fcntl.LOCK_UN)
+            held[0].close()
 
     def __enter__(self) -> RunDir:
         return self.lock()

@@ -1,0 +1,240 @@
+"""The optimised ONNX graph: ONNX Runtime's fusions keep every layer's own head count and
+match PyTorch (1e-4) for uniform, layer-dropped and non-uniform sub-networks of every
+family; a fused graph that does not match is not kept; int8 quantizes the fused graph; the
+dynamo exporter works as the fallback; the session options of ``OnnxClassifier``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import nasprune
+from nasprune import export as ex
+from nasprune import export_onnx as xo
+from nasprune.adapters import tiny_model
+from nasprune.data import Encoded, TaskPreset
+from nasprune.subnet import Subnet
+from nasprune.supernet import Supernet
+
+torch.set_num_threads(2)
+FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "distilbert"]
+SUBNETS = {  # 4 layers of 4 heads / 64 units
+    "uniform": Subnet(((2, 32),) * 4),  # fewer heads: the remote class
+    "layer-dropped": Subnet(((4, 64), (4, 64), (0, 0), (0, 0))),  # the stock class
+    "non-uniform": Subnet(((2, 32), (4, 48), (3, 16), (1, 64))),
+    "blocks-removed": Subnet(((3, 32), (0, 48), (2, 0), (0, 0))),
+}
+SST2 = TaskPreset("sst2", ("sentence",), ("negative", "positive"))
+
+
+def make_supernet(family: str) -> Supernet:
+    sn = Supernet(tiny_model(family, layers=4, heads=4, head_dim=8, ffn=64, vocab=100))
+    sn.reorder_by_importance([], method="magnitude")
+    sn.model.eval()
+    return sn
+
+
+def inputs(config, rows: int, seq: int, seed: int, left_pad: bool = False) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 100, (rows, seq), generator=g)
+    mask = torch.ones_like(ids)
+    mask[-1, seq // 2:] = 0  # right padding
+    if left_pad:
+        mask[0, :3] = 0  # left padding: the fused graph must keep a real 0/1 mask
+    out = {"input_ids": ids, "attention_mask": mask}
+    if ex.uses_token_types(config):
+        out["token_type_ids"] = (torch.arange(seq) >= seq // 3).long().expand(rows, -1)
+    return out
+
+
+def reference(sn: Supernet, subnet: Subnet, batch: dict) -> torch.Tensor:
+    with torch.no_grad(), sn.use(subnet) as model:
+        return model(**batch).logits
+
+
+def op_counts(path) -> dict:
+    counts: dict = {}
+    for node in onnx.load(str(path)).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fused_graph_matches_pytorch_per_layer_heads(family, tmp_path):
+    sn = make_supernet(family)
+    for kind, subnet in SUBNETS.items():
+        out = ex.export_model(sn, subnet, tmp_path / kind, formats=("onnx",))
+        metrics = json.loads((out / "metrics.json").read_text())
+        manifest = json.loads((out / "manifest.json").read_text())
+        report = metrics["onnx"]
+        attended = [h for h, _ in subnet.layers if h > 0]
+        assert report["optimized"], (family, kind, report.get("why_not_optimized"))
+        assert report["exporter"] == "torchscript"
+        assert manifest["onnx"]["optimized"] is True
+        # one fused Attention per layer with heads, each with that layer's head count
+        assert report["fusions"]["Attention"] == len(attended), (family, kind)
+        assert report["attention_heads"] == attended, (family, kind)
+        assert report["fusions"]["SkipLayerNormalization"] >= 1
+        assert report["fusions"].get("BiasGelu", 0) == sum(u > 0 for _, u in subnet.layers)
+        assert report["max_abs_diff"] <= 1e-4 and metrics["onnx_max_abs_diff"] <= 1e-4
+        counts = op_counts(out / "model.onnx")
+        assert counts["Attention"] == len(attended) and "Softmax" not in counts
+        model = nasprune.load(out, backend="onnx").model
+        assert [i.name for i in model.session.get_inputs()] == ex.input_names(sn.model.config)
+        assert all(i.shape == ["batch", "sequence"] for i in model.session.get_inputs())
+        for rows, seq, left in ((1, 5, False), (4, 23, True), (2, 40, True)):
+            batch = inputs(sn.model.config, rows, seq, seed=rows + seq, left_pad=left)
+            torch.testing.assert_close(model(**batch).logits, reference(sn, subnet, batch),
+                                       rtol=0, atol=1e-4)
+
+
+def test_pinned_head_counts_are_the_layers_own(tmp_path):
+    sn = make_supernet("bert")
+    subnet = SUBNETS["non-uniform"]
+    path = tmp_path / "plain.onnx"
+    xo.write_onnx(sn.extract(subnet), path, optimize=False)
+    proto = onnx.load(str(path))
+    # transformers 5 reshapes to (batch, seq, -1, head_dim): one Q, K, V reshape per layer
+    assert xo.pin_head_counts(proto) == [h for h, _ in subnet.layers for _ in range(3)]
+    onnx.checker.check_model(proto)
+
+
+def test_a_fused_graph_that_does_not_match_is_not_kept(tmp_path, monkeypatch):
+    real = xo.optimize_onnx
+
+    def off_by_a_bit(src, dst):  # a valid graph that computes something else
+        found = real(src, dst)
+        proto = onnx.load(str(dst))
+        for init in proto.graph.initializer:
+            if init.name.endswith("classifier.bias"):
+                values = onnx.numpy_helper.to_array(init) + np.float32(1e-3)
+                init.CopyFrom(onnx.numpy_helper.from_array(values, init.name))
+        onnx.save(proto, str(dst))
+        return found
+
+    monkeypatch.setattr(xo, "optimize_onnx", off_by_a_bit)
+    sn = make_supernet("bert")
+    subnet = SUBNETS["non-uniform"]
+    out = ex.export_model(sn, subnet, tmp_path / "out", formats=("onnx",), quantize="int8")
+    metrics = json.loads((out / "metrics.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert metrics["onnx"]["optimized"] is False
+    assert "differs from PyTorch by" in metrics["onnx"]["why_not_optimized"]
+    assert manifest["onnx"]["optimized"] is False
+    assert "differs from PyTorch" in manifest["onnx"]["why_not_optimized"]
+    assert manifest["onnx"]["int8"]["of"] == "plain graph"
+    assert "Attention" not in op_counts(out / "model.onnx")  # the plain graph was kept
+    assert not any(p.name.endswith(".fused.onnx") for p in out.iterdir())
+    batch = inputs(sn.model.config, 3, 17, seed=3, left_pad=True)
+    got = nasprune.load(out, backend="onnx", quantized=False).model(**batch).logits
+    torch.testing.assert_close(got, reference(sn, subnet, batch), rtol=0, atol=1e-4)
+
+
+def test_optimizer_failure_keeps_the_plain_graph(tmp_path, monkeypatch):
+    def broken(src, dst):
+        raise RuntimeError("no fusion today")
+
+    monkeypatch.setattr(xo, "optimize_onnx", broken)
+    report = xo.write_onnx(make_supernet("roberta").extract(SUBNETS["uniform"]),
+                           tmp_path / "m.onnx")
+    assert report["optimized"] is False
+    assert report["why_not_optimized"] == "optimizer failed: RuntimeError: no fusion today"
+    assert report["max_abs_diff"] <= 1e-3
+
+
+def tiny_validation(n: int = 48, seed: int = 0) -> Encoded:
+    rng = np.random.default_rng(seed)
+    ids = [np.concatenate([[2], rng.integers(5, 60, rng.integers(3, 12)), [3]]).astype(np.int32)
+           for _ in range(n)]
+    return Encoded(ids, [np.zeros(len(x), np.int8) for x in ids], rng.integers(0, 2, n))
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_int8_quantizes_the_fused_graph(family, tmp_path):
+    sn = make_supernet(family)
+    subnet = SUBNETS["non-uniform"]
+    out = ex.export_model(sn, subnet, tmp_path / "out", formats=("onnx",), quantize="int8",
+                          validation=(tiny_validation(), SST2))
+    metrics = json.loads((out / "metrics.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["onnx"]["int8"] == {"method": "onnxruntime dynamic", "per_channel": True,
+                                        "reduce_range": True, "of": "optimised graph"}
+    counts = op_counts(out / "model.int8.onnx")
+    assert counts["QAttention"] == 4  # the fused attention's QKV weights are int8
+    assert counts["MatMulInteger"] >= 8  # attention output and both FFN matrices per layer
+    assert "Attention" not in counts
+    # correctness on a tiny random model (real accuracy: benchmarks/export.py)
+    assert abs(metrics["int8_change"]) <= 0.05
+    batch = inputs(sn.model.config, 4, 19, seed=9, left_pad=True)
+    got = nasprune.load(out).model(**batch).logits
+    expected = reference(sn, subnet, batch)
+    assert (got - expected).abs().max() < 0.05
+    assert (got.argmax(-1) == expected.argmax(-1)).all()
+
+
+def test_dynamo_exporter_as_the_fallback(tmp_path, monkeypatch):
+    pytest.importorskip("onnxscript")
+
+    def gone(*args, **kwargs):
+        raise RuntimeError("the TorchScript exporter was removed")
+
+    monkeypatch.setattr(xo, "_torchscript_export", gone)
+    sn = make_supernet("bert")
+    subnet = SUBNETS["blocks-removed"]  # the remote class with every stand-in module
+    path = tmp_path / "m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # nothing deprecated on this path
+        report = xo.write_onnx(sn.extract(subnet), path)
+    assert report["exporter"] == "dynamo" and report["opset"] >= 18
+    assert report["why_not_torchscript"] == ("RuntimeError: the TorchScript exporter was "
+                                             "removed")
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert all([d.dim_param for d in i.type.tensor_type.shape.dim] == ["batch", "sequence"]
+               for i in graph.input)
+    model = xo.OnnxClassifier(path, sn.model.config, threads=1)
+    for rows, seq in ((1, 5), (5, 21)):
+        batch = inputs(sn.model.config, rows, seq, seed=seq, left_pad=rows > 1)
+        torch.testing.assert_close(model(**batch).logits, reference(sn, subnet, batch),
+                                   rtol=0, atol=1e-4)
+
+
+def test_unknown_exporter(tmp_path):
+    with pytest.raises(nasprune.NaspruneError, match="unknown ONNX exporter"):
+        xo.write_onnx(make_supernet("bert").model, tmp_path / "m.onnx", exporter="jit")
+
+
+def test_session_options(tmp_path):
+    import onnxruntime as ort
+
+    sn = make_supernet("bert")
+    path = tmp_path / "m.onnx"
+    xo.write_onnx(sn.model, path)
+    model = xo.OnnxClassifier(path, sn.model.config, threads=1)
+    options = model.session.get_session_options()
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
+    assert model.session.get_providers() == ["CPUExecutionProvider"]
+    default = xo.OnnxClassifier(path, sn.model.config)
+    assert default.session.get_session_options().intra_op_num_threads == torch.get_num_threads()
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_kept_deprecated_apis_warn_nothing_of_ours(tmp_path):
+    """The TorchScript exporter and torch.ao int8 are kept on purpose (docs/export.md);
+    their own deprecation notices are silenced by message, nothing else is."""
+    sn = make_supernet("bert")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        xo.write_onnx(sn.model, tmp_path / "m.onnx")
+        xo.quantize_onnx(tmp_path / "m.onnx", tmp_path / "q.onnx")
+        xo.quantize_torch(sn.model)
+    deprecations = [w for w in caught if issubclass(w.category, (DeprecationWarning,
+                                                                 PendingDeprecationWarning))]
+    assert not deprecations, [f"{w.filename}:{w.lineno}: {w.message}" for w in deprecations]
