@@ -303,7 +303,7 @@ def test_sigterm_with_a_half_sent_body_exits_within_the_drain_time(server):
     """
     took, answer = _signal_with_half_sent_body(server, signal.SIGTERM)
     assert server.proc.poll() is not None, "still running"
-    assert took < DRAIN + 3, took
+    assert took < DRAIN + 10, took  # bounded (it was 25-45 s), with slack for a loaded machine
     assert answer.startswith(b"HTTP/1.1 503"), answer  # the upload was cut, not left hanging
     _assert_no_traceback(server.output())
 
@@ -314,7 +314,7 @@ def test_sigint_with_a_half_sent_body_exits_within_the_drain_time(tiny_model_dir
     try:
         took, answer = _signal_with_half_sent_body(proc, signal.SIGINT)
         assert proc.proc.poll() == 0, proc.output()
-        assert took < DRAIN + 3, took
+        assert took < DRAIN + 10, took  # bounded (it was 25-45 s), with slack for a loaded machine
         assert answer.startswith(b"HTTP/1.1 503"), answer
         output = proc.output()
         _assert_no_traceback(output)
