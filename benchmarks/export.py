@@ -1,7 +1,7 @@
 """How fast (and how accurate) are exported sub-networks, per backend?
 
 MiniLM-L6, Fisher-reordered on a few SST-2 training batches, exported by
-``nasprune.export.export_model`` (HF + ONNX + int8 ONNX) for the full model and sub-networks
+``nasprune.export`` (HF + ONNX + int8 ONNX) for the full model and sub-networks
 at about 75/50/25 % of the encoder FLOPs, loaded back with ``nasprune.load``. For each
 export and backend (PyTorch float, ONNX Runtime float, PyTorch int8, ONNX Runtime int8):
 latency at batch 1 and time per batch of 32 (sequence length 128, random tokens), the
@@ -40,11 +40,11 @@ import pandas as pd
 import torch
 
 import nasprune
-from nasprune.cost import CostModel, dummy_inputs
-from nasprune.export import export_model
-from nasprune.models import quiet_libraries
-from nasprune.subnet import Subnet
-from nasprune.supernet import Supernet
+from nasprune.core.cost import CostModel, dummy_inputs
+from nasprune.core.models import quiet_libraries
+from nasprune.core.subnet import Subnet
+from nasprune.core.supernet import Supernet
+from nasprune.deploy.export.writer import export_model
 
 from common import CHECKPOINTS, DATA, interleaved, machine, write_results
 
@@ -159,7 +159,7 @@ def main() -> None:
 
     validation = None
     if trained:
-        from nasprune.data import DataConfig, encode, load_task_data, subset
+        from nasprune.data.tasks import DataConfig, encode, load_task_data, subset
 
         data = load_task_data(DataConfig(task="sst2", data_dir=str(DATA)))
         encoded = subset(encode(tokenizer, data, "validation", SEQ), args.eval_examples)
@@ -190,7 +190,7 @@ def main() -> None:
 
     accuracy: dict = {}
     if validation is not None:
-        from nasprune.training import evaluate
+        from nasprune.train.loop import evaluate
 
         encoded, preset = validation
         for (name, be), m in models.items():

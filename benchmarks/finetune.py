@@ -23,9 +23,9 @@ import time
 
 import torch
 
-from nasprune.data import DataConfig, load_task_data
-from nasprune.models import quiet_libraries
-from nasprune.training import TrainConfig, finetune
+from nasprune.core.models import quiet_libraries
+from nasprune.data.tasks import DataConfig, load_task_data
+from nasprune.train.loop import TrainConfig, finetune
 
 from common import CHECKPOINTS, DATA, RESULTS, SETTINGS, write_results
 
@@ -165,9 +165,9 @@ def speed_arm(n: int, threads: int, seed: int) -> dict:
 def padded_tokens(data, grouped: bool, seed: int) -> float:
     from transformers import AutoTokenizer
 
-    from nasprune.data import encode
-    from nasprune.models import resolve_model
-    from nasprune.training import grouped_batches
+    from nasprune.core.models import resolve_model
+    from nasprune.data.tasks import encode
+    from nasprune.train.loop import grouped_batches
 
     encoded = encode(AutoTokenizer.from_pretrained(resolve_model("minilm-l6")), data, "train")
     lengths = encoded.lengths()

@@ -42,8 +42,8 @@ from pathlib import Path
 
 import torch
 
-from nasprune.data import DataConfig, encode, load_task_data, read_unlabeled
-from nasprune.models import quiet_libraries
+from nasprune.core.models import quiet_libraries
+from nasprune.data.tasks import DataConfig, encode, load_task_data, read_unlabeled
 from nasprune.pipeline import (
     RunConfig,
     SearchConfig,
@@ -52,7 +52,7 @@ from nasprune.pipeline import (
     search_stage,
     supernet_stage,
 )
-from nasprune.training import TrainConfig, evaluate
+from nasprune.train.loop import TrainConfig, evaluate
 
 from common import CHECKPOINTS, DATA, RESULTS, SETTINGS, interleaved, write_results
 
@@ -129,7 +129,7 @@ def trials_of(store_path: Path) -> dict:
 
 
 def points(summary: dict) -> tuple[list[Point], dict]:
-    from nasprune.subnet import Subnet
+    from nasprune.core.subnet import Subnet
 
     return ([Point(t["id"], Subnet.from_json(t["subnet"]), t["metrics"])
              for t in summary["trials"]], summary["full"])
@@ -184,8 +184,8 @@ def speedups(small, full_model, validation, pad_id: int, rounds: int = 10) -> di
     length), timed round-robin in one process."""
     import numpy as np
 
-    from nasprune.data import collate
-    from nasprune.models import uses_token_types
+    from nasprune.core.models import uses_token_types
+    from nasprune.data.tasks import collate
 
     order = np.argsort(validation.lengths(), kind="stable")
     middle = len(order) // 2
@@ -216,9 +216,9 @@ def arm_a(task, seed, args, data, ensure_teacher, stages: Stages) -> dict:
         if not loaded:
             from transformers import AutoTokenizer
 
-            from nasprune.cost import CostModel
+            from nasprune.core.cost import CostModel
+            from nasprune.core.supernet import Supernet
             from nasprune.search.objective import SubnetEvaluator
-            from nasprune.supernet import Supernet
 
             model_dir = ensure_teacher() / "finetune" / "model"
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -234,10 +234,10 @@ def arm_a(task, seed, args, data, ensure_teacher, stages: Stages) -> dict:
         return loaded
 
     def run():
+        from nasprune.core.subnet import make_space
         from nasprune.search.runner import run_search
         from nasprune.search.searchers import make_searcher
         from nasprune.search.store import TrialStore
-        from nasprune.subnet import make_space
 
         m = model()
         space = make_space("small", m["supernet"].shape)
@@ -509,7 +509,7 @@ def markdown(rows: list[dict], details: dict, stage_times: dict) -> str:
 def plot(task: str, seed: int, stages: Stages) -> None:
     """One figure per task: the fronts the searches found (before recovery), from the
     stage files (the trial stores need not be there)."""
-    from nasprune.report import plot_pareto
+    from nasprune.report.plots import plot_pareto
 
     runs = {ARMS[arm].split(":")[0]: points(stages.done[key]["result"])[0]
             for arm, key in (("a", "a:trials"), ("b", "b:trials"), ("d", "d:trials"))

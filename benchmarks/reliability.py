@@ -203,9 +203,9 @@ def build_exports(work: Path) -> dict[str, Path]:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from nasprune.export import export_model
-    from nasprune.subnet import Subnet
-    from nasprune.supernet import Supernet
+    from nasprune.core.subnet import Subnet
+    from nasprune.core.supernet import Supernet
+    from nasprune.deploy.export.writer import export_model
 
     from conftest import tiny_tokenizer
 
@@ -826,13 +826,13 @@ def run_tamper(work: Path) -> tuple[dict, dict]:
     from test_export_verify import DROPPED, TAMPER
 
     import nasprune
-    from nasprune import export as ex
+    from nasprune.deploy.export import writer as ex
     from nasprune.errors import NaspruneError
 
     from conftest import tiny_tokenizer
 
     try:
-        from nasprune.serve import load_for_inference
+        from nasprune.deploy.serve.app import load_for_inference
     except ImportError:
         load_for_inference = None
     root = work / "pristine"
@@ -988,7 +988,7 @@ def main() -> None:
     parser.add_argument("--only", default=None,
                         help="comma-separated sections to run (a trial; writes nothing)")
     args = parser.parse_args()
-    from nasprune.models import quiet_libraries
+    from nasprune.core.models import quiet_libraries
 
     quiet_libraries()
     started = time.time()

@@ -24,16 +24,16 @@ from pathlib import Path
 
 import torch
 
-from nasprune.data import DataConfig, encode, load_task_data
-from nasprune.models import quiet_libraries
+from nasprune.core.models import quiet_libraries
+from nasprune.core.subnet import make_space
+from nasprune.core.supernet import Supernet
+from nasprune.data.tasks import DataConfig, encode, load_task_data
 from nasprune.pipeline import SearchConfig, reorder_on_calibration
 from nasprune.search.objective import SubnetEvaluator
 from nasprune.search.runner import run_search
 from nasprune.search.searchers import make_searcher
 from nasprune.search.store import TrialStore
-from nasprune.subnet import make_space
-from nasprune.supernet import Supernet
-from nasprune.training import TrainConfig, finetune
+from nasprune.train.loop import TrainConfig, finetune
 
 from common import CHECKPOINTS, DATA, SETTINGS, write_results
 

@@ -16,9 +16,9 @@ import statistics
 
 import torch
 
-from nasprune.models import quiet_libraries
+from nasprune.core.models import quiet_libraries
+from nasprune.core.subnet import make_space
 from nasprune.pipeline import SearchConfig
-from nasprune.subnet import make_space
 
 from common import write_results
 from search import arm, prepare

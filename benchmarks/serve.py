@@ -1,13 +1,13 @@
 """Serving under load: MiniLM base vs. a ~50 %-FLOPs pruned export, and batching vs. batch 1.
 
-Two measurements, both with ``nasprune.serve`` apps on real uvicorn servers (127.0.0.1,
-OS-chosen ports) and ``nasprune.loadtest`` driving Locust in a separate process, with
+Two measurements, both with ``nasprune.deploy.serve.app`` apps on real uvicorn servers (127.0.0.1,
+OS-chosen ports) and ``nasprune.deploy.loadtest.runner`` driving Locust in a separate process, with
 SST-2 validation sentences as requests (closed loop: each user sends its next request as
 soon as the previous one is answered):
 
 1. **base vs. pruned**: the full MiniLM-L6 classifier (a plain Hugging Face directory)
    and an export of the uniform sub-network keeping 6 of 12 heads and 768 of 1536 FFN
-   units in every layer (50 % of the encoder FLOPs, ``nasprune.export.export_model``),
+   units in every layer (50 % of the encoder FLOPs, ``nasprune.deploy.export.writer.export_model``),
    stepped users, twice in alternating order (A B B A); per step the mean requests/s,
    p50/p95/p99 of the two rounds and the saturation point (p95 > SLO or
    > 1 % failures).
@@ -34,8 +34,11 @@ from pathlib import Path
 
 import torch
 
-from nasprune.export import export_model
-from nasprune.loadtest import (
+from nasprune.core.models import quiet_libraries
+from nasprune.core.subnet import Subnet, encoder_flops, encoder_params
+from nasprune.core.supernet import Supernet
+from nasprune.deploy.export.writer import export_model
+from nasprune.deploy.loadtest.runner import (
     LoadTestConfig,
     TargetResult,
     load_texts,
@@ -43,10 +46,7 @@ from nasprune.loadtest import (
     run_loadtest,
     saturation,
 )
-from nasprune.models import quiet_libraries
-from nasprune.serve import Predictor, ServeConfig, create_app, serve_in_thread
-from nasprune.subnet import Subnet, encoder_flops, encoder_params
-from nasprune.supernet import Supernet
+from nasprune.deploy.serve.app import Predictor, ServeConfig, create_app, serve_in_thread
 
 from common import CHECKPOINTS, DATA, RESULTS, write_results
 

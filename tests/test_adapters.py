@@ -7,9 +7,9 @@ import torch
 import transformers as tf
 from torch import nn
 
-from nasprune.adapters import ADAPTERS, get_adapter, tiny_model
+from nasprune.core.adapters import ADAPTERS, get_adapter, tiny_model
+from nasprune.core.subnet import encoder_params
 from nasprune.errors import NaspruneError
-from nasprune.subnet import encoder_params
 
 FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "distilbert"]
 

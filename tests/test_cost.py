@@ -7,11 +7,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nasprune.adapters import get_adapter, tiny_model
-from nasprune.cost import CostModel, count_params, dummy_inputs
+from nasprune.core.adapters import get_adapter, tiny_model
+from nasprune.core.cost import CostModel, count_params, dummy_inputs
+from nasprune.core.subnet import Subnet
+from nasprune.core.supernet import Supernet
 from nasprune.errors import NaspruneError
-from nasprune.subnet import Subnet
-from nasprune.supernet import Supernet
 
 FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "distilbert"]
 SUBNETS = [

@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nasprune.data import PRESETS, Encoded
+from nasprune.core.subnet import make_space
+from nasprune.core.supernet import Supernet
+from nasprune.data.tasks import PRESETS, Encoded
 from nasprune.errors import NaspruneError
 from nasprune.search import Job, LocalExecutor, TrialStore, make_searcher, run_search
 from nasprune.search.executors import (
@@ -32,8 +34,6 @@ from nasprune.search.executors import (
     make_executor,
 )
 from nasprune.search.objective import SubnetEvaluator
-from nasprune.subnet import make_space
-from nasprune.supernet import Supernet
 
 from conftest import WORDS, tiny_bert, tiny_tokenizer
 
@@ -328,9 +328,9 @@ def test_cli_search_on_workers_matches_in_process(backend, tmp_path, tiny_model_
                                                   shared_data):
     """The user's path: `nasprune search --backend ...` (for Ray: a private local Ray that
     the command starts and shuts down itself)."""
-    from nasprune.data import DataConfig
+    from nasprune.data.tasks import DataConfig
     from nasprune.pipeline import RunConfig, SearchConfig, config_of_run, run
-    from nasprune.training import TrainConfig
+    from nasprune.train.loop import TrainConfig
 
     local = tmp_path / "local"
     cfg = RunConfig(model=str(tiny_model_dir),

@@ -15,14 +15,14 @@ import pytest
 import torch
 
 import nasprune
-from nasprune import export as ex
-from nasprune.adapters import tiny_model
-from nasprune.data import Encoded, TaskPreset
+from nasprune.core.adapters import tiny_model
+from nasprune.core.subnet import Subnet
+from nasprune.core.supernet import Supernet, shrink_structure
+from nasprune.data.tasks import Encoded, TaskPreset
+from nasprune.deploy.export import modeling_nasprune as remote
+from nasprune.deploy.export import writer as ex
 from nasprune.errors import NaspruneError
-from nasprune.hf_remote import modeling_nasprune as remote
-from nasprune.subnet import Subnet
-from nasprune.supernet import Supernet, shrink_structure
-from nasprune.training import evaluate
+from nasprune.train.loop import evaluate
 
 from conftest import tiny_tokenizer
 
@@ -126,7 +126,7 @@ def test_directory_contents(bert_export):
                                     "onnx_int8": "model.int8.onnx"}
     # cost figures are the analytic ones of the sub-network
     cost = json.loads((out / "metrics.json").read_text())["cost"]
-    assert cost["flops"] == nasprune.subnet.encoder_flops(SUBNET, sn.shape, 128)
+    assert cost["flops"] == nasprune.core.subnet.encoder_flops(SUBNET, sn.shape, 128)
     assert cost["params"] == sum(p.numel() for p in nasprune.load(out, backend="torch",
                                                                   quantized=False
                                                                   ).model.parameters())
@@ -376,7 +376,7 @@ def test_cli_export_onnx(run_dir, tmp_path):
 
 def test_serve_runs_the_onnx_backend(bert_export, monkeypatch):
     pytest.importorskip("fastapi")
-    from nasprune.serve import Predictor
+    from nasprune.deploy.serve.app import Predictor
 
     _, out = bert_export
     monkeypatch.setenv(ex.BACKEND_ENV, "onnx")

@@ -12,9 +12,9 @@ import yaml
 from test_export import SST2, SUBNET, make_supernet, tiny_validation
 
 import nasprune
-from nasprune import export as ex
+from nasprune.core.subnet import Subnet
+from nasprune.deploy.export import writer as ex
 from nasprune.errors import NaspruneError
-from nasprune.subnet import Subnet
 
 from conftest import tiny_tokenizer
 
@@ -151,7 +151,7 @@ def test_bad_card_arguments(tmp_path):
 
 
 def test_facts_from_a_run_directory(tmp_path):
-    from nasprune.export_card import run_card_facts
+    from nasprune.deploy.export.card import run_card_facts
 
     assert run_card_facts(tmp_path) == {}  # nothing there: no facts, no error
     (tmp_path / "finetune").mkdir()

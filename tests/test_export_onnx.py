@@ -15,12 +15,12 @@ import pytest
 import torch
 
 import nasprune
-from nasprune import export as ex
-from nasprune import export_onnx as xo
-from nasprune.adapters import tiny_model
-from nasprune.data import Encoded, TaskPreset
-from nasprune.subnet import Subnet
-from nasprune.supernet import Supernet
+from nasprune.core.adapters import tiny_model
+from nasprune.core.subnet import Subnet
+from nasprune.core.supernet import Supernet
+from nasprune.data.tasks import Encoded, TaskPreset
+from nasprune.deploy.export import onnx as xo
+from nasprune.deploy.export import writer as ex
 
 torch.set_num_threads(2)
 FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "distilbert"]

@@ -14,9 +14,9 @@ import torch
 from test_export import SUBNET, batch, make_supernet, reference_logits
 
 import nasprune
-from nasprune import export as ex
-from nasprune.export_vanilla import VanillaPlan, plan
-from nasprune.subnet import ModelShape, Subnet
+from nasprune.core.subnet import ModelShape, Subnet
+from nasprune.deploy.export import writer as ex
+from nasprune.deploy.export.vanilla import VanillaPlan, plan
 
 from conftest import tiny_tokenizer
 

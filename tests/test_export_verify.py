@@ -18,9 +18,9 @@ import pytest
 from test_export import SUBNET, make_supernet
 
 import nasprune
-from nasprune import export as ex
+from nasprune.core.subnet import Subnet
+from nasprune.deploy.export import writer as ex
 from nasprune.errors import NaspruneError
-from nasprune.subnet import Subnet
 
 from conftest import tiny_tokenizer
 
@@ -93,7 +93,7 @@ def _unlink(*names):
 
 
 try:  # the server's own loading path (it calls ex.load_model_dir)
-    from nasprune.serve import load_for_inference
+    from nasprune.deploy.serve.app import load_for_inference
 
     SERVER_LOADER = (load_for_inference,)
 except ImportError:  # the [serve] extra is not installed
@@ -317,7 +317,7 @@ def test_kill_9_during_export_is_cleaned_by_the_next_export(tmp_path):
         f"sys.path[:0] = [{str(Path(__file__).parent)!r}]\n"
         "from test_export import make_supernet\n"
         "from test_export_verify import DROPPED\n"
-        "from nasprune import export as ex\n"
+        "from nasprune.deploy.export import writer as ex\n"
         "def progress(msg):\n"
         "    if msg.startswith('writing the model card'):\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from nasprune.errors import NaspruneError
-from nasprune.loadtest import (
+from nasprune.deploy.loadtest.runner import (
     LoadTestConfig,
     StepStats,
     TargetResult,
@@ -31,6 +30,7 @@ from nasprune.loadtest import (
     summarise_record,
     wait_ready,
 )
+from nasprune.errors import NaspruneError
 
 
 def _skip_without_locust() -> None:
@@ -191,8 +191,8 @@ def test_run_loadtest_against_a_uvicorn_server(tmp_path):
     """The library API: a real uvicorn server on a free port, Locust in a subprocess."""
     _skip_without_locust()
     pytest.importorskip("fastapi")
-    from nasprune.loadtest import run_loadtest
-    from nasprune.serve import ServeConfig, create_app, serve_in_thread
+    from nasprune.deploy.loadtest.runner import run_loadtest
+    from nasprune.deploy.serve.app import ServeConfig, create_app, serve_in_thread
 
     app = create_app(_tiny_model(tmp_path / "model"),
                      ServeConfig(token="tok", torch_threads=1, max_wait_ms=2))
@@ -360,7 +360,7 @@ def tiny_served_model(tmp_path_factory) -> Path:
 def test_loadtest_without_the_token_fails_naming_401(tmp_path, tiny_served_model):
     """Finding 10: exit 0 and "saturates at 1 users" when every request got 401."""
     pytest.importorskip("fastapi")
-    from nasprune.serve import ServeConfig, create_app, serve_in_thread
+    from nasprune.deploy.serve.app import ServeConfig, create_app, serve_in_thread
 
     app = create_app(tiny_served_model, ServeConfig(token="s3cret", torch_threads=1))
     with serve_in_thread(app) as url:
@@ -376,7 +376,7 @@ def test_loadtest_fails_when_a_step_mostly_fails(tmp_path, tiny_served_model):
     """Past the preflight, a step above --max-failure-rate fails the run, naming statuses."""
     _skip_without_locust()
     pytest.importorskip("fastapi")
-    from nasprune.serve import Predictor, ServeConfig, create_app, serve_in_thread
+    from nasprune.deploy.serve.app import Predictor, ServeConfig, create_app, serve_in_thread
 
     class FailsAfterFirst(Predictor):
         calls = 0

@@ -7,20 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from nasprune.adapters import tiny_model
-from nasprune.data import PRESETS, Encoded
+from nasprune.core.adapters import tiny_model
+from nasprune.core.subnet import Subnet
+from nasprune.core.supernet import Supernet
+from nasprune.data.tasks import PRESETS, Encoded
 from nasprune.errors import NaspruneError
-from nasprune.losses import DistillLoss
-from nasprune.recovery import (
+from nasprune.train.loop import iter_batches
+from nasprune.train.losses import DistillLoss
+from nasprune.train.recovery import (
     RecoveryConfig,
     distill,
     least_squares_correction,
     logits_mse,
     recover,
 )
-from nasprune.subnet import Subnet
-from nasprune.supernet import Supernet
-from nasprune.training import iter_batches
 
 # 3 layers x 4 heads x 8, FFN 48: partial blocks, a removed attention, a removed FFN
 SUBNET = Subnet(((2, 24), (0, 16), (3, 0)))

@@ -89,7 +89,7 @@ ENCODER = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     import numpy as np
 
-    import nasprune.data as data
+    import nasprune.data.tasks as data
     from conftest import tiny_tokenizer
 
     barrier, me, other, rounds = Path(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])

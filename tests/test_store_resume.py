@@ -16,6 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import pytest
 
+from nasprune.core.subnet import ModelShape, Subnet, encoder_params, make_space
 from nasprune.errors import NaspruneError
 from nasprune.search import (
     STORE_RELPATH,
@@ -24,7 +25,6 @@ from nasprune.search import (
     make_searcher,
     run_search,
 )
-from nasprune.subnet import ModelShape, Subnet, encoder_params, make_space
 
 SHAPE = ModelShape(num_layers=4, num_heads=4, head_dim=8, hidden=32, ffn=64)
 WEIGHTS = (0.4, 0.3, 0.2, 0.1)
@@ -297,7 +297,7 @@ SCRIPT = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from nasprune.search import TrialStore, make_searcher, run_search
-    from nasprune.subnet import ModelShape, encoder_params, make_space
+    from nasprune.core.subnet import ModelShape, encoder_params, make_space
 
     run_dir, log = Path(sys.argv[1]), Path(sys.argv[2])
     n, delay = int(sys.argv[3]), float(sys.argv[4])

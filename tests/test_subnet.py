@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from nasprune.subnet import (
+from nasprune.core.subnet import (
     ModelShape,
     Subnet,
     SubnetError,
@@ -135,7 +135,7 @@ def test_uniform_space_keeps_every_head_and_one_width():
 
 
 def test_every_uniform_sub_network_has_a_stock_config_form():
-    from nasprune.export_vanilla import VanillaPlan, plan
+    from nasprune.deploy.export.vanilla import VanillaPlan, plan
 
     space = make_space("uniform", MINILM)
     rng = random.Random(3)

@@ -9,12 +9,20 @@ import pytest
 import torch
 from test_training import toy_data
 
-from nasprune.adapters import get_adapter, tiny_model
-from nasprune.data import PRESETS, Encoded, encode
+from nasprune.core.adapters import get_adapter, tiny_model
+from nasprune.core.subnet import Subnet
+from nasprune.core.supernet import ORDER_FILE, Supernet
+from nasprune.data.tasks import PRESETS, Encoded, encode
 from nasprune.errors import NaspruneError
-from nasprune.subnet import Subnet
-from nasprune.supernet import ORDER_FILE, Supernet
-from nasprune.supertrain import (
+from nasprune.train.loop import (
+    STRATEGIES,
+    TrainConfig,
+    TrainContext,
+    evaluate,
+    make_strategy,
+    train,
+)
+from nasprune.train.strategies import (
     SUPERNET_FILE,
     DistillStrategy,
     RandomLinearStrategy,
@@ -22,7 +30,6 @@ from nasprune.supertrain import (
     SandwichStrategy,
     read_supernet_info,
 )
-from nasprune.training import STRATEGIES, TrainConfig, TrainContext, evaluate, make_strategy, train
 
 from conftest import tiny_tokenizer
 
@@ -271,7 +278,7 @@ def test_distill_strategy_samples_around_the_budget(monkeypatch):
 def test_sample_budget_centres_where_asked():
     import random
 
-    from nasprune.subnet import ModelShape, make_space
+    from nasprune.core.subnet import ModelShape, make_space
 
     space = make_space("layerwise", ModelShape(6, 12, 32, 384, 1536))
     rng = random.Random(0)

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from nasprune.data import PRESETS, DataConfig, TaskData, load_task_data
+from nasprune.data.tasks import PRESETS, DataConfig, TaskData, load_task_data
 from nasprune.errors import NaspruneError
-from nasprune.training import Strategy, TrainConfig, encode, evaluate, finetune, train
+from nasprune.train.loop import Strategy, TrainConfig, encode, evaluate, finetune, train
 
 from conftest import tiny_bert, tiny_tokenizer
 

@@ -9,9 +9,9 @@ The Python API mirrors the command line (see examples/api.py):
 """
 
 from nasprune.config import RunConfig, SearchConfig, TrainConfig
-from nasprune.data import DataConfig
+from nasprune.core.subnet import ModelShape, SearchSpace, Subnet, make_space
+from nasprune.data.tasks import DataConfig
 from nasprune.errors import NaspruneError
-from nasprune.subnet import ModelShape, SearchSpace, Subnet, make_space
 
 __version__ = "0.1.0"
 __all__ = ["NaspruneError", "ModelShape", "SearchSpace", "Subnet", "make_space", "RunConfig",
@@ -20,9 +20,9 @@ __all__ = ["NaspruneError", "ModelShape", "SearchSpace", "Subnet", "make_space",
 
 def __getattr__(name: str):  # lazy: torch is imported only when a stage runs
     if name in ("export", "load"):
-        import nasprune.export as module  # callable: nasprune.export(...) = export_model
+        from nasprune.deploy.export import writer
 
-        return module if name == "export" else module.load
+        return writer.export_model if name == "export" else writer.load
     if name == "run":
         from nasprune.pipeline import run
 

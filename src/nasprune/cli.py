@@ -18,13 +18,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from nasprune import choices
-from nasprune.data import PRESETS
+from nasprune.core.subnet import SPACES
+from nasprune.data.tasks import PRESETS
+from nasprune.deploy.export.manifest import LAYOUTS
 from nasprune.errors import NaspruneError
-from nasprune.export_manifest import LAYOUTS
 from nasprune.rundir import ORDER
 from nasprune.search.executors import BACKENDS
 from nasprune.search.searchers import SEARCHERS
-from nasprune.subnet import SPACES
 
 app = typer.Typer(
     help="Prune fine-tuned transformer encoders with multi-objective architecture search.",
@@ -118,7 +118,7 @@ SearchFileOpt = Annotated[Path | None, opt("Your own search split (same columns 
 def data_config(task, data_dir, train_file, validation_file, text_columns, label_column,
                 regression, max_train_examples, max_eval_examples, seed=0, search_split=0.1,
                 search_file=None, distill_file=None, drop_invalid=False):
-    from nasprune.data import DataConfig
+    from nasprune.data.tasks import DataConfig
 
     return DataConfig(
         task=_value(task), data_dir=str(data_dir) if data_dir else None,
@@ -135,7 +135,7 @@ def quiet_libraries() -> None:
     """Library chatter off, unless -v asked for it."""
     if VERBOSITY["level"] > 0:
         return
-    from nasprune.models import quiet_libraries as quiet  # torch loads only when needed
+    from nasprune.core.models import quiet_libraries as quiet  # torch loads only when needed
 
     quiet()
 
@@ -211,13 +211,13 @@ def finetune(
     data_cfg = data_config(task, data_dir, train_file, validation_file, text_columns,
                            label_column, regression, max_train_examples, max_eval_examples,
                            seed, search_split, search_file, drop_invalid=drop_invalid)
-    from nasprune.data import load_task_data
-    from nasprune.models import check_model
+    from nasprune.core.models import check_model
+    from nasprune.data.tasks import load_task_data
 
     data = load_task_data(data_cfg)
     check_model(model)
     quiet_libraries()
-    from nasprune.training import finetune as run_finetune
+    from nasprune.train.loop import finetune as run_finetune
 
     result = run_finetune(model, data, cfg, out)
     best, metric = result["best"], result["metric"]
@@ -472,7 +472,7 @@ def search(
     _print_summary(record, run_dir)
 
 
-# ---- pareto: the front of a search (nasprune.report) ----
+# ---- pareto: the front of a search (nasprune.report.plots) ----
 
 
 @app.command(epilog="Example: nasprune pareto runs/sst2 --pick 'encoder_params<=0.3'")
@@ -485,7 +485,7 @@ def pareto(
     """Print the Pareto front of a search; write pareto.png and pareto.csv."""
     from rich.console import Console as StdoutConsole
 
-    from nasprune.report import front_table, pareto_summary
+    from nasprune.report.plots import front_table, pareto_summary
     from nasprune.search.pareto import pick as pick_trial
 
     names = tuple(o.strip() for o in objectives.split(",") if o.strip()) if objectives else None
@@ -500,7 +500,7 @@ def pareto(
     console.print(f"wrote {escape(str(summary.png))} and {escape(str(summary.csv))}")
 
 
-# ---- export: a picked sub-network as a deployable model (nasprune.export) ----
+# ---- export: a picked sub-network as a deployable model (nasprune.deploy.export.writer) ----
 
 
 @app.command(epilog="Example: nasprune export runs/sst2 --pick 'latency<=12ms' --out pruned/ "
@@ -522,8 +522,8 @@ def export(
     from nasprune.rundir import RunDir
 
     quiet_libraries()
-    from nasprune.export import export_from_run
-    from nasprune.export_card import run_card_facts
+    from nasprune.deploy.export.card import run_card_facts
+    from nasprune.deploy.export.writer import export_from_run
 
     with RunDir(run_dir) if (Path(run_dir) / "config.json").is_file() else _nothing():
         path = export_from_run(run_dir, pick, out, formats=(format,), quantize=_value(quantize),
@@ -569,8 +569,8 @@ def serve(
     """Serve a classifier over HTTP: POST /v1/predict, /healthz, /readyz, /v1/model, /metrics."""
     from rich.markup import escape as plain
 
-    from nasprune.serve import ServeConfig
-    from nasprune.serve import serve as run_server
+    from nasprune.deploy.serve.app import ServeConfig
+    from nasprune.deploy.serve.app import serve as run_server
 
     try:  # every option is checked (and the port bound) before the model loads
         cfg = ServeConfig(host=host, port=port, max_batch_size=max_batch_size,
@@ -620,7 +620,7 @@ def loadtest(
     from rich.markup import escape as plain
     from rich.table import Table
 
-    from nasprune.loadtest import (
+    from nasprune.deploy.loadtest.runner import (
         LoadTestConfig,
         describe_statuses,
         failure_report,
@@ -683,7 +683,7 @@ def report(
     out: Annotated[Path | None, typer.Option(help="HTML file to write (default RUN_DIR/report.html).")] = None,
 ) -> None:
     """Write one self-contained HTML report of a run: configuration, fine-tuning curve, interactive Pareto front, the pick's shape, the export's before/after table, load tests."""
-    from nasprune.report_html import write_report
+    from nasprune.report.html import write_report
 
     path = write_report(run_dir, out)
     print(path)

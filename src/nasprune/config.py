@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from nasprune import choices
-from nasprune.data import DataConfig
+from nasprune.data.tasks import DataConfig
 from nasprune.errors import NaspruneError
 
 
@@ -85,9 +85,9 @@ class SearchConfig:
     gpus_per_worker: float = 0
 
     def __post_init__(self) -> None:
+        from nasprune.core.subnet import SPACES
         from nasprune.search.executors import BACKENDS
         from nasprune.search.searchers import SEARCHERS
-        from nasprune.subnet import SPACES
 
         _one_of("backend", self.backend, BACKENDS)
         _one_of("search space", self.space, SPACES)
@@ -148,7 +148,7 @@ class RunConfig:
         return threshold if metric == "encoder_params" and op in ("<=", "<") else None
 
     def recovery(self):
-        from nasprune.recovery import RecoveryConfig
+        from nasprune.train.recovery import RecoveryConfig
 
         return RecoveryConfig(method=self.recover, epochs=self.recover_epochs,
                               seed=self.train.seed)

@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 
 from nasprune.config import RunConfig, SearchConfig, TrainConfig, config_of_run
-from nasprune.data import DataConfig, Encoded, TaskData, encode, load_task_data, subset
+from nasprune.core.models import pick_device
+from nasprune.data.tasks import DataConfig, Encoded, TaskData, encode, load_task_data, subset
 from nasprune.errors import NaspruneError
-from nasprune.models import pick_device
-from nasprune.training import iter_batches, load_classifier, train, write_json
+from nasprune.train.loop import iter_batches, load_classifier, train, write_json
 
 __all__ = ["RunConfig", "SearchConfig", "TrainConfig", "DataConfig", "config_of_run", "run"]
 
@@ -49,7 +49,7 @@ def finetune_stage(cfg: RunConfig, data: TaskData, run_dir: Path) -> dict:
     this stage then fine-tunes with the standard strategy."""
     from dataclasses import replace
 
-    from nasprune.training import needs_teacher
+    from nasprune.train.loop import needs_teacher
 
     out = run_dir / FINETUNE_DIR
     done = out / "metrics.json"
@@ -67,7 +67,7 @@ def finetune_stage(cfg: RunConfig, data: TaskData, run_dir: Path) -> dict:
 
 def sanity_check(cfg: RunConfig, data: TaskData, run_dir: Path, tokenizer) -> None:
     """Refuse to go on with a fine-tuned model that learned nothing (unless ``force``)."""
-    from nasprune.training import predict, trivial_reason
+    from nasprune.train.loop import predict, trivial_reason
 
     if cfg.force:
         return
@@ -98,8 +98,8 @@ def supernet_stage(cfg: RunConfig, data: TaskData, run_dir: Path, train_encoded:
     """The importance-reordered super-network; reused when ``supernet/`` exists."""
     from transformers import AutoTokenizer
 
-    from nasprune.supernet import Supernet
-    from nasprune.training import needs_teacher
+    from nasprune.core.supernet import Supernet
+    from nasprune.train.loop import needs_teacher
 
     out = run_dir / SUPERNET_DIR
     device = pick_device(cfg.train.device)
@@ -145,12 +145,12 @@ def supertrain_stage(cfg: RunConfig, data: TaskData, run_dir: Path) -> Path:
 def search_stage(cfg: RunConfig, data: TaskData, run_dir: Path, supernet, tokenizer,
                  progress: bool = True):
     """Run or resume the search; finished candidates are looked up, never re-evaluated."""
-    from nasprune.cost import CostModel
+    from nasprune.core.cost import CostModel
+    from nasprune.core.subnet import make_space
     from nasprune.search.objective import SubnetEvaluator
     from nasprune.search.runner import run_search
     from nasprune.search.searchers import make_searcher
     from nasprune.search.store import TrialStore
-    from nasprune.subnet import make_space
 
     s = cfg.search
     space = make_space(s.space, supernet.shape, any_heads=s.any_heads, unit_step=s.unit_step)
@@ -188,7 +188,7 @@ def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data
     corrected by least squares), stopping on the search split; its metrics are reported
     before and after on the search split and the validation set.
     """
-    from nasprune.export import MANIFEST, SUBNET_FILE, export_model
+    from nasprune.deploy.export.writer import MANIFEST, SUBNET_FILE, export_model
 
     out = Path(out) if out is not None else run_dir / EXPORT_DIR
     if reuse and (out / MANIFEST).is_file() and (out / SUBNET_FILE).is_file():
@@ -200,7 +200,7 @@ def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data
     validation = encode(tokenizer, data, "validation", cfg.train.max_length)
     small, report = None, None
     if cfg.recover != "none":
-        from nasprune.recovery import recover
+        from nasprune.train.recovery import recover
 
         search = encode(tokenizer, data, data.selection_split, cfg.train.max_length)
         unlabeled = (encode(tokenizer, data, "unlabeled", cfg.train.max_length)
@@ -211,7 +211,7 @@ def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data
                          preset=data.preset, config=cfg.recovery(),
                          pad_id=tokenizer.pad_token_id or 0, subnet=trial.subnet,
                          unlabeled=unlabeled, progress=cfg.train.progress).to_dict()
-    from nasprune.export_card import run_card_facts
+    from nasprune.deploy.export.card import run_card_facts
 
     path = export_model(
         supernet, trial.subnet, out, tokenizer=tokenizer, metrics=dict(trial.metrics),
@@ -283,9 +283,9 @@ def prepare(cfg: RunConfig, run_dir: str | Path, redo: str | None = None
 
 
 def _prepare(cfg: RunConfig, run: RunDir, redo: str | None):
-    from nasprune.models import check_model
+    from nasprune.core.models import check_model
     from nasprune.rundir import fingerprints
-    from nasprune.training import make_strategy, needs_teacher
+    from nasprune.train.loop import make_strategy, needs_teacher
 
     cfg = absolute(cfg)
     teacher_strategy = needs_teacher(cfg.train.strategy)
@@ -332,7 +332,7 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True,
 
 def _run(cfg: RunConfig, data: TaskData, rundir: RunDir, wanted: dict, progress: bool,
          until: str) -> dict:
-    from nasprune.report import pareto_summary
+    from nasprune.report.plots import pareto_summary
     from nasprune.search.pareto import pick
 
     run_dir = rundir.path
@@ -425,7 +425,7 @@ def _run(cfg: RunConfig, data: TaskData, rundir: RunDir, wanted: dict, progress:
 
 def _write_report(rundir: RunDir, record: dict) -> None:
     """RUN/report.html from what the run directory now holds (one self-contained file)."""
-    from nasprune.report_html import write_report
+    from nasprune.report.html import write_report
 
     try:
         record["report"] = str(write_report(rundir.path))

@@ -57,8 +57,8 @@ class EvaluatorSpec:
     config: Any  # the model's PretrainedConfig
     weights: dict[str, Any]  # name -> numpy array (or a CPU tensor for dtypes numpy lacks)
     order: dict | None
-    validation: Any  # nasprune.data.Encoded
-    preset: Any  # nasprune.data.TaskPreset
+    validation: Any  # nasprune.data.tasks.Encoded
+    preset: Any  # nasprune.data.tasks.TaskPreset
     seq_len: int = 128
     latency_repeats: int = 10
     latency_warmup: int = 2
@@ -99,9 +99,9 @@ class EvaluatorSpec:
         """A ``SubnetEvaluator`` over a fresh copy of the super-network on ``device``."""
         import torch
 
-        from nasprune.cost import CostModel
+        from nasprune.core.cost import CostModel
+        from nasprune.core.supernet import Supernet
         from nasprune.search.objective import SubnetEvaluator
-        from nasprune.supernet import Supernet
 
         model = self.model_class(self.config)
         state = {}

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from nasprune.core.subnet import SearchSpace, Subnet
 from nasprune.errors import NaspruneError
 from nasprune.progress import ProgressBar
 from nasprune.search.pareto import (
@@ -38,7 +39,6 @@ from nasprune.search.pareto import (
 )
 from nasprune.search.searchers import Searcher
 from nasprune.search.store import Trial, TrialStore
-from nasprune.subnet import SearchSpace, Subnet
 
 Evaluate = Callable[[Subnet, float], dict]
 

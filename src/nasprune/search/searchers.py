@@ -15,9 +15,9 @@ import random
 import warnings
 from collections.abc import Callable, Sequence
 
+from nasprune.core.subnet import SearchSpace, Subnet
 from nasprune.errors import NaspruneError
 from nasprune.search.pareto import crowding_distance, non_dominated_sort, pareto_front
-from nasprune.subnet import SearchSpace, Subnet
 
 
 class Searcher:

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nasprune import metrics as task_metrics
 from nasprune.config import TrainConfig
-from nasprune.data import Encoded, TaskData, TaskPreset, batches, collate, encode
+from nasprune.core.models import pick_device, uses_token_types
+from nasprune.data.tasks import Encoded, TaskData, TaskPreset, batches, collate, encode
 from nasprune.errors import NaspruneError
 from nasprune.files import write_json
-from nasprune.models import pick_device, uses_token_types
 from nasprune.progress import ProgressBar
+from nasprune.train import metrics as task_metrics
 
 # --------------------------------------------------------------------------- strategies
 
@@ -67,7 +67,7 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {"standard": StandardStrategy}
 
 
 def strategy_class(name: str) -> Callable[..., Strategy]:
-    import nasprune.supertrain  # noqa: F401  (super-network strategies register on import)
+    import nasprune.train.strategies  # noqa: F401  (super-network strategies register on import)
 
     if name not in STRATEGIES:
         raise NaspruneError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
@@ -324,7 +324,7 @@ def load_classifier(model_name: str, preset: TaskPreset):
     """A sequence classifier with the task's labels (a new head on a plain encoder)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from nasprune.models import load_pretrained
+    from nasprune.core.models import load_pretrained
 
     tokenizer = load_pretrained(AutoTokenizer, model_name)
     kwargs = {"num_labels": preset.num_labels}

@@ -319,7 +319,7 @@ class UniformSpace(SearchSpace):
 
     Heads are not searched because a stock BERT-family config derives the head size from
     ``hidden_size / num_attention_heads``: fewer heads of the original size have no stock
-    form (see ``nasprune.export_vanilla``). Layers and FFN width are what remains.
+    form (see ``nasprune.deploy.export.vanilla``). Layers and FFN width are what remains.
     """
 
     name = "uniform"

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nasprune.subnet import ModelShape, Subnet
+from nasprune.core.subnet import ModelShape, Subnet
 
 SPLIT_NOTES = {
     "search": "examples held out of the training data; the sub-network was chosen on them",

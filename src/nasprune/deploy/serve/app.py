@@ -29,7 +29,7 @@ from typing import Any
 
 from nasprune.errors import NaspruneError, require
 
-_log = logging.getLogger("nasprune.serve")
+_log = logging.getLogger("nasprune.deploy.serve.app")
 
 #: One input: a text, or a text pair (premise, hypothesis).
 Item = tuple[str, str | None]
@@ -70,7 +70,7 @@ class ServeConfig:
     max_header_bytes: int = 32_768  # request line + headers
 
     def __post_init__(self) -> None:
-        from nasprune.serve_http import check_host
+        from nasprune.deploy.serve.http import check_host
 
         def positive(value, option: str, *, integer: bool = True, minimum: float = 1) -> None:
             kind = int if integer else (int, float)
@@ -123,16 +123,16 @@ class ServeConfig:
 def load_for_inference(model_dir: str | Path, *, threads: int | None = None):
     """``(model, tokenizer)`` in eval mode from a nasprune export or a plain HF directory.
 
-    ``nasprune.export.load_model_dir`` decides: a directory holding any of nasprune's
+    ``nasprune.deploy.export.writer.load_model_dir`` decides: a directory holding any of nasprune's
     files is an export, verified whole (checksums, pruned architecture, possibly ONNX
     Runtime) and refused if damaged; only a directory with none of them is loaded with
     ``AutoModelForSequenceClassification.from_pretrained``.
     """
-    from nasprune import export
+    from nasprune.deploy.export import writer as export
 
     if hasattr(export, "load_model_dir"):
         loaded = export.load_model_dir(model_dir, threads=threads)
-    else:  # an older nasprune.export
+    else:  # an older nasprune.deploy.export.writer
         loaded = _load_plain_or_export(Path(model_dir).expanduser(), threads)
     model, tokenizer = loaded  # a tuple, or an Export (which unpacks the same way)
     if tokenizer is None:
@@ -147,7 +147,7 @@ def _load_plain_or_export(path: Path, threads: int | None):
     if not (path / "config.json").is_file():
         raise NaspruneError(f"{path} is not a model directory (no config.json)")
     if (path / "subnet.json").is_file() and (path / "manifest.json").is_file():
-        from nasprune import export
+        from nasprune.deploy.export import writer as export
 
         return export.load(path, threads=threads)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -932,7 +932,7 @@ async def _read_body(request, limit: int, timeout: float = math.inf,
 def _uvicorn_server(app, config: ServeConfig, log_level: str | None = None):
     """A uvicorn server for ``app`` with nasprune's connection guard and drain."""
     uvicorn = require("uvicorn", "serve")
-    from nasprune.serve_http import draining_server_class, guarded_protocol
+    from nasprune.deploy.serve.http import draining_server_class, guarded_protocol
 
     metrics: _Metrics = app.state.metrics
     protocol = guarded_protocol(
@@ -959,7 +959,7 @@ def serve(model_dir: str | Path, config: ServeConfig | None = None, *,
     imported or loaded; then ``before_load()`` runs (if given), the model loads, and
     ``announce(url)`` is called with the real port just before uvicorn starts.
     """
-    from nasprune.serve_http import bind_socket, raise_open_file_limit
+    from nasprune.deploy.serve.http import bind_socket, raise_open_file_limit
 
     config = config or ServeConfig()
     if config.token is None and os.environ.get("NASPRUNE_TOKEN"):
@@ -982,7 +982,7 @@ def serve(model_dir: str | Path, config: ServeConfig | None = None, *,
 
 
 def _setup_logging(level: str) -> None:
-    """nasprune.serve's one-line messages in uvicorn's format and at its level."""
+    """nasprune.deploy.serve.app's one-line messages in uvicorn's format and at its level."""
     from uvicorn.logging import DefaultFormatter
 
     numeric = {"trace": 5}.get(level, getattr(logging, level.upper(), logging.INFO))
@@ -1006,7 +1006,7 @@ def serve_in_thread(app, host: str = "127.0.0.1", port: int = 0,
     ``port=0`` lets the OS pick a free port, so tests and benchmarks never collide. The
     app's ``ServeConfig`` timeouts and limits apply, as under ``serve``.
     """
-    from nasprune.serve_http import bind_socket
+    from nasprune.deploy.serve.http import bind_socket
 
     config = getattr(app.state, "config", None) or ServeConfig()
     sock = bind_socket(host, port)

@@ -15,9 +15,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from nasprune.core.subnet import Subnet, encoder_flops, encoder_params
+from nasprune.core.supernet import Supernet
 from nasprune.errors import NaspruneError
-from nasprune.subnet import Subnet, encoder_flops, encoder_params
-from nasprune.supernet import Supernet
 
 METRICS = ("params", "encoder_params", "flops")
 

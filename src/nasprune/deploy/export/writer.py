@@ -29,8 +29,9 @@ Layouts (``manifest.json`` ``layout``):
 
 ``load`` verifies the export whole (``export_manifest.verify``: every file listed and
 intact, nothing unlisted) and returns an :class:`Export` (unpacks as ``model,
-tokenizer``); it builds the model from transformers' and the installed ``nasprune.hf_remote``
-classes, so no code from the directory runs. ``load_model_dir`` is the loader for servers:
+tokenizer``); it builds the model from the classes of transformers and of
+``nasprune.deploy.export.modeling_nasprune``, so no code from the directory runs.
+``load_model_dir`` is the loader for servers:
 a nasprune export (any nasprune file present) goes through ``load``, a plain Hugging Face
 directory through ``from_pretrained``.
 
@@ -49,16 +50,15 @@ import re
 import secrets
 import shutil
 import socket
-import sys
 import time
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from nasprune import export_vanilla
-from nasprune.errors import NaspruneError, require
-from nasprune.export_manifest import (  # noqa: F401  (re-exported names)
+from nasprune.core.models import uses_token_types  # noqa: F401
+from nasprune.core.subnet import Subnet, SubnetError, encoder_flops, encoder_params
+from nasprune.deploy.export import vanilla as export_vanilla
+from nasprune.deploy.export.manifest import (  # noqa: F401  (re-exported names)
     CARD_FILE,
     CONFIG,
     FORMAT,
@@ -77,7 +77,7 @@ from nasprune.export_manifest import (  # noqa: F401  (re-exported names)
     read_object,
     verify,
 )
-from nasprune.export_onnx import (  # noqa: F401  (re-exported names)
+from nasprune.deploy.export.onnx import (  # noqa: F401  (re-exported names)
     ONNX_OPSET,
     OnnxClassifier,
     _example_inputs,
@@ -87,8 +87,7 @@ from nasprune.export_onnx import (  # noqa: F401  (re-exported names)
     quantize_torch,
     write_onnx,
 )
-from nasprune.models import uses_token_types  # noqa: F401
-from nasprune.subnet import Subnet, SubnetError, encoder_flops, encoder_params
+from nasprune.errors import NaspruneError, require
 
 FORMATS = ("hf", "onnx")
 QUANTIZE = ("int8",)
@@ -109,7 +108,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _families() -> dict:
-    from nasprune.hf_remote.modeling_nasprune import CLASSES
+    from nasprune.deploy.export.modeling_nasprune import CLASSES
 
     return CLASSES
 
@@ -218,7 +217,7 @@ def _label_names(config, preset) -> None:
 
 def _cost(supernet, subnet: Subnet, seq_len: int) -> dict:
     try:
-        from nasprune.cost import CostModel
+        from nasprune.core.cost import CostModel
 
         figures = CostModel(supernet, seq_len).summary(subnet)
     except (NaspruneError, ImportError, AttributeError):
@@ -245,7 +244,7 @@ def _unpack_validation(validation) -> tuple[Any, Any]:
 def _measure(model, encoded, preset, pad_id: int, batch_size: int) -> dict:
     import torch
 
-    from nasprune.training import evaluate
+    from nasprune.train.loop import evaluate
 
     with torch.inference_mode():
         return {k: float(v) for k, v in evaluate(model, encoded, preset, batch_size,
@@ -257,7 +256,7 @@ def _remote_model(small, config, cls):
     """The shipped class built from a ``nasprune_<family>`` config, with the extracted
     weights loaded strictly: proves that what users load with trust_remote_code matches
     nasprune's extraction."""
-    from nasprune.hf_remote import modeling_nasprune as remote
+    from nasprune.deploy.export import modeling_nasprune as remote
 
     data = {k: v for k, v in config.to_dict().items() if k != "model_type"}
     remote_config = remote.CONFIGS[config.model_type].from_dict(data)
@@ -300,8 +299,8 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
     import torch
 
     from nasprune import __version__
-    from nasprune.export_card import CardInfo, model_card
-    from nasprune.hf_remote.modeling_nasprune import PREFIX
+    from nasprune.deploy.export.card import CardInfo, model_card
+    from nasprune.deploy.export.modeling_nasprune import PREFIX
 
     say = progress or (lambda _msg: None)
     formats = tuple(dict.fromkeys(("hf", *formats)))
@@ -356,7 +355,7 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
         if leftovers or not (tmp / WEIGHTS).is_file():
             raise NaspruneError(f"unexpected weight files written: {leftovers or 'none'}")
         if not vanilla:
-            import nasprune.hf_remote.modeling_nasprune as remote
+            import nasprune.deploy.export.modeling_nasprune as remote
 
             shutil.copyfile(remote.__file__, tmp / REMOTE_FILE)
         if tokenizer is not None:
@@ -454,7 +453,7 @@ def _onnx_manifest(onnx_report: dict, quantize: str | None) -> dict:
     if not onnx_report.get("optimized"):
         out["why_not_optimized"] = onnx_report.get("why_not_optimized")
     if quantize == "int8":
-        from nasprune.export_onnx import INT8_PER_CHANNEL, INT8_REDUCE_RANGE
+        from nasprune.deploy.export.onnx import INT8_PER_CHANNEL, INT8_REDUCE_RANGE
 
         out["int8"] = {"method": "onnxruntime dynamic", "per_channel": INT8_PER_CHANNEL,
                        "reduce_range": INT8_REDUCE_RANGE,
@@ -520,7 +519,7 @@ def _read_config(directory: Path, layout: str):
     ``BertConfig`` carrying ``nasprune_subnet``)."""
     from transformers import CONFIG_MAPPING
 
-    from nasprune.hf_remote.modeling_nasprune import PREFIX
+    from nasprune.deploy.export.modeling_nasprune import PREFIX
 
     path = directory / CONFIG
     data = read_object(path, "config")
@@ -675,11 +674,11 @@ def export_from_run(run_dir: str | os.PathLike, pick: str, out: str | os.PathLik
     """
     from transformers import AutoTokenizer
 
-    from nasprune.export_card import run_card_facts
+    from nasprune.core.supernet import Supernet
+    from nasprune.deploy.export.card import run_card_facts
     from nasprune.search.pareto import full_reference
     from nasprune.search.pareto import pick as pick_trial
     from nasprune.search.store import TrialStore
-    from nasprune.supernet import Supernet
 
     run_dir = Path(run_dir)
     say = progress or (lambda _msg: None)
@@ -697,7 +696,7 @@ def export_from_run(run_dir: str | os.PathLike, pick: str, out: str | os.PathLik
     tokenizer = AutoTokenizer.from_pretrained(str(supernet_dir))
     validation, source = None, None
     if (run_dir / "config.json").is_file():
-        from nasprune.data import encode, load_task_data
+        from nasprune.data.tasks import encode, load_task_data
         from nasprune.pipeline import config_of_run
 
         cfg = config_of_run(run_dir)
@@ -713,11 +712,3 @@ def export_from_run(run_dir: str | os.PathLike, pick: str, out: str | os.PathLik
                         quantize=quantize, validation=validation, progress=say,
                         layout=layout, card=facts)
 
-
-# ``nasprune.export(...)`` calls export_model while ``nasprune.export.load`` stays reachable.
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> Path:
-        return export_model(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

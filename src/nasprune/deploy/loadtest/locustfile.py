@@ -1,4 +1,4 @@
-"""The locustfile that ``nasprune.loadtest`` runs in a separate ``python -m locust`` process.
+"""The locustfile that ``deploy.loadtest.runner`` runs in its own ``python -m locust`` process.
 
 Kept apart from everything else because locust monkey-patches the standard library with
 gevent on import, which must not happen inside a process that runs torch or asyncio.

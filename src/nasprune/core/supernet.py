@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasprune.adapters import Adapter, Edit, get_adapter
 from nasprune.choices import IMPORTANCE
+from nasprune.core.adapters import Adapter, Edit, get_adapter
+from nasprune.core.subnet import Subnet
 from nasprune.errors import NaspruneError
-from nasprune.subnet import Subnet
 
 SUBNET_CONFIG_KEY = "nasprune_subnet"
 ORDER_FILE = "order.json"

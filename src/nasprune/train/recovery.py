@@ -30,16 +30,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from nasprune.adapters import get_adapter
 from nasprune.choices import RECOVERY
-from nasprune.data import Encoded, TaskPreset, collate, concat, subset
+from nasprune.core.adapters import get_adapter
+from nasprune.core.models import uses_token_types
+from nasprune.core.subnet import Subnet
+from nasprune.core.supernet import model_inputs, subnet_of
+from nasprune.data.tasks import Encoded, TaskPreset, collate, concat, subset
 from nasprune.errors import NaspruneError
-from nasprune.losses import DistillLoss, Targets
-from nasprune.models import uses_token_types
 from nasprune.progress import ProgressBar
-from nasprune.subnet import Subnet
-from nasprune.supernet import model_inputs, subnet_of
-from nasprune.training import evaluate, grouped_batches, iter_batches
+from nasprune.train.loop import evaluate, grouped_batches, iter_batches
+from nasprune.train.losses import DistillLoss, Targets
 
 METHODS = RECOVERY
 
@@ -263,7 +263,7 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
     the validation set never stops training). With a logits-only loss the teacher's logits
     are computed once for all of ``train`` (the teacher is frozen, so they never change).
     """
-    from nasprune.training import predict
+    from nasprune.train.loop import predict
 
     loss = loss or DistillLoss()
     steps_per_epoch = math.ceil(len(train) / batch_size)

@@ -1,6 +1,6 @@
 """Stepped-users load tests of one or more prediction endpoints (extra ``[loadtest]``).
 
-For each named target, Locust runs headless in its own process (``_locust_user.py``:
+For each named target, Locust runs headless in its own process (``locustfile.py``:
 locust patches the standard library with gevent, which must stay out of this process)
 with a step shape: each user count is held for ``step_time`` seconds, inputs drawn from a
 real validation file. The locustfile writes one row per request; here those rows are
@@ -157,7 +157,7 @@ def load_texts(path: str | Path, text_column: str | None = None,
                pair_column: str | None = None, *, limit: int = 2000,
                seed: int = 0) -> list[list[str]]:
     """Inputs for the load test from a TSV/CSV/JSONL file: ``[text]`` or ``[text, pair]``."""
-    from nasprune.data import read_table
+    from nasprune.data.tasks import read_table
 
     frame = read_table(path)
     if text_column is None:
@@ -251,7 +251,7 @@ def run_target(name: str, url: str, config: LoadTestConfig, texts_file: Path) ->
         "NASPRUNE_LT_THINK_MS": str(config.think_ms),
         "NASPRUNE_LT_TIMEOUT_S": str(config.timeout_s),
     }
-    locustfile = Path(__file__).with_name("_locust_user.py")
+    locustfile = Path(__file__).with_name("locustfile.py")
     command = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
                "--host", url, "--csv", str(raw / name), "--only-summary",
                "--html", str(config.out_dir / f"locust-{name}.html"),

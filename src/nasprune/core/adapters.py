@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nasprune.core.subnet import ModelShape
 from nasprune.errors import NaspruneError
-from nasprune.subnet import ModelShape
 
 # ----------------------------------------------------------------- parameter-free stand-ins
 # They replace removed blocks in both ``use()`` and extracted models, so a removed block

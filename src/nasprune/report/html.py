@@ -31,11 +31,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from nasprune.core.subnet import Subnet
 from nasprune.errors import NaspruneError, require
-from nasprune.report import compact, run_config, run_title
+from nasprune.report.plots import compact, run_config, run_title
 from nasprune.search.pareto import front_of, full_reference
 from nasprune.search.store import STORE_RELPATH, Trial, TrialStore
-from nasprune.subnet import Subnet
 
 #: Default file name inside the run directory.
 REPORT_NAME = "report.html"

@@ -16,7 +16,7 @@ stock transformers does not know: ``AutoModelForSequenceClassification.from_pret
 without ``trust_remote_code=True`` refuses the directory (asking for
 ``trust_remote_code=True``) instead of building the full stock structure and silently
 filling pruned or dropped layers with random weights. Sub-networks that a stock config
-can describe are exported without this file (see ``nasprune.export_vanilla``).
+can describe are exported without this file (see ``nasprune.deploy.export.vanilla``).
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from nasprune.core.models import uses_token_types
 from nasprune.errors import NaspruneError, require
-from nasprune.models import uses_token_types
 
 ONNX_OPSET = 17
 #: The dynamo exporter's lowest supported opset.

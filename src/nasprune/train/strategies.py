@@ -36,12 +36,12 @@ from typing import Any
 
 import torch
 
-from nasprune.data import Encoded, subset
+from nasprune.core.subnet import SPACES, SearchSpace, Subnet, make_space
+from nasprune.core.supernet import IMPORTANCE_METHODS, ORDER_FILE, Supernet, model_inputs
+from nasprune.data.tasks import Encoded, subset
 from nasprune.errors import NaspruneError
-from nasprune.losses import DistillLoss, logits_loss
-from nasprune.subnet import SPACES, SearchSpace, Subnet, make_space
-from nasprune.supernet import IMPORTANCE_METHODS, ORDER_FILE, Supernet, model_inputs
-from nasprune.training import STRATEGIES, Strategy, TrainContext, iter_batches, write_json
+from nasprune.train.loop import STRATEGIES, Strategy, TrainContext, iter_batches, write_json
+from nasprune.train.losses import DistillLoss, logits_loss
 
 #: Written next to ``order.json``: which strategy and space trained this checkpoint.
 SUPERNET_FILE = "supernet.json"

@@ -26,8 +26,8 @@ import copy
 import re
 from dataclasses import dataclass
 
+from nasprune.core.subnet import ModelShape, Subnet
 from nasprune.errors import NaspruneError
-from nasprune.subnet import ModelShape, Subnet
 
 #: Config attributes that carry the sub-network, never written into a vanilla config.
 NASPRUNE_ONLY = ("nasprune_subnet", "auto_map")
