@@ -42,17 +42,14 @@ from pathlib import Path
 
 import torch
 
+from nasprune.config import RunConfig, SearchConfig, TrainConfig
 from nasprune.core.models import quiet_libraries
-from nasprune.data.tasks import DataConfig, encode, load_task_data, read_unlabeled
-from nasprune.pipeline import (
-    RunConfig,
-    SearchConfig,
-    export_stage,
-    finetune_stage,
-    search_stage,
-    supernet_stage,
-)
-from nasprune.train.loop import TrainConfig, evaluate
+from nasprune.data.encode import encode
+from nasprune.data.io import read_unlabeled
+from nasprune.data.tasks import DataConfig, load_task_data
+from nasprune.pipeline.export import export_stage
+from nasprune.pipeline.stages import finetune_stage, search_stage, supernet_stage
+from nasprune.train.evaluation import evaluate
 
 from common import CHECKPOINTS, DATA, RESULTS, SETTINGS, interleaved, write_results
 
@@ -185,7 +182,7 @@ def speedups(small, full_model, validation, pad_id: int, rounds: int = 10) -> di
     import numpy as np
 
     from nasprune.core.models import uses_token_types
-    from nasprune.data.tasks import collate
+    from nasprune.data.encode import collate
 
     order = np.argsort(validation.lengths(), kind="stable")
     middle = len(order) // 2
@@ -234,7 +231,7 @@ def arm_a(task, seed, args, data, ensure_teacher, stages: Stages) -> dict:
         return loaded
 
     def run():
-        from nasprune.core.subnet import make_space
+        from nasprune.core.spaces import make_space
         from nasprune.search.runner import run_search
         from nasprune.search.searchers import make_searcher
         from nasprune.search.store import TrialStore
@@ -399,7 +396,7 @@ def run_seed(task: str, seed: int, args) -> list[dict]:
 
 
 def _supertrain(cfg, data, run_dir):
-    from nasprune.pipeline import supertrain_stage
+    from nasprune.pipeline.stages import supertrain_stage
 
     return supertrain_stage(cfg, data, run_dir)
 

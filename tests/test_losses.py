@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from nasprune.core.adapters import tiny_model
+from nasprune.core.families.tiny import tiny_model
 from nasprune.core.subnet import Subnet
 from nasprune.core.supernet import Supernet
-from nasprune.data.tasks import IGNORE_LABEL
+from nasprune.data.io import IGNORE_LABEL
 from nasprune.errors import NaspruneError
 from nasprune.train.losses import DistillLoss, hidden_loss, labels_loss, layer_outputs, logits_loss
 

@@ -31,9 +31,11 @@ def fake_run(run_dir: Path, *, n: int = 40, export: bool = True, loadtest: bool 
     """A run directory as ``nasprune run`` leaves it, with a MiniLM-sized search whose
     metrics follow a smooth curve (no model is trained: the report only reads files)."""
     from nasprune.config import RunConfig
-    from nasprune.core.subnet import ModelShape, encoder_flops, encoder_params, make_space
+    from nasprune.core.spaces import make_space
+    from nasprune.core.subnet import ModelShape, encoder_flops, encoder_params
     from nasprune.data.tasks import DataConfig
-    from nasprune.search import make_searcher, run_search
+    from nasprune.search.runner import run_search
+    from nasprune.search.searchers import make_searcher
 
     shape = ModelShape(num_layers=6, num_heads=12, head_dim=32, hidden=384, ffn=1536)
     space = make_space("layerwise", shape, unit_step=384)
@@ -167,9 +169,10 @@ def test_report_is_one_offline_file_with_every_part(report_run):
 
 
 def test_pareto_x_axis_buttons_switch_between_costs(report_run):
-    from nasprune.report.html import _Run, pareto_figure
+    from nasprune.report.pareto_figure import pareto_figure
+    from nasprune.report.run import RunContents
 
-    fig, front = pareto_figure(_Run(report_run["run_dir"]))
+    fig, front = pareto_figure(RunContents(report_run["run_dir"]))
     (menu,) = fig.layout.updatemenus
     labels = [b.label for b in menu.buttons]
     assert labels == ["encoder params (%)", "total params", "FLOPs", "latency"]
@@ -233,7 +236,7 @@ def test_report_of_a_real_tiny_run(tmp_path, tiny_model_dir, shared_data):
     (picked,) = [t for t in traces if t["name"].startswith("pick")]
     assert picked["customdata"] == [record["pick"]["id"]]
     from nasprune.core.subnet import Subnet
-    from nasprune.report.plots import compact
+    from nasprune.report.text import compact
 
     shape = compact(Subnet(tuple(map(tuple, record["pick"]["subnet"]["layers"]))))
     assert f"shape: {shape}" in picked["hovertext"][0]
@@ -298,7 +301,7 @@ def test_report_in_headless_chromium(report_run, tmp_path):
             f"Plotly.Fx.hover(g, [{{curveNumber: {pick_trace}, pointNumber: 0}}]);"
             "const h = g.querySelector('.hoverlayer');"
             "return h ? h.textContent : '';")
-        from nasprune.report.plots import compact
+        from nasprune.report.text import compact
 
         assert compact(report_run["pick"].subnet) in hover and "trial #" in hover
         # the x-axis buttons: FLOPs on the axis, the front's points follow

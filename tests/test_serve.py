@@ -12,15 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from nasprune.deploy.serve.app import (
-    DynamicBatcher,
-    Predictor,
-    QueueFull,
-    ServeConfig,
-    create_app,
-    load_for_inference,
-    serve_in_thread,
-)
+from nasprune.deploy.serve.app import create_app
+from nasprune.deploy.serve.batcher import DynamicBatcher, QueueFull
+from nasprune.deploy.serve.config import ServeConfig
+from nasprune.deploy.serve.predictor import Predictor, load_for_inference
+from nasprune.deploy.serve.runner import serve_in_thread
 from nasprune.errors import NaspruneError
 
 pytest.importorskip("fastapi")
@@ -742,7 +738,7 @@ def test_batcher_drops_cancelled_and_expired_requests_before_computing():
         return [{}] * len(items)
 
     async def main():
-        from nasprune.deploy.serve.app import ClientClosed, DeadlineExceeded
+        from nasprune.deploy.serve.batcher import ClientClosed, DeadlineExceeded
 
         batcher = DynamicBatcher(model, max_batch_size=8, max_wait_ms=0, max_queue=10)
         await batcher.start()

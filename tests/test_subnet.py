@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from nasprune.core.spaces import make_space
 from nasprune.core.subnet import (
     ModelShape,
     Subnet,
@@ -14,7 +15,6 @@ from nasprune.core.subnet import (
     encoder_flops,
     encoder_params,
     layer_params,
-    make_space,
 )
 
 MINILM = ModelShape(num_layers=6, num_heads=12, head_dim=32, hidden=384, ffn=1536)

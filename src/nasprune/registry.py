@@ -26,13 +26,23 @@ class UnknownName(NaspruneError, KeyError):
 class Registry(Mapping[str, Any]):
     """``REGISTRY[name]`` is the member itself (imported on first use)."""
 
-    def __init__(self, kind: str, members: Mapping[str, str]) -> None:
+    def __init__(self, kind: str, members: Mapping[str, str],
+                 about: Mapping[str, str] | None = None) -> None:
         self.kind = kind
         self._paths = dict(members)
+        self._about = dict(about or {})
         self._loaded: dict[str, Any] = {}
+        if set(self._about) - set(self._paths):
+            raise ValueError(f"{kind}: described but not registered: "
+                             f"{sorted(set(self._about) - set(self._paths))}")
 
     def names(self) -> tuple[str, ...]:
         return tuple(self._paths)
+
+    def describe(self) -> str:
+        """One line per member for the CLI's help: ``name: what it is; ...``."""
+        return "; ".join(f"{name}: {self._about[name]}" if name in self._about else name
+                         for name in self._paths) + "."
 
     def path(self, name: str) -> str:
         """The ``module:attribute`` that holds ``name``."""

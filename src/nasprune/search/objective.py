@@ -14,8 +14,9 @@ import torch
 from nasprune.core.cost import CostModel
 from nasprune.core.subnet import Subnet
 from nasprune.core.supernet import Supernet
-from nasprune.data.tasks import Encoded, TaskPreset, subset
-from nasprune.train.loop import evaluate
+from nasprune.data.encode import Encoded, subset
+from nasprune.data.presets import TaskPreset
+from nasprune.train.evaluation import evaluate
 
 
 class SubnetEvaluator:

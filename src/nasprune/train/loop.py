@@ -1,8 +1,9 @@
 """Fine-tuning: a plain PyTorch loop (AdamW, linear warm-up schedule, accumulation).
 
-What happens inside one optimisation step is a ``Strategy``: ``standard`` is one forward
-and backward of the whole model; super-network strategies (several sub-networks per batch,
-distillation) plug in as further strategies without touching the loop.
+What happens inside one optimisation step is a ``Strategy`` (``train.strategies``):
+``standard`` is one forward and backward of the whole model; super-network strategies
+(several sub-networks per batch, distillation) plug in as further strategies without
+touching the loop.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,163 +21,20 @@ import torch
 
 from nasprune.config import TrainConfig
 from nasprune.core.models import pick_device, uses_token_types
-from nasprune.data.tasks import Encoded, TaskData, TaskPreset, batches, collate, encode
-from nasprune.errors import NaspruneError
+from nasprune.data.encode import collate, encode
+from nasprune.data.tasks import TaskData
 from nasprune.files import write_json
 from nasprune.progress import ProgressBar
-from nasprune.train import metrics as task_metrics
-
-# --------------------------------------------------------------------------- strategies
-
-
-class Strategy:
-    """One optimisation step's forward/backward; the loop owns optimiser and schedule."""
-
-    name = "abstract"
-
-    def prepare(self, model: torch.nn.Module, train: Encoded, context: TrainContext) -> None:
-        """Called once before training (e.g. importance reordering for a super-network)."""
-
-    def backward(self, model: torch.nn.Module, batch: dict, progress: float) -> float:
-        """Compute the loss(es) of ``batch``, call ``backward``; return the loss to log.
-
-        ``progress`` runs from 0 to 1 over training (for schedules such as random-linear).
-        """
-        raise NotImplementedError
-
-    def save_extra(self, directory: Path) -> None:
-        """Add files to a checkpoint being saved (e.g. a super-network's order.json)."""
-
-
-class StandardStrategy(Strategy):
-    name = "standard"
-
-    def __init__(self, **options) -> None:
-        if options:
-            raise NaspruneError(f"strategy 'standard' takes no options, got {sorted(options)}")
-
-    def backward(self, model, batch, progress):
-        loss = model(**batch).loss
-        loss.backward()
-        return float(loss.detach())
-
-
-#: Name -> factory(**options). Super-network strategies register themselves here.
-STRATEGIES: dict[str, Callable[..., Strategy]] = {"standard": StandardStrategy}
-
-
-def strategy_class(name: str) -> Callable[..., Strategy]:
-    import nasprune.train.strategies  # noqa: F401  (super-network strategies register on import)
-
-    if name not in STRATEGIES:
-        raise NaspruneError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-    return STRATEGIES[name]
-
-
-def needs_teacher(name: str) -> bool:
-    """Strategies that run after standard fine-tuning, with its model as a fixed teacher."""
-    return bool(getattr(strategy_class(name), "needs_teacher", False))
-
-
-def make_strategy(name: str, options: dict) -> Strategy:
-    return strategy_class(name)(**options)
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-@torch.inference_mode()
-def predict(model: torch.nn.Module, encoded: Encoded, batch_size: int = 64,
-            device: torch.device | None = None, pad_id: int = 0) -> np.ndarray:
-    """Logits in the original example order (batches run sorted by length)."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    order = np.argsort(encoded.lengths(), kind="stable")
-    out = []
-    token_types = uses_token_types(model.config)
-    for start in range(0, len(order), batch_size):
-        batch = collate(encoded, order[start:start + batch_size], pad_id, token_types)
-        batch.pop("labels")
-        batch = {k: v.to(device) for k, v in batch.items()}
-        out.append(model(**batch).logits.float().cpu().numpy())
-    model.train(was_training)
-    logits = np.concatenate(out) if out else np.zeros((0, model.config.num_labels))
-    result = np.empty_like(logits)
-    result[order] = logits
-    return result
-
-
-def score(preset: TaskPreset, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """The preset's metrics plus ``error`` = 1 - headline metric (what search minimises)."""
-    predictions = logits[:, 0] if preset.is_regression else logits.argmax(-1)
-    values = task_metrics.compute(preset.metrics, predictions, labels)
-    values["error"] = 1.0 - values[preset.metric]
-    return values
-
-
-def trivial_reason(preset: TaskPreset, logits: np.ndarray, labels: np.ndarray) -> str | None:
-    """Why a model's predictions are no better than knowing nothing, or ``None``.
-
-    Classification: every prediction is the same class, or the accuracy does not beat
-    always answering the most frequent class. Regression: constant predictions.
-    """
-    if preset.is_regression:
-        spread = float(np.std(logits[:, 0])) if len(logits) else 0.0
-        return "its predictions are constant" if spread < 1e-6 else None
-    predictions = logits.argmax(-1)
-    if len(set(predictions.tolist())) <= 1:
-        return f"it predicts one class ({preset.label_names[int(predictions[0])]!r}) for every " \
-               "example"
-    majority = np.bincount(labels, minlength=preset.num_labels).max() / max(1, len(labels))
-    accuracy = float((predictions == labels).mean())
-    if accuracy <= majority:
-        return (f"its accuracy {accuracy:.3f} does not beat always predicting the most frequent "
-                f"class ({majority:.3f})")
-    return None
-
-
-def evaluate(model, encoded: Encoded, preset: TaskPreset, batch_size: int = 64,
-             device: torch.device | None = None, pad_id: int = 0) -> dict[str, float]:
-    return score(preset, predict(model, encoded, batch_size, device, pad_id), encoded.labels)
-
-
-# --------------------------------------------------------------------------- training
-
-
-@dataclass
-class TrainContext:
-    """What a strategy may need besides the batch."""
-
-    config: TrainConfig
-    preset: TaskPreset
-    device: torch.device
-    pad_id: int
-    extra: dict = field(default_factory=dict)
+from nasprune.train.batches import grouped_batches
+from nasprune.train.evaluation import evaluate
+from nasprune.train.strategies import make_strategy
+from nasprune.train.strategies.base import Strategy, TrainContext
 
 
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def grouped_batches(encoded: Encoded, batch_size: int, seed: int,
-                    group_by_length: bool = True) -> list[list[int]]:
-    """Random batches of similar length: far less padding, same randomness across epochs."""
-    rng = random.Random(seed)
-    order = list(range(len(encoded)))
-    rng.shuffle(order)
-    if not group_by_length:
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    lengths = encoded.lengths()
-    chunk = batch_size * 50
-    groups = []
-    for start in range(0, len(order), chunk):
-        part = sorted(order[start:start + chunk], key=lambda i: lengths[i])
-        groups += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
-    rng.shuffle(groups)
-    return groups
 
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -192,7 +49,8 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
     )
 
 
-def _linear_warmup(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+def linear_warmup(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate rises linearly over ``warmup`` steps, then falls to 0 at ``total``."""
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / max(1, warmup)
@@ -232,7 +90,7 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
     total_batches = max(1, int(round(steps_per_epoch * cfg.epochs)))
     total_updates = math.ceil(total_batches / cfg.grad_accum)
     optimizer = _optimizer(model, cfg)
-    scheduler = _linear_warmup(optimizer, int(cfg.warmup_ratio * total_updates), total_updates)
+    scheduler = linear_warmup(optimizer, int(cfg.warmup_ratio * total_updates), total_updates)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -310,37 +168,3 @@ def save_model(model, tokenizer, directory: Path,
         extra(tmp)
     shutil.rmtree(directory, ignore_errors=True)
     os.replace(tmp, directory)
-
-
-def iter_batches(encoded: Encoded, batch_size: int, model, pad_id: int = 0,
-                 limit: int | None = None) -> Iterable[dict]:
-    """Length-sorted evaluation/calibration batches with the model's input names."""
-    return batches(encoded, batch_size, pad_id=pad_id,
-                   with_token_types=uses_token_types(model.config),
-                   limit=limit)
-
-
-def load_classifier(model_name: str, preset: TaskPreset):
-    """A sequence classifier with the task's labels (a new head on a plain encoder)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from nasprune.core.models import load_pretrained
-
-    tokenizer = load_pretrained(AutoTokenizer, model_name)
-    kwargs = {"num_labels": preset.num_labels}
-    if preset.is_regression:
-        kwargs["problem_type"] = "regression"
-    else:
-        kwargs["id2label"] = dict(enumerate(preset.label_names))
-        kwargs["label2id"] = {n: i for i, n in enumerate(preset.label_names)}
-    model = load_pretrained(AutoModelForSequenceClassification, model_name, **kwargs)
-    return model, tokenizer
-
-
-def finetune(model_name: str, data: TaskData, cfg: TrainConfig, out_dir: str | Path) -> dict:
-    """Fine-tune ``model_name`` on ``data``; the best checkpoint lands in ``out_dir/model``."""
-    model, tokenizer = load_classifier(model_name, data.preset)
-    result = train(model, tokenizer, data, cfg, out_dir)
-    result["model"] = model_name
-    write_json(Path(out_dir) / "metrics.json", result)
-    return result

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasprune.data.tasks import IGNORE_LABEL
+from nasprune.data.io import IGNORE_LABEL
 from nasprune.errors import NaspruneError
 
 
@@ -60,7 +60,7 @@ def hidden_loss(student: list[torch.Tensor], teacher: list[torch.Tensor],
 @contextmanager
 def layer_outputs(model: nn.Module) -> Iterator[list[torch.Tensor]]:
     """Collect the output hidden states of every encoder layer during the next forward."""
-    from nasprune.core.adapters import get_adapter
+    from nasprune.core.families.base import get_adapter
 
     captured: list[torch.Tensor] = []
 
@@ -109,7 +109,7 @@ class DistillLoss:
     @torch.no_grad()
     def targets(self, teacher: nn.Module, batch: dict) -> Targets:
         """The frozen teacher's logits (and layer outputs when the loss uses them)."""
-        from nasprune.core.supernet import model_inputs
+        from nasprune.core.models import model_inputs
 
         inputs = model_inputs(batch)
         if not self.needs_hidden:
@@ -120,7 +120,7 @@ class DistillLoss:
 
     def __call__(self, student: nn.Module, batch: dict, targets: Targets) -> torch.Tensor:
         """Forward ``student`` on ``batch`` and return the weighted loss (not backpropagated)."""
-        from nasprune.core.supernet import model_inputs
+        from nasprune.core.models import model_inputs
 
         inputs = model_inputs(batch)
         if self.needs_hidden:

@@ -24,35 +24,31 @@ catches damage, stale or mixed files and additions, not a deliberate forger.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from nasprune.deploy.export.backends import BACKENDS, BASE
+from nasprune.deploy.export.format import (
+    CONFIG,
+    FORMAT,
+    FORMAT_VERSION,
+    LAYOUTS,
+    MANIFEST,
+    MARKERS,
+    QUANTIZE,
+    REQUIRED,
+    TOLERATED,
+    WEIGHTS,
+)
 from nasprune.errors import NaspruneError
+from nasprune.files import read_json, read_json_or_none
 
-FORMAT = "nasprune-export"
-#: 1: every export needs the remote-code class; 2: ``layout`` (vanilla or remote), model card.
-FORMAT_VERSION = 2
-MANIFEST = "manifest.json"
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
-SUBNET_FILE = "subnet.json"
-METRICS_FILE = "metrics.json"
-RECOVERY_FILE = "recovery.json"
-REMOTE_FILE = "modeling_nasprune.py"
-CARD_FILE = "README.md"
-ONNX_FILE = "model.onnx"
-ONNX_INT8_FILE = "model.int8.onnx"
-LAYOUTS = ("vanilla", "remote")
-#: Files that must be listed in every manifest.
-REQUIRED = (CONFIG, WEIGHTS, SUBNET_FILE)
-#: Unlisted files accepted in an export (reports that no loader reads).
-TOLERATED = frozenset({RECOVERY_FILE})
-#: Files only nasprune writes: a directory holding any of them is treated as an export.
-MARKERS = (MANIFEST, SUBNET_FILE, METRICS_FILE, REMOTE_FILE, RECOVERY_FILE)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+#: The manifest ``backends`` entries that name a file of their own (a backend's float and
+#: int8 model); the base backend's int8 entry is a note, its file is ``WEIGHTS``.
+_FILE_ENTRIES = tuple(key for name in BACKENDS if name != BASE for key in (name, f"{name}_int8"))
 
 
 def sha256(path: Path) -> str:
@@ -61,15 +57,6 @@ def sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise NaspruneError(f"{path.parent}: {what} {path.name} is missing") from exc
-    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-        raise NaspruneError(f"{path}: unreadable {what} ({exc})") from exc
 
 
 def read_object(path: Path, what: str) -> dict:
@@ -94,10 +81,7 @@ def file_entries(directory: Path) -> dict[str, dict]:
 
 
 def _config_is_nasprune(directory: Path) -> bool:
-    try:
-        config = json.loads((directory / CONFIG).read_text())
-    except (OSError, ValueError):
-        return False
+    config = read_json_or_none(directory / CONFIG)
     if not isinstance(config, dict):
         return False
     model_type = config.get("model_type")
@@ -166,10 +150,10 @@ def check_manifest(manifest: Any, path: Path) -> dict:
     if not isinstance(backends, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in backends.items()):
         raise _bad(path, "'backends' is not an object of names")
-    for key in ("onnx", "onnx_int8"):
+    for key in _FILE_ENTRIES:
         if key in backends and backends[key] not in files:
             raise _bad(path, f"backend {key} names {backends[key]!r}, which it does not list")
-    if manifest.get("quantize") not in (None, "int8"):
+    if manifest.get("quantize") not in (None, *QUANTIZE):
         raise _bad(path, f"unknown quantization {manifest.get('quantize')!r}")
     layout = manifest.get("layout", "remote" if version == 1 else None)
     if layout not in LAYOUTS:

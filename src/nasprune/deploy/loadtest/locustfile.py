@@ -2,7 +2,7 @@
 
 Kept apart from everything else because locust monkey-patches the standard library with
 gevent on import, which must not happen inside a process that runs torch or asyncio.
-It is configured through environment variables (set by ``loadtest.run_target``):
+It is configured through environment variables (set by ``runner.run_target``):
 
 - ``NASPRUNE_LT_TEXTS``: JSON file with a list of inputs, each ``[text]`` or ``[text, pair]``
 - ``NASPRUNE_LT_USERS`` / ``NASPRUNE_LT_STEP_TIME``: the user steps and seconds per step

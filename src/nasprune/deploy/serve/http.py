@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from nasprune.errors import NaspruneError
 
-_log = logging.getLogger("nasprune.deploy.serve.app")
+_log = logging.getLogger("nasprune.deploy.serve")
 
 _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
