@@ -120,7 +120,7 @@ class RunConfig:
     pick: str = "encoder_params<=0.5"
     export_formats: tuple[str, ...] = ("hf",)
     quantize: str | None = None
-    recover: str = "distill"  # none, least-squares, distill, both (see recovery.py)
+    recover: str = "distill"  # a RECOVERY_METHODS name (nasprune.train.recovery)
     recover_epochs: float = 3.0
     force: bool = False  # export even when the sanity guard fires
 
