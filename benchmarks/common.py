@@ -16,7 +16,7 @@ DATA = REPO.parent / "shared" / "data" / "glue"
 RESULTS = REPO / "benchmarks" / "results"
 #: Checkpoints that benchmarks produce and reuse (not committed).
 CHECKPOINTS = REPO / "runs" / "bench"
-#: Fine-tuning of the shared checkpoints (finetune.py writes them, search.py and quality.py
+#: Fine-tuning of the shared checkpoints (finetune_speed.py writes them, search_cost.py and quality.py
 #: reuse them).
 SETTINGS = {
     "sst2": {"max_train_examples": 8000, "epochs": 2},

@@ -36,14 +36,20 @@ from pathlib import Path
 
 import torch
 
-from nasprune.cost import CostModel
-from nasprune.data import DataConfig, encode, load_task_data, subset
-from nasprune.models import quiet_libraries
-from nasprune.search import LocalExecutor, TrialStore, make_searcher, run_search
-from nasprune.search.executors import EvaluatorSpec, ProcessExecutor, RayExecutor
+from nasprune.core.cost import CostModel
+from nasprune.core.models import quiet_libraries
+from nasprune.core.spaces import make_space
+from nasprune.core.supernet import Supernet
+from nasprune.data.encode import encode, subset
+from nasprune.data.tasks import DataConfig, load_task_data
+from nasprune.search.executors.local import LocalExecutor
+from nasprune.search.executors.process import ProcessExecutor
+from nasprune.search.executors.ray import RayExecutor
+from nasprune.search.executors.spec import EvaluatorSpec
 from nasprune.search.objective import SubnetEvaluator
-from nasprune.subnet import make_space
-from nasprune.supernet import Supernet
+from nasprune.search.runner import run_search
+from nasprune.search.searchers import make_searcher
+from nasprune.search.store import TrialStore
 
 from common import CHECKPOINTS, DATA, write_results
 
@@ -65,7 +71,7 @@ class Noop:
 def load(examples: int | None):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from nasprune.training import load_classifier
+    from nasprune.train.finetune import load_classifier
 
     data = load_task_data(DataConfig(task="rte", data_dir=str(DATA)))
     if (FINETUNED / "config.json").is_file():

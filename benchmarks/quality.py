@@ -42,17 +42,14 @@ from pathlib import Path
 
 import torch
 
-from nasprune.data import DataConfig, encode, load_task_data, read_unlabeled
-from nasprune.models import quiet_libraries
-from nasprune.pipeline import (
-    RunConfig,
-    SearchConfig,
-    export_stage,
-    finetune_stage,
-    search_stage,
-    supernet_stage,
-)
-from nasprune.training import TrainConfig, evaluate
+from nasprune.config import RunConfig, SearchConfig, TrainConfig
+from nasprune.core.models import quiet_libraries
+from nasprune.data.encode import encode
+from nasprune.data.io import read_unlabeled
+from nasprune.data.tasks import DataConfig, load_task_data
+from nasprune.pipeline.export import export_stage
+from nasprune.pipeline.stages import finetune_stage, search_stage, supernet_stage
+from nasprune.train.evaluation import evaluate
 
 from common import CHECKPOINTS, DATA, RESULTS, SETTINGS, interleaved, write_results
 
@@ -129,7 +126,7 @@ def trials_of(store_path: Path) -> dict:
 
 
 def points(summary: dict) -> tuple[list[Point], dict]:
-    from nasprune.subnet import Subnet
+    from nasprune.core.subnet import Subnet
 
     return ([Point(t["id"], Subnet.from_json(t["subnet"]), t["metrics"])
              for t in summary["trials"]], summary["full"])
@@ -184,8 +181,8 @@ def speedups(small, full_model, validation, pad_id: int, rounds: int = 10) -> di
     length), timed round-robin in one process."""
     import numpy as np
 
-    from nasprune.data import collate
-    from nasprune.models import uses_token_types
+    from nasprune.core.models import uses_token_types
+    from nasprune.data.encode import collate
 
     order = np.argsort(validation.lengths(), kind="stable")
     middle = len(order) // 2
@@ -216,9 +213,9 @@ def arm_a(task, seed, args, data, ensure_teacher, stages: Stages) -> dict:
         if not loaded:
             from transformers import AutoTokenizer
 
-            from nasprune.cost import CostModel
+            from nasprune.core.cost import CostModel
+            from nasprune.core.supernet import Supernet
             from nasprune.search.objective import SubnetEvaluator
-            from nasprune.supernet import Supernet
 
             model_dir = ensure_teacher() / "finetune" / "model"
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -234,10 +231,10 @@ def arm_a(task, seed, args, data, ensure_teacher, stages: Stages) -> dict:
         return loaded
 
     def run():
+        from nasprune.core.spaces import make_space
         from nasprune.search.runner import run_search
         from nasprune.search.searchers import make_searcher
         from nasprune.search.store import TrialStore
-        from nasprune.subnet import make_space
 
         m = model()
         space = make_space("small", m["supernet"].shape)
@@ -399,7 +396,7 @@ def run_seed(task: str, seed: int, args) -> list[dict]:
 
 
 def _supertrain(cfg, data, run_dir):
-    from nasprune.pipeline import supertrain_stage
+    from nasprune.pipeline.stages import supertrain_stage
 
     return supertrain_stage(cfg, data, run_dir)
 
@@ -509,7 +506,7 @@ def markdown(rows: list[dict], details: dict, stage_times: dict) -> str:
 def plot(task: str, seed: int, stages: Stages) -> None:
     """One figure per task: the fronts the searches found (before recovery), from the
     stage files (the trial stores need not be there)."""
-    from nasprune.report import plot_pareto
+    from nasprune.report.plots import plot_pareto
 
     runs = {ARMS[arm].split(":")[0]: points(stages.done[key]["result"])[0]
             for arm, key in (("a", "a:trials"), ("b", "b:trials"), ("d", "d:trials"))

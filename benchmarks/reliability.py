@@ -52,6 +52,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from nasprune.deploy.serve.process import ServerProcess
+
 from common import REPO, write_results
 
 TESTS = REPO / "tests"
@@ -73,44 +75,13 @@ def env() -> dict:
     return out
 
 
-class Server:
-    """``nasprune serve DIR --port 0 ...`` as a child process; its output in a log file."""
+class Server(ServerProcess):
+    """``nasprune serve DIR --port 0 --threads 1 ...`` as a child process, with its RSS and
+    open files (``/proc``); its output in a log file."""
 
     def __init__(self, model_dir: Path, log: Path, *options: str):
-        import httpx
-
-        self.log = log
-        self.handle = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [NASPRUNE, "serve", str(model_dir), "--port", "0", "--threads", "1",
-             "--log-level", "info", *options],
-            env=env(), stdout=self.handle, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 180
-        self.url = None
-        while self.url is None:
-            found = re.search(r"on (http://127\.0\.0\.1:\d+)", log.read_text())
-            if found:
-                self.url = found.group(1)
-            elif self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{log.read_text()}")
-            else:
-                time.sleep(0.1)
-        while True:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server never became ready:\n{log.read_text()}")
-            time.sleep(0.1)
-        host, port = self.url.removeprefix("http://").rsplit(":", 1)
-        self.address = (host, int(port))
-
-    def metrics(self) -> str:
-        import httpx
-
-        return httpx.get(f"{self.url}/metrics", timeout=30).text
+        super().__init__(model_dir, log, "--threads", "1", "--log-level", "info", *options,
+                         start_timeout=180)
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -120,28 +91,6 @@ class Server:
 
     def open_files(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
-
-    def alive(self) -> bool:
-        import httpx
-
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=10).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def output(self) -> str:
-        self.handle.flush()
-        return self.log.read_text()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.handle.close()
 
 
 def metric(text: str, name: str) -> float:
@@ -203,9 +152,9 @@ def build_exports(work: Path) -> dict[str, Path]:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from nasprune.export import export_model
-    from nasprune.subnet import Subnet
-    from nasprune.supernet import Supernet
+    from nasprune.core.subnet import Subnet
+    from nasprune.core.supernet import Supernet
+    from nasprune.deploy.export.writer import export_model
 
     from conftest import tiny_tokenizer
 
@@ -648,7 +597,7 @@ def run_kill_resume(work: Path, kills: int, trials: int, seed: int) -> tuple[dic
     to 0.1 s per candidate), SIGKILLed ``kills`` times at random points and resumed."""
     from test_store_resume import SCRIPT
 
-    from nasprune.search import STORE_RELPATH
+    from nasprune.search.store import STORE_RELPATH
 
     rng = random.Random(seed)
     script = work / "search.py"
@@ -772,7 +721,7 @@ def run_concurrent(run_dir: Path) -> tuple[dict, dict]:
     refused = (detail["second_exit"] == 2 and len(lines) == 1
                and f"PID {detail['first_pid']}" in lines[0] and "Traceback" not in lines[0]
                and not detail["second_stdout"])
-    from nasprune.search import TrialStore
+    from nasprune.search.store import TrialStore
 
     with TrialStore.open_existing(run_dir) as store:
         subnets = [str(t.subnet) for t in store.trials()]
@@ -826,13 +775,13 @@ def run_tamper(work: Path) -> tuple[dict, dict]:
     from test_export_verify import DROPPED, TAMPER
 
     import nasprune
-    from nasprune import export as ex
+    from nasprune.deploy.export import writer as ex
     from nasprune.errors import NaspruneError
 
     from conftest import tiny_tokenizer
 
     try:
-        from nasprune.serve import load_for_inference
+        from nasprune.deploy.serve.predictor import load_for_inference
     except ImportError:
         load_for_inference = None
     root = work / "pristine"
@@ -988,7 +937,7 @@ def main() -> None:
     parser.add_argument("--only", default=None,
                         help="comma-separated sections to run (a trial; writes nothing)")
     args = parser.parse_args()
-    from nasprune.models import quiet_libraries
+    from nasprune.core.models import quiet_libraries
 
     quiet_libraries()
     started = time.time()

@@ -24,9 +24,9 @@ from functools import partial
 import pandas as pd
 import torch
 
-from nasprune.cost import CostModel, dummy_inputs, measure_latency_ms
-from nasprune.subnet import Subnet
-from nasprune.supernet import Supernet
+from nasprune.core.cost import CostModel, dummy_inputs, measure_latency_ms
+from nasprune.core.subnet import Subnet
+from nasprune.core.supernet import Supernet
 
 from common import DATA, interleaved, machine, write_results
 

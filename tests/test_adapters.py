@@ -7,11 +7,13 @@ import torch
 import transformers as tf
 from torch import nn
 
-from nasprune.adapters import ADAPTERS, get_adapter, tiny_model
+from nasprune.core.families import ADAPTERS
+from nasprune.core.families.base import get_adapter
+from nasprune.core.families.tiny import tiny_model
+from nasprune.core.subnet import encoder_params
 from nasprune.errors import NaspruneError
-from nasprune.subnet import encoder_params
 
-FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "distilbert"]
+FAMILIES = list(ADAPTERS)  # every registered family
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

@@ -162,8 +162,8 @@ def test_version_and_help():
 
 
 def test_error_text_with_brackets_is_printed_as_is():
-    code = ("from nasprune.cli import _fail\n"
-            "_fail(\"onnx is not installed: pip install 'nasprune[onnx]' :smile:\")")
+    code = ("from nasprune.cli.common import fail\n"
+            "fail(\"onnx is not installed: pip install 'nasprune[onnx]' :smile:\")")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 2 and "pip install 'nasprune[onnx]' :smile:" in out.stderr

@@ -4,7 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nasprune.data import PRESETS, DataConfig, batches, encode, load_task_data, read_table, subset
+from nasprune.data.encode import batches, encode, subset
+from nasprune.data.io import read_table
+from nasprune.data.presets import PRESETS
+from nasprune.data.tasks import DataConfig, load_task_data
 from nasprune.errors import NaspruneError
 
 from conftest import tiny_tokenizer
@@ -179,7 +182,7 @@ def test_duplicated_texts_stay_on_one_side(tmp_path):
     (60_000, 0.1, 2000), (8000, 0.1, 800), (1000, 0.1, 200), (300, 0.1, 150),
     (5000, 300, 300), (5000, 0.5, 2000)])
 def test_search_split_size(n_train, split, expected):
-    from nasprune.data import search_size
+    from nasprune.data.split import search_size
 
     assert search_size(n_train, split) == expected
 
@@ -195,7 +198,8 @@ def test_search_split_errors(tmp_path):
 
 
 def test_unlabeled_distill_file(tmp_path):
-    from nasprune.data import IGNORE_LABEL, concat
+    from nasprune.data.encode import concat
+    from nasprune.data.io import IGNORE_LABEL
 
     path = write(ROWS, tmp_path / "t.tsv")
     extra = write(pd.DataFrame({"sentence": ["more text", "and more"]}), tmp_path / "u.csv")

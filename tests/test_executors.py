@@ -2,7 +2,7 @@
 
 Every parallel backend must give the same evaluated candidates, metrics and Pareto front
 as the in-process one for the same seed and searcher, and lose or double nothing when a
-worker is killed mid-search. One contract, run over every backend in ``BACKENDS``.
+worker is killed mid-search. One contract, run over every backend in ``EXECUTORS``.
 """
 
 from __future__ import annotations
@@ -21,19 +21,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nasprune.data import PRESETS, Encoded
+from nasprune.core.spaces import make_space
+from nasprune.core.supernet import Supernet
+from nasprune.data.encode import Encoded
+from nasprune.data.presets import PRESETS
 from nasprune.errors import NaspruneError
-from nasprune.search import Job, LocalExecutor, TrialStore, make_searcher, run_search
-from nasprune.search.executors import (
-    EvaluatorSpec,
-    ProcessExecutor,
-    RayExecutor,
-    WorkerDied,
-    make_executor,
-)
+from nasprune.search.executors import make_executor
+from nasprune.search.executors.base import Job
+from nasprune.search.executors.local import LocalExecutor
+from nasprune.search.executors.pool import WorkerDied
+from nasprune.search.executors.process import ProcessExecutor
+from nasprune.search.executors.ray import RayExecutor
+from nasprune.search.executors.spec import EvaluatorSpec
 from nasprune.search.objective import SubnetEvaluator
-from nasprune.subnet import make_space
-from nasprune.supernet import Supernet
+from nasprune.search.runner import run_search
+from nasprune.search.searchers import make_searcher
+from nasprune.search.store import TrialStore
 
 from conftest import WORDS, tiny_bert, tiny_tokenizer
 
@@ -328,9 +331,10 @@ def test_cli_search_on_workers_matches_in_process(backend, tmp_path, tiny_model_
                                                   shared_data):
     """The user's path: `nasprune search --backend ...` (for Ray: a private local Ray that
     the command starts and shuts down itself)."""
-    from nasprune.data import DataConfig
-    from nasprune.pipeline import RunConfig, SearchConfig, config_of_run, run
-    from nasprune.training import TrainConfig
+    from nasprune.config import RunConfig, SearchConfig, TrainConfig
+    from nasprune.data.tasks import DataConfig
+    from nasprune.pipeline import run
+    from nasprune.rundir import RunDir
 
     local = tmp_path / "local"
     cfg = RunConfig(model=str(tiny_model_dir),
@@ -347,7 +351,7 @@ def test_cli_search_on_workers_matches_in_process(backend, tmp_path, tiny_model_
                 "--trials", "8", "--unit-step", "16", "--calibration-examples", "16",
                 "--backend", backend, "--workers", "2")
     assert done.returncode == 0, done.stderr
-    assert config_of_run(parallel).search.backend == backend
+    assert RunDir(parallel).config().search.backend == backend
     with TrialStore.for_run(local) as a, TrialStore.for_run(parallel) as b:
         expected = {t.subnet: t.metrics for t in a.trials()}
         got = {t.subnet: t.metrics for t in b.trials()}

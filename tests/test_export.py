@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import subprocess
@@ -15,19 +14,26 @@ import pytest
 import torch
 
 import nasprune
-from nasprune import export as ex
-from nasprune.adapters import tiny_model
-from nasprune.data import Encoded, TaskPreset
+from nasprune.core.extract import shrink_structure
+from nasprune.core.families import ADAPTERS
+from nasprune.core.families.tiny import tiny_model
+from nasprune.core.models import uses_token_types
+from nasprune.core.subnet import Subnet
+from nasprune.core.supernet import Supernet
+from nasprune.data.encode import Encoded
+from nasprune.data.presets import TaskPreset
+from nasprune.deploy.export import modeling_nasprune as remote
+from nasprune.deploy.export.backends.onnx_runtime import OnnxClassifier
+from nasprune.deploy.export.loader import BACKEND_ENV
+from nasprune.deploy.export.writer import export_model
 from nasprune.errors import NaspruneError
-from nasprune.hf_remote import modeling_nasprune as remote
-from nasprune.subnet import Subnet
-from nasprune.supernet import Supernet, shrink_structure
-from nasprune.training import evaluate
+from nasprune.pipeline.export import export_pick
+from nasprune.train.evaluation import evaluate
 
 from conftest import tiny_tokenizer
 
 torch.set_num_threads(2)
-FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "distilbert"]
+FAMILIES = list(ADAPTERS)  # every registered family
 # every case at once: fewer heads and units, no attention, no FFN, a removed layer
 SUBNET = Subnet(((2, 32), (0, 48), (3, 0), (0, 0)))
 SST2 = TaskPreset("sst2", ("sentence",), ("negative", "positive"))
@@ -46,7 +52,7 @@ def batch(config, rows: int = 3, seq: int = 11, seed: int = 5) -> dict:
     mask = torch.ones_like(ids)
     mask[0, seq - 4:] = 0  # padding in a row: the mask must survive export
     out = {"input_ids": ids, "attention_mask": mask}
-    if ex.uses_token_types(config):
+    if uses_token_types(config):
         out["token_type_ids"] = (torch.arange(seq) >= seq // 2).long().expand(rows, -1)
     return out
 
@@ -68,7 +74,7 @@ def bert_export(tmp_path_factory):
     """One export with every artefact: HF files, ONNX, int8 ONNX, measured metrics."""
     sn = make_supernet("bert")
     out = tmp_path_factory.mktemp("export") / "bert"
-    ex.export_model(sn, SUBNET, out, tokenizer=tiny_tokenizer(), metrics={"error": 0.25},
+    export_model(sn, SUBNET, out, tokenizer=tiny_tokenizer(), metrics={"error": 0.25},
                     source_model="tiny-bert", formats=("hf", "onnx"), quantize="int8",
                     validation=(tiny_validation(), SST2))
     return sn, out
@@ -80,7 +86,7 @@ def bert_export(tmp_path_factory):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_round_trip_matches_supernet_use(family, tmp_path):
     sn = make_supernet(family)
-    out = ex.export_model(sn, SUBNET, tmp_path / "out")
+    out = export_model(sn, SUBNET, tmp_path / "out")
     inputs = batch(sn.model.config)
     expected = reference_logits(sn, SUBNET, inputs)
     loaded = nasprune.load(out)
@@ -126,19 +132,23 @@ def test_directory_contents(bert_export):
                                     "onnx_int8": "model.int8.onnx"}
     # cost figures are the analytic ones of the sub-network
     cost = json.loads((out / "metrics.json").read_text())["cost"]
-    assert cost["flops"] == nasprune.subnet.encoder_flops(SUBNET, sn.shape, 128)
+    assert cost["flops"] == nasprune.core.subnet.encoder_flops(SUBNET, sn.shape, 128)
     assert cost["params"] == sum(p.numel() for p in nasprune.load(out, backend="torch",
                                                                   quantized=False
                                                                   ).model.parameters())
 
 
-def test_remote_file_imports_only_torch_and_transformers():
-    tree = ast.parse(Path(remote.__file__).read_text())
-    roots = {alias.name.split(".")[0] for node in ast.walk(tree)
-             if isinstance(node, ast.Import) for alias in node.names}
-    roots |= {node.module.split(".")[0] for node in ast.walk(tree)
-              if isinstance(node, ast.ImportFrom) and node.module}
-    assert roots <= {"__future__", "torch", "transformers"}
+def test_remote_files_import_only_torch_and_transformers(bert_export):
+    """What transformers checks before running the shipped code (imports outside ``try``)
+    needs only torch and transformers, and what it imports relatively is in the export."""
+    from transformers.dynamic_module_utils import get_imports, get_relative_import_files
+
+    _, out = bert_export
+    shipped = [Path(f) for f in get_relative_import_files(out / "modeling_nasprune.py")]
+    assert [f.name for f in shipped] == ["structure.py"]
+    allowed = {"torch", "transformers", *sys.stdlib_module_names}
+    for path in (out / "modeling_nasprune.py", *shipped):
+        assert path.is_file() and set(get_imports(path)) <= allowed, path
 
 
 def test_trust_remote_code_loads_without_nasprune(bert_export, tmp_path):
@@ -170,9 +180,9 @@ def test_trust_remote_code_loads_without_nasprune(bert_export, tmp_path):
 @pytest.mark.parametrize("family", ["bert", "roberta", "distilbert"])
 def test_onnx_parity_with_dynamic_axes(family, tmp_path):
     sn = make_supernet(family)
-    out = ex.export_model(sn, SUBNET, tmp_path / "out", formats=("onnx",))
+    out = export_model(sn, SUBNET, tmp_path / "out", formats=("onnx",))
     loaded = nasprune.load(out, backend="onnx")
-    assert isinstance(loaded.model, ex.OnnxClassifier)
+    assert isinstance(loaded.model, OnnxClassifier)
     shapes = [i.shape for i in loaded.model.session.get_inputs()]
     assert all(s == ["batch", "sequence"] for s in shapes)
     for rows, seq in ((1, 5), (4, 23)):  # neither is the traced shape (2, 8)
@@ -187,15 +197,15 @@ def test_auto_backend_prefers_onnx_and_env_overrides(bert_export, monkeypatch):
     _, out = bert_export
     auto = nasprune.load(out, quantized=False)
     assert auto.backend == "onnx"
-    monkeypatch.setenv(ex.BACKEND_ENV, "torch")
+    monkeypatch.setenv(BACKEND_ENV, "torch")
     assert nasprune.load(out, quantized=False).backend == "torch"
-    monkeypatch.setenv(ex.BACKEND_ENV, "tensorflow")
+    monkeypatch.setenv(BACKEND_ENV, "tensorflow")
     with pytest.raises(NaspruneError, match="NASPRUNE_BACKEND"):
         nasprune.load(out)
 
 
 def test_onnx_backend_requested_but_not_exported(tmp_path):
-    out = ex.export_model(make_supernet(), SUBNET, tmp_path / "out")
+    out = export_model(make_supernet(), SUBNET, tmp_path / "out")
     with pytest.raises(NaspruneError, match="re-export with --format onnx"):
         nasprune.load(out, backend="onnx")
 
@@ -235,7 +245,7 @@ def test_onnx_int8_runs_and_is_a_quantized_graph(bert_export):
 
 def test_pytorch_int8_is_applied_at_load(tmp_path):
     sn = make_supernet()
-    out = ex.export_model(sn, SUBNET, tmp_path / "out", quantize="int8",
+    out = export_model(sn, SUBNET, tmp_path / "out", quantize="int8",
                           validation=(tiny_validation(), SST2))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["int8_backend"] == "pytorch"
@@ -258,7 +268,7 @@ def test_pytorch_int8_is_applied_at_load(tmp_path):
 
 @pytest.fixture
 def small_export(tmp_path):
-    return ex.export_model(make_supernet(), SUBNET, tmp_path / "out", tokenizer=tiny_tokenizer())
+    return export_model(make_supernet(), SUBNET, tmp_path / "out", tokenizer=tiny_tokenizer())
 
 
 def test_corrupted_weights_fail_the_checksum(small_export):
@@ -299,20 +309,20 @@ def test_never_overwrites_foreign_directories(tmp_path):
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "notes.txt").write_text("mine")
     with pytest.raises(NaspruneError, match="not a nasprune export"):
-        ex.export_model(make_supernet(), SUBNET, tmp_path / "keep")
+        export_model(make_supernet(), SUBNET, tmp_path / "keep")
     assert (tmp_path / "keep" / "notes.txt").read_text() == "mine"
-    out = ex.export_model(make_supernet(), SUBNET, tmp_path / "again")
+    out = export_model(make_supernet(), SUBNET, tmp_path / "again")
     other = Subnet(((4, 64),) * 4)
-    ex.export_model(make_supernet(), other, out)  # an export is replaced whole
+    export_model(make_supernet(), other, out)  # an export is replaced whole
     assert nasprune.load(out).subnet == other
     assert not list(tmp_path.glob("*-export*"))
 
 
 def test_bad_arguments(tmp_path):
     with pytest.raises(NaspruneError, match="unknown export format"):
-        ex.export_model(make_supernet(), SUBNET, tmp_path / "x", formats=("tflite",))
+        export_model(make_supernet(), SUBNET, tmp_path / "x", formats=("tflite",))
     with pytest.raises(NaspruneError, match="unknown quantization"):
-        ex.export_model(make_supernet(), SUBNET, tmp_path / "x", quantize="int4")
+        export_model(make_supernet(), SUBNET, tmp_path / "x", quantize="int4")
 
 
 # ------------------------------------------------------------ run dir, CLI, serve
@@ -339,7 +349,7 @@ def run_dir(tmp_path):
 
 def test_export_from_run_picks_by_budget(run_dir):
     run, sn = run_dir
-    out = ex.export_from_run(run, "params<=0.5")
+    out = export_pick(run, "params<=0.5")
     assert out == run / "export"
     loaded = nasprune.load(out)
     assert loaded.subnet == SUBNET and loaded.metrics["search"]["trial"] == 2
@@ -350,8 +360,8 @@ def test_export_from_run_picks_by_budget(run_dir):
     assert loaded.tokenizer is not None
     card = (out / "README.md").read_text()
     assert "| this sub-network, in the search (super-network weights) | search |" in card
-    forced = ex.export_from_run(run, "largest", run / "full", layout="remote",
-                                card={"notes": "forced remote"})
+    forced = export_pick(run, "largest", run / "full", layout="remote",
+                         card={"notes": "forced remote"})
     assert nasprune.load(forced).layout == "remote"
     assert "forced remote" in (forced / "README.md").read_text()
 
@@ -376,12 +386,12 @@ def test_cli_export_onnx(run_dir, tmp_path):
 
 def test_serve_runs_the_onnx_backend(bert_export, monkeypatch):
     pytest.importorskip("fastapi")
-    from nasprune.serve import Predictor
+    from nasprune.deploy.serve.predictor import Predictor
 
     _, out = bert_export
-    monkeypatch.setenv(ex.BACKEND_ENV, "onnx")
+    monkeypatch.setenv(BACKEND_ENV, "onnx")
     predictor = Predictor.from_dir(out)
-    assert isinstance(predictor.model, ex.OnnxClassifier)
+    assert isinstance(predictor.model, OnnxClassifier)
     results = predictor.predict([("the movie was good", None), ("bad", None)])
     assert [r["label_name"] in ("negative", "positive") for r in results] == [True, True]
     assert predictor.describe()["parameters"] > 0
@@ -409,7 +419,7 @@ def test_minilm_export_on_real_sentences(shared_data, tmp_path):
     sn = Supernet(AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).eval())
     tokenizer = AutoTokenizer.from_pretrained(path)
     subnet = Subnet(((12, 1536), (6, 768), (0, 1536), (3, 0), (0, 0), (9, 384)))
-    out = ex.export_model(sn, subnet, tmp_path / "minilm", tokenizer=tokenizer,
+    out = export_model(sn, subnet, tmp_path / "minilm", tokenizer=tokenizer,
                           formats=("hf", "onnx"), quantize="int8")
     text = pd.read_csv(shared_data / "sst2" / "validation.tsv", sep="\t",
                        quoting=csv.QUOTE_NONE)["sentence"].head(16).tolist()

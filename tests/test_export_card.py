@@ -12,9 +12,9 @@ import yaml
 from test_export import SST2, SUBNET, make_supernet, tiny_validation
 
 import nasprune
-from nasprune import export as ex
+from nasprune.core.subnet import Subnet
+from nasprune.deploy.export.writer import export_model
 from nasprune.errors import NaspruneError
-from nasprune.subnet import Subnet
 
 from conftest import tiny_tokenizer
 
@@ -36,12 +36,12 @@ FACTS = {"unpruned": {"validation": {"accuracy": 0.905}, "search": {"accuracy": 
 def cards(tmp_path_factory):
     root = tmp_path_factory.mktemp("cards")
     sn = make_supernet()
-    remote = ex.export_model(
+    remote = export_model(
         sn, SUBNET, root / "remote", tokenizer=tiny_tokenizer(),
         metrics={"trial": 3, "error": 0.25, "metric": 0.75, "accuracy": 0.75, "params": 1e4},
         source_model="org/tiny-bert", validation=(tiny_validation(), SST2), quantize="int8",
         card=FACTS, recovery=RECOVERY)
-    vanilla = ex.export_model(sn, DROPPED, root / "vanilla", metrics={"error": 0.3},
+    vanilla = export_model(sn, DROPPED, root / "vanilla", metrics={"error": 0.3},
                               source_model=str(root), card={"search_split": "validation"})
     return remote, vanilla
 
@@ -147,11 +147,11 @@ def test_card_is_valid_markdown_tables(cards):
 
 def test_bad_card_arguments(tmp_path):
     with pytest.raises(NaspruneError, match="card must be a dict"):
-        ex.export_model(make_supernet(), DROPPED, tmp_path / "x", card=["x"])
+        export_model(make_supernet(), DROPPED, tmp_path / "x", card=["x"])
 
 
 def test_facts_from_a_run_directory(tmp_path):
-    from nasprune.export_card import run_card_facts
+    from nasprune.pipeline.export import run_card_facts
 
     assert run_card_facts(tmp_path) == {}  # nothing there: no facts, no error
     (tmp_path / "finetune").mkdir()

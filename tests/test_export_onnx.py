@@ -15,15 +15,23 @@ import pytest
 import torch
 
 import nasprune
-from nasprune import export as ex
-from nasprune import export_onnx as xo
-from nasprune.adapters import tiny_model
-from nasprune.data import Encoded, TaskPreset
-from nasprune.subnet import Subnet
-from nasprune.supernet import Supernet
+from nasprune.core.families import ADAPTERS
+from nasprune.core.families.tiny import tiny_model
+from nasprune.core.models import uses_token_types
+from nasprune.core.subnet import Subnet
+from nasprune.core.supernet import Supernet
+from nasprune.data.encode import Encoded
+from nasprune.data.presets import TaskPreset
+from nasprune.deploy.export.backends import onnx_graph as xo
+from nasprune.deploy.export.backends.onnx import quantize_onnx
+from nasprune.deploy.export.backends.onnx_fusion import pin_head_counts
+from nasprune.deploy.export.backends.onnx_runtime import OnnxClassifier
+from nasprune.deploy.export.backends.pytorch import quantize_torch
+from nasprune.deploy.export.examples import input_names
+from nasprune.deploy.export.writer import export_model
 
 torch.set_num_threads(2)
-FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "distilbert"]
+FAMILIES = list(ADAPTERS)  # every registered family
 SUBNETS = {  # 4 layers of 4 heads / 64 units
     "uniform": Subnet(((2, 32),) * 4),  # fewer heads: the remote class
     "layer-dropped": Subnet(((4, 64), (4, 64), (0, 0), (0, 0))),  # the stock class
@@ -48,7 +56,7 @@ def inputs(config, rows: int, seq: int, seed: int, left_pad: bool = False) -> di
     if left_pad:
         mask[0, :3] = 0  # left padding: the fused graph must keep a real 0/1 mask
     out = {"input_ids": ids, "attention_mask": mask}
-    if ex.uses_token_types(config):
+    if uses_token_types(config):
         out["token_type_ids"] = (torch.arange(seq) >= seq // 3).long().expand(rows, -1)
     return out
 
@@ -69,7 +77,7 @@ def op_counts(path) -> dict:
 def test_fused_graph_matches_pytorch_per_layer_heads(family, tmp_path):
     sn = make_supernet(family)
     for kind, subnet in SUBNETS.items():
-        out = ex.export_model(sn, subnet, tmp_path / kind, formats=("onnx",))
+        out = export_model(sn, subnet, tmp_path / kind, formats=("onnx",))
         metrics = json.loads((out / "metrics.json").read_text())
         manifest = json.loads((out / "manifest.json").read_text())
         report = metrics["onnx"]
@@ -86,7 +94,7 @@ def test_fused_graph_matches_pytorch_per_layer_heads(family, tmp_path):
         counts = op_counts(out / "model.onnx")
         assert counts["Attention"] == len(attended) and "Softmax" not in counts
         model = nasprune.load(out, backend="onnx").model
-        assert [i.name for i in model.session.get_inputs()] == ex.input_names(sn.model.config)
+        assert [i.name for i in model.session.get_inputs()] == input_names(sn.model.config)
         assert all(i.shape == ["batch", "sequence"] for i in model.session.get_inputs())
         for rows, seq, left in ((1, 5, False), (4, 23, True), (2, 40, True)):
             batch = inputs(sn.model.config, rows, seq, seed=rows + seq, left_pad=left)
@@ -101,7 +109,7 @@ def test_pinned_head_counts_are_the_layers_own(tmp_path):
     xo.write_onnx(sn.extract(subnet), path, optimize=False)
     proto = onnx.load(str(path))
     # transformers 5 reshapes to (batch, seq, -1, head_dim): one Q, K, V reshape per layer
-    assert xo.pin_head_counts(proto) == [h for h, _ in subnet.layers for _ in range(3)]
+    assert pin_head_counts(proto) == [h for h, _ in subnet.layers for _ in range(3)]
     onnx.checker.check_model(proto)
 
 
@@ -121,7 +129,7 @@ def test_a_fused_graph_that_does_not_match_is_not_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(xo, "optimize_onnx", off_by_a_bit)
     sn = make_supernet("bert")
     subnet = SUBNETS["non-uniform"]
-    out = ex.export_model(sn, subnet, tmp_path / "out", formats=("onnx",), quantize="int8")
+    out = export_model(sn, subnet, tmp_path / "out", formats=("onnx",), quantize="int8")
     metrics = json.loads((out / "metrics.json").read_text())
     manifest = json.loads((out / "manifest.json").read_text())
     assert metrics["onnx"]["optimized"] is False
@@ -159,7 +167,7 @@ def tiny_validation(n: int = 48, seed: int = 0) -> Encoded:
 def test_int8_quantizes_the_fused_graph(family, tmp_path):
     sn = make_supernet(family)
     subnet = SUBNETS["non-uniform"]
-    out = ex.export_model(sn, subnet, tmp_path / "out", formats=("onnx",), quantize="int8",
+    out = export_model(sn, subnet, tmp_path / "out", formats=("onnx",), quantize="int8",
                           validation=(tiny_validation(), SST2))
     metrics = json.loads((out / "metrics.json").read_text())
     manifest = json.loads((out / "manifest.json").read_text())
@@ -169,7 +177,7 @@ def test_int8_quantizes_the_fused_graph(family, tmp_path):
     assert counts["QAttention"] == 4  # the fused attention's QKV weights are int8
     assert counts["MatMulInteger"] >= 8  # attention output and both FFN matrices per layer
     assert "Attention" not in counts
-    # correctness on a tiny random model (real accuracy: benchmarks/export.py)
+    # correctness on a tiny random model (real accuracy: benchmarks/export_speed.py)
     assert abs(metrics["int8_change"]) <= 0.05
     batch = inputs(sn.model.config, 4, 19, seed=9, left_pad=True)
     got = nasprune.load(out).model(**batch).logits
@@ -198,7 +206,7 @@ def test_dynamo_exporter_as_the_fallback(tmp_path, monkeypatch):
     assert [i.name for i in graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
     assert all([d.dim_param for d in i.type.tensor_type.shape.dim] == ["batch", "sequence"]
                for i in graph.input)
-    model = xo.OnnxClassifier(path, sn.model.config, threads=1)
+    model = OnnxClassifier(path, sn.model.config, threads=1)
     for rows, seq in ((1, 5), (5, 21)):
         batch = inputs(sn.model.config, rows, seq, seed=seq, left_pad=rows > 1)
         torch.testing.assert_close(model(**batch).logits, reference(sn, subnet, batch),
@@ -216,12 +224,12 @@ def test_session_options(tmp_path):
     sn = make_supernet("bert")
     path = tmp_path / "m.onnx"
     xo.write_onnx(sn.model, path)
-    model = xo.OnnxClassifier(path, sn.model.config, threads=1)
+    model = OnnxClassifier(path, sn.model.config, threads=1)
     options = model.session.get_session_options()
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
     assert model.session.get_providers() == ["CPUExecutionProvider"]
-    default = xo.OnnxClassifier(path, sn.model.config)
+    default = OnnxClassifier(path, sn.model.config)
     assert default.session.get_session_options().intra_op_num_threads == torch.get_num_threads()
     shutil.rmtree(tmp_path, ignore_errors=True)
 
@@ -233,8 +241,8 @@ def test_kept_deprecated_apis_warn_nothing_of_ours(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         xo.write_onnx(sn.model, tmp_path / "m.onnx")
-        xo.quantize_onnx(tmp_path / "m.onnx", tmp_path / "q.onnx")
-        xo.quantize_torch(sn.model)
+        quantize_onnx(tmp_path / "m.onnx", tmp_path / "q.onnx")
+        quantize_torch(sn.model)
     deprecations = [w for w in caught if issubclass(w.category, (DeprecationWarning,
                                                                  PendingDeprecationWarning))]
     assert not deprecations, [f"{w.filename}:{w.lineno}: {w.message}" for w in deprecations]

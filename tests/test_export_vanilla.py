@@ -14,13 +14,14 @@ import torch
 from test_export import SUBNET, batch, make_supernet, reference_logits
 
 import nasprune
-from nasprune import export as ex
-from nasprune.export_vanilla import VanillaPlan, plan
-from nasprune.subnet import ModelShape, Subnet
+from nasprune.core.families import ADAPTERS
+from nasprune.core.subnet import ModelShape, Subnet
+from nasprune.deploy.export.vanilla import VanillaPlan, plan
+from nasprune.deploy.export.writer import export_model
 
 from conftest import tiny_tokenizer
 
-FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "distilbert"]
+FAMILIES = list(ADAPTERS)  # every registered family
 UNIFORM = Subnet(((4, 32),) * 4)  # all 4 heads, 32 of 64 units, every layer
 DROPPED = Subnet(((4, 48), (0, 0), (4, 48), (0, 0)))  # layers 1 and 3 removed whole
 SHAPE = ModelShape(num_layers=4, num_heads=4, head_dim=8, hidden=32, ffn=64)
@@ -67,7 +68,7 @@ def exports(tmp_path_factory):
     for family in FAMILIES:
         sn = make_supernet(family)
         tok = tiny_tokenizer() if family == "bert" else None
-        made[family] = (sn, {name: ex.export_model(sn, subnet, root / f"{family}-{name}",
+        made[family] = (sn, {name: export_model(sn, subnet, root / f"{family}-{name}",
                                                    tokenizer=tok, source_model="org/tiny")
                              for name, subnet in (("uniform", UNIFORM), ("dropped", DROPPED),
                                                   ("other", SUBNET))})
@@ -161,17 +162,17 @@ def test_plain_transformers_loads_vanilla_and_refuses_the_rest(exports, tmp_path
 def test_layout_option(tmp_path):
     sn = make_supernet()
     with pytest.raises(nasprune.NaspruneError, match="no stock-config form: layer 0 keeps 2"):
-        ex.export_model(sn, SUBNET, tmp_path / "a", layout="vanilla")
-    out = ex.export_model(sn, UNIFORM, tmp_path / "b", layout="remote")
+        export_model(sn, SUBNET, tmp_path / "a", layout="vanilla")
+    out = export_model(sn, UNIFORM, tmp_path / "b", layout="remote")
     assert (out / "modeling_nasprune.py").is_file()
     assert nasprune.load(out).layout == "remote"
     with pytest.raises(nasprune.NaspruneError, match="unknown layout"):
-        ex.export_model(sn, UNIFORM, tmp_path / "c", layout="stock")
+        export_model(sn, UNIFORM, tmp_path / "c", layout="stock")
 
 
 def test_vanilla_export_with_onnx_and_int8(tmp_path):
     sn = make_supernet("bert")
-    out = ex.export_model(sn, DROPPED, tmp_path / "o", formats=("onnx",), quantize="int8")
+    out = export_model(sn, DROPPED, tmp_path / "o", formats=("onnx",), quantize="int8")
     inputs = batch(sn.model.config, 4, 17)
     expected = reference_logits(sn, DROPPED, inputs)
     loaded = nasprune.load(out, backend="onnx", quantized=False)

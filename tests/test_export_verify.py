@@ -18,9 +18,11 @@ import pytest
 from test_export import SUBNET, make_supernet
 
 import nasprune
-from nasprune import export as ex
+from nasprune.core.subnet import Subnet
+from nasprune.deploy.export.loader import Export, load_model_dir
+from nasprune.deploy.export.staging import _HOST
+from nasprune.deploy.export.writer import export_model
 from nasprune.errors import NaspruneError
-from nasprune.subnet import Subnet
 
 from conftest import tiny_tokenizer
 
@@ -32,7 +34,7 @@ def pristine(tmp_path_factory):
     """A remote-layout and a vanilla-layout export, both with tokenizer files."""
     root = tmp_path_factory.mktemp("pristine")
     sn = make_supernet()
-    return {layout: ex.export_model(sn, subnet, root / layout, tokenizer=tiny_tokenizer())
+    return {layout: export_model(sn, subnet, root / layout, tokenizer=tiny_tokenizer())
             for layout, subnet in (("remote", SUBNET), ("vanilla", DROPPED))}
 
 
@@ -92,8 +94,8 @@ def _unlink(*names):
     return lambda d: [(d / n).unlink() for n in names]
 
 
-try:  # the server's own loading path (it calls ex.load_model_dir)
-    from nasprune.serve import load_for_inference
+try:  # the server's own loading path (it calls load_model_dir)
+    from nasprune.deploy.serve.predictor import load_for_inference
 
     SERVER_LOADER = (load_for_inference,)
 except ImportError:  # the [serve] extra is not installed
@@ -205,7 +207,7 @@ def test_tampered_exports_are_refused_with_one_line(pristine, tmp_path, case, la
     d = _copy(pristine, layout, tmp_path)
     nasprune.load(d)  # intact before
     tamper(d)
-    for loader in (nasprune.load, ex.load_model_dir, *SERVER_LOADER):
+    for loader in (nasprune.load, load_model_dir, *SERVER_LOADER):
         with pytest.raises(NaspruneError) as err:  # anything else fails the test
             loader(d)
         message = str(err.value)
@@ -242,10 +244,10 @@ def test_without_checksums_the_manifest_must_still_be_well_formed(pristine, tmp_
 
 
 def test_server_loader_plain_hf_directory(tiny_model_dir, pristine):
-    model, tokenizer = ex.load_model_dir(tiny_model_dir)  # none of nasprune's files
+    model, tokenizer = load_model_dir(tiny_model_dir)  # none of nasprune's files
     assert type(model).__name__ == "BertForSequenceClassification" and tokenizer is not None
-    loaded = ex.load_model_dir(pristine["remote"])
-    assert isinstance(loaded, ex.Export) and loaded.subnet == SUBNET
+    loaded = load_model_dir(pristine["remote"])
+    assert isinstance(loaded, Export) and loaded.subnet == SUBNET
     for load_for_inference in SERVER_LOADER:
         for d in (tiny_model_dir, *pristine.values()):
             model, tokenizer = load_for_inference(d)
@@ -260,17 +262,17 @@ def test_server_loader_refuses_a_hf_directory_with_a_nasprune_file(tiny_model_di
     shutil.copytree(tiny_model_dir, d)
     (d / marker).write_text("{}")
     with pytest.raises(NaspruneError) as err:
-        ex.load_model_dir(d)
+        load_model_dir(d)
     assert "\n" not in str(err.value)
 
 
 def test_server_loader_one_line_for_a_broken_hf_directory(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bert", "num_labels": "x"}')
     with pytest.raises(NaspruneError, match="cannot load") as err:
-        ex.load_model_dir(tmp_path)
+        load_model_dir(tmp_path)
     assert "\n" not in str(err.value)
     with pytest.raises(NaspruneError, match="not found"):
-        ex.load_model_dir(tmp_path / "nowhere")
+        load_model_dir(tmp_path / "nowhere")
 
 
 # ----------------------------------------------------------- modes, temp dirs, messages
@@ -291,7 +293,7 @@ def _dead_pid() -> int:
 
 
 def test_stale_temp_directories_of_dead_exports_are_removed(tmp_path):
-    out, host = tmp_path / "out", ex._HOST
+    out, host = tmp_path / "out", _HOST
     stale = [tmp_path / "out.tmp-export",  # the fixed name of older versions
              tmp_path / f"out.tmp-export-{_dead_pid()}@{host}-0000ab12",
              tmp_path / f"out.old-export-{_dead_pid()}@{host}-0000cd34",
@@ -304,7 +306,7 @@ def test_stale_temp_directories_of_dead_exports_are_removed(tmp_path):
         (d / "model.safetensors").write_bytes(b"x" * 10)
     old = time.time() - 2 * 24 * 3600
     os.utime(stale[-1], (old, old))
-    ex.export_model(make_supernet(), DROPPED, out)
+    export_model(make_supernet(), DROPPED, out)
     assert not any(d.exists() for d in stale)
     assert all(d.exists() for d in kept)
     assert nasprune.load(out).subnet == DROPPED
@@ -317,18 +319,18 @@ def test_kill_9_during_export_is_cleaned_by_the_next_export(tmp_path):
         f"sys.path[:0] = [{str(Path(__file__).parent)!r}]\n"
         "from test_export import make_supernet\n"
         "from test_export_verify import DROPPED\n"
-        "from nasprune import export as ex\n"
+        "from nasprune.deploy.export.writer import export_model\n"
         "def progress(msg):\n"
         "    if msg.startswith('writing the model card'):\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
-        f"ex.export_model(make_supernet(), DROPPED, {str(out)!r}, progress=progress)\n"
+        f"export_model(make_supernet(), DROPPED, {str(out)!r}, progress=progress)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=180, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     left = list(tmp_path.glob("out.tmp-export-*"))
     assert len(left) == 1 and (left[0] / "model.safetensors").is_file() and not out.exists()
-    ex.export_model(make_supernet(), DROPPED, out)
+    export_model(make_supernet(), DROPPED, out)
     assert not list(tmp_path.glob("out.tmp-export*")) and nasprune.load(out).layout == "vanilla"
 
 

@@ -15,22 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from nasprune.errors import NaspruneError
-from nasprune.loadtest import (
-    LoadTestConfig,
+from nasprune.deploy.loadtest.config import LoadTestConfig, load_texts, parse_targets, parse_users
+from nasprune.deploy.loadtest.plots import figure, plot
+from nasprune.deploy.loadtest.stats import (
     StepStats,
     TargetResult,
     describe_statuses,
     failure_report,
-    figure,
-    load_texts,
-    parse_targets,
-    parse_users,
-    plot,
     saturation,
     summarise_record,
-    wait_ready,
 )
+from nasprune.deploy.serve.process import wait_ready
+from nasprune.errors import NaspruneError
 
 
 def _skip_without_locust() -> None:
@@ -191,8 +187,10 @@ def test_run_loadtest_against_a_uvicorn_server(tmp_path):
     """The library API: a real uvicorn server on a free port, Locust in a subprocess."""
     _skip_without_locust()
     pytest.importorskip("fastapi")
-    from nasprune.loadtest import run_loadtest
-    from nasprune.serve import ServeConfig, create_app, serve_in_thread
+    from nasprune.deploy.loadtest.runner import run_loadtest
+    from nasprune.deploy.serve.app import create_app
+    from nasprune.deploy.serve.config import ServeConfig
+    from nasprune.deploy.serve.runner import serve_in_thread
 
     app = create_app(_tiny_model(tmp_path / "model"),
                      ServeConfig(token="tok", torch_threads=1, max_wait_ms=2))
@@ -360,7 +358,9 @@ def tiny_served_model(tmp_path_factory) -> Path:
 def test_loadtest_without_the_token_fails_naming_401(tmp_path, tiny_served_model):
     """Finding 10: exit 0 and "saturates at 1 users" when every request got 401."""
     pytest.importorskip("fastapi")
-    from nasprune.serve import ServeConfig, create_app, serve_in_thread
+    from nasprune.deploy.serve.app import create_app
+    from nasprune.deploy.serve.config import ServeConfig
+    from nasprune.deploy.serve.runner import serve_in_thread
 
     app = create_app(tiny_served_model, ServeConfig(token="s3cret", torch_threads=1))
     with serve_in_thread(app) as url:
@@ -376,7 +376,10 @@ def test_loadtest_fails_when_a_step_mostly_fails(tmp_path, tiny_served_model):
     """Past the preflight, a step above --max-failure-rate fails the run, naming statuses."""
     _skip_without_locust()
     pytest.importorskip("fastapi")
-    from nasprune.serve import Predictor, ServeConfig, create_app, serve_in_thread
+    from nasprune.deploy.serve.app import create_app
+    from nasprune.deploy.serve.config import ServeConfig
+    from nasprune.deploy.serve.predictor import Predictor
+    from nasprune.deploy.serve.runner import serve_in_thread
 
     class FailsAfterFirst(Predictor):
         calls = 0

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from nasprune.adapters import tiny_model
-from nasprune.data import IGNORE_LABEL
+from nasprune.core.families.tiny import tiny_model
+from nasprune.core.subnet import Subnet
+from nasprune.core.supernet import Supernet
+from nasprune.data.io import IGNORE_LABEL
 from nasprune.errors import NaspruneError
-from nasprune.losses import DistillLoss, hidden_loss, labels_loss, layer_outputs, logits_loss
-from nasprune.subnet import Subnet
-from nasprune.supernet import Supernet
+from nasprune.train.losses import DistillLoss, hidden_loss, labels_loss, layer_outputs, logits_loss
 
 
 def test_logits_loss_on_hand_made_logits():

@@ -3,7 +3,7 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from nasprune import metrics
+from nasprune.train import metrics as metrics
 
 
 def test_classification_metrics_match_sklearn():

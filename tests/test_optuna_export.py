@@ -17,8 +17,10 @@ optuna = pytest.importorskip("optuna")
 
 
 def _searched_run(run_dir, n=20, low_fidelity=None):
-    from nasprune.search import make_searcher, run_search
-    from nasprune.subnet import ModelShape, encoder_params, make_space
+    from nasprune.core.spaces import make_space
+    from nasprune.core.subnet import ModelShape, encoder_params
+    from nasprune.search.runner import run_search
+    from nasprune.search.searchers import make_searcher
 
     shape = ModelShape(num_layers=3, num_heads=4, head_dim=8, hidden=32, ffn=64)
     space = make_space("layerwise", shape, unit_step=16)

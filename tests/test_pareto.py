@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from nasprune.core.subnet import Subnet
 from nasprune.errors import NaspruneError
 from nasprune.search.pareto import (
     REFERENCE,
@@ -24,7 +25,6 @@ from nasprune.search.pareto import (
     trials_hypervolume,
 )
 from nasprune.search.store import Trial, TrialStore
-from nasprune.subnet import Subnet
 
 # ----------------------------------------------------------------------------- dominance
 
@@ -219,8 +219,11 @@ def test_parse_rule_units():
 
 
 def _searched_run(run_dir, n=30, seed=0, searcher="random"):
-    from nasprune.search import TrialStore, make_searcher, run_search
-    from nasprune.subnet import ModelShape, encoder_params, make_space
+    from nasprune.core.spaces import make_space
+    from nasprune.core.subnet import ModelShape, encoder_params
+    from nasprune.search.runner import run_search
+    from nasprune.search.searchers import make_searcher
+    from nasprune.search.store import TrialStore
 
     shape = ModelShape(num_layers=4, num_heads=4, head_dim=8, hidden=32, ffn=64)
     space = make_space("layerwise", shape, unit_step=16)
@@ -238,7 +241,7 @@ def _searched_run(run_dir, n=30, seed=0, searcher="random"):
 
 
 def test_plot_pareto_single_and_labelled_runs(tmp_path):
-    from nasprune.report import plot_pareto
+    from nasprune.report.plots import plot_pareto
 
     a = _searched_run(tmp_path / "a", seed=0)
     b = _searched_run(tmp_path / "b", seed=1, searcher="local")
@@ -311,7 +314,8 @@ def _ticks(ax):
 def test_pareto_plot_in_percent_of_the_encoder_with_plain_ticks_and_the_pick(tmp_path):
     import matplotlib.pyplot as plt
 
-    from nasprune.report import compact, front_figure, plot_pareto
+    from nasprune.report.plots import front_figure, plot_pareto
+    from nasprune.report.text import compact
 
     trials = _searched_run(tmp_path / "run", n=20).trials
     with_encoder = [type(t)(t.id, t.subnet, {**t.metrics, "encoder_params":
@@ -351,7 +355,7 @@ def test_pareto_plot_in_percent_of_the_encoder_with_plain_ticks_and_the_pick(tmp
 def test_pareto_summary_marks_the_runs_pick_and_names_task_and_model(tmp_path, monkeypatch):
     import json
 
-    import nasprune.report as report
+    import nasprune.report.front as report
 
     run = tmp_path / "run"
     result = _searched_run(run, n=20)

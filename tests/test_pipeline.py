@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
-from nasprune.data import DataConfig
-from nasprune.pipeline import RunConfig, SearchConfig, config_of_run, run
-from nasprune.training import TrainConfig
+from nasprune.config import RunConfig, SearchConfig, TrainConfig
+from nasprune.data.tasks import DataConfig
+from nasprune.pipeline import run
+from nasprune.rundir import RunDir
 
 
 def tiny_run_config(model_dir, shared_data, **search) -> RunConfig:
@@ -26,10 +27,11 @@ def test_run_end_to_end_then_resume_skips_finished_stages(tmp_path, tiny_model_d
                                                           shared_data):
     import torch
 
-    from nasprune.data import batches, encode, load_task_data
-    from nasprune.export import load
-    from nasprune.subnet import Subnet
-    from nasprune.supernet import Supernet
+    from nasprune.core.subnet import Subnet
+    from nasprune.core.supernet import Supernet
+    from nasprune.data.encode import batches, encode
+    from nasprune.data.tasks import load_task_data
+    from nasprune.deploy.export.loader import load
 
     cfg = tiny_run_config(tiny_model_dir, shared_data)
     first = run(cfg, tmp_path, progress=False)
@@ -56,12 +58,12 @@ def test_run_end_to_end_then_resume_skips_finished_stages(tmp_path, tiny_model_d
     second = run(cfg, tmp_path, progress=False, until="search")
     assert second["trials"] == 16 and second["evaluated_now"] == 4
     assert weights.stat().st_mtime_ns == stamp  # fine-tuning was not repeated
-    assert config_of_run(tmp_path).search.trials == 16
+    assert RunDir(tmp_path).config().search.trials == 16
 
 
 def test_recovery_of_the_pick_is_reported_and_keeps_the_shape(tmp_path, tiny_model_dir,
                                                                shared_data):
-    from nasprune.export import load
+    from nasprune.deploy.export.loader import load
 
     cfg = tiny_run_config(tiny_model_dir, shared_data)
     cfg.recover = "least-squares"
@@ -152,8 +154,8 @@ def test_sanity_guard_stops_a_constant_predictor_before_the_search(tmp_path, tin
 def test_trivial_reason_fires_on_constant_and_majority_predictors_only():
     import numpy as np
 
-    from nasprune.data import PRESETS
-    from nasprune.training import trivial_reason
+    from nasprune.data.presets import PRESETS
+    from nasprune.train.evaluation import trivial_reason
 
     sst2 = PRESETS["sst2"]
     labels = np.array([1, 1, 1, 0])

@@ -7,20 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from nasprune.adapters import tiny_model
-from nasprune.data import PRESETS, Encoded
+from nasprune.core.families.tiny import tiny_model
+from nasprune.core.subnet import Subnet
+from nasprune.core.supernet import Supernet
+from nasprune.data.encode import Encoded
+from nasprune.data.presets import PRESETS
 from nasprune.errors import NaspruneError
-from nasprune.losses import DistillLoss
-from nasprune.recovery import (
-    RecoveryConfig,
-    distill,
-    least_squares_correction,
-    logits_mse,
-    recover,
-)
-from nasprune.subnet import Subnet
-from nasprune.supernet import Supernet
-from nasprune.training import iter_batches
+from nasprune.train.batches import iter_batches
+from nasprune.train.losses import DistillLoss
+from nasprune.train.recovery import RECOVERY_METHODS
+from nasprune.train.recovery.distillation import distill
+from nasprune.train.recovery.least_squares import least_squares_correction
+from nasprune.train.recovery.recover import RecoveryConfig, logits_mse, recover
 
 # 3 layers x 4 heads x 8, FFN 48: partial blocks, a removed attention, a removed FFN
 SUBNET = Subnet(((2, 24), (0, 16), (3, 0)))
@@ -148,7 +146,7 @@ def test_distillation_with_layer_outputs_and_unlabeled_texts():
     assert report.after["logits_mse"] < report.before["logits_mse"]
 
 
-@pytest.mark.parametrize("method", ["least-squares", "distill", "both", "none"])
+@pytest.mark.parametrize("method", list(RECOVERY_METHODS))
 def test_recover_reports_before_and_after_and_never_changes_shapes(method):
     sn, small = _setup()
     shapes = {k: v.shape for k, v in small.state_dict().items()}

@@ -31,9 +31,11 @@ def fake_run(run_dir: Path, *, n: int = 40, export: bool = True, loadtest: bool 
     """A run directory as ``nasprune run`` leaves it, with a MiniLM-sized search whose
     metrics follow a smooth curve (no model is trained: the report only reads files)."""
     from nasprune.config import RunConfig
-    from nasprune.data import DataConfig
-    from nasprune.search import make_searcher, run_search
-    from nasprune.subnet import ModelShape, encoder_flops, encoder_params, make_space
+    from nasprune.core.spaces import make_space
+    from nasprune.core.subnet import ModelShape, encoder_flops, encoder_params
+    from nasprune.data.tasks import DataConfig
+    from nasprune.search.runner import run_search
+    from nasprune.search.searchers import make_searcher
 
     shape = ModelShape(num_layers=6, num_heads=12, head_dim=32, hidden=384, ffn=1536)
     space = make_space("layerwise", shape, unit_step=384)
@@ -123,7 +125,7 @@ def fake_run(run_dir: Path, *, n: int = 40, export: bool = True, loadtest: bool 
 def report_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("report-run")
     facts = fake_run(run_dir)
-    from nasprune.report_html import write_report
+    from nasprune.report.html import write_report
 
     facts["path"] = write_report(run_dir)
     facts["run_dir"] = run_dir
@@ -167,9 +169,10 @@ def test_report_is_one_offline_file_with_every_part(report_run):
 
 
 def test_pareto_x_axis_buttons_switch_between_costs(report_run):
-    from nasprune.report_html import _Run, pareto_figure
+    from nasprune.report.pareto_figure import pareto_figure
+    from nasprune.report.run import RunContents
 
-    fig, front = pareto_figure(_Run(report_run["run_dir"]))
+    fig, front = pareto_figure(RunContents(report_run["run_dir"]))
     (menu,) = fig.layout.updatemenus
     labels = [b.label for b in menu.buttons]
     assert labels == ["encoder params (%)", "total params", "FLOPs", "latency"]
@@ -180,7 +183,7 @@ def test_pareto_x_axis_buttons_switch_between_costs(report_run):
 
 
 def test_missing_parts_are_left_out_with_a_note(tmp_path):
-    from nasprune.report_html import write_report
+    from nasprune.report.html import write_report
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text(json.dumps({"model": "minilm-l6"}))
@@ -217,9 +220,9 @@ def test_report_command(tmp_path):
 def test_report_of_a_real_tiny_run(tmp_path, tiny_model_dir, shared_data):
     """The files a real ``nasprune run`` writes, read by the report."""
     from nasprune.config import RunConfig, SearchConfig, TrainConfig
-    from nasprune.data import DataConfig
+    from nasprune.data.tasks import DataConfig
     from nasprune.pipeline import run
-    from nasprune.report_html import write_report
+    from nasprune.report.html import write_report
 
     cfg = RunConfig(model=str(tiny_model_dir),
                     data=DataConfig(task="sst2", data_dir=str(shared_data),
@@ -232,8 +235,8 @@ def test_report_of_a_real_tiny_run(tmp_path, tiny_model_dir, shared_data):
     traces = _graph(text, "pareto")
     (picked,) = [t for t in traces if t["name"].startswith("pick")]
     assert picked["customdata"] == [record["pick"]["id"]]
-    from nasprune.report import compact
-    from nasprune.subnet import Subnet
+    from nasprune.core.subnet import Subnet
+    from nasprune.report.text import compact
 
     shape = compact(Subnet(tuple(map(tuple, record["pick"]["subnet"]["layers"]))))
     assert f"shape: {shape}" in picked["hovertext"][0]
@@ -298,7 +301,7 @@ def test_report_in_headless_chromium(report_run, tmp_path):
             f"Plotly.Fx.hover(g, [{{curveNumber: {pick_trace}, pointNumber: 0}}]);"
             "const h = g.querySelector('.hoverlayer');"
             "return h ? h.textContent : '';")
-        from nasprune.report import compact
+        from nasprune.report.text import compact
 
         assert compact(report_run["pick"].subnet) in hover and "trial #" in hover
         # the x-axis buttons: FLOPs on the axis, the front's points follow

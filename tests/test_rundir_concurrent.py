@@ -17,7 +17,7 @@ import pytest
 from test_pipeline import tiny_run_config
 
 from nasprune.pipeline import run
-from nasprune.search import TrialStore
+from nasprune.search.store import TrialStore
 
 from conftest import REPO, SHARED_DATA
 
@@ -89,7 +89,7 @@ ENCODER = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     import numpy as np
 
-    import nasprune.data as data
+    import nasprune.data.encode as data
     from conftest import tiny_tokenizer
 
     barrier, me, other, rounds = Path(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])

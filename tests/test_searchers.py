@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from nasprune.core.spaces import make_space
+from nasprune.core.subnet import ModelShape, encoder_params
 from nasprune.errors import NaspruneError
-from nasprune.search import SEARCHERS, TrialStore, make_searcher, run_search
 from nasprune.search.pareto import hypervolume, normalise, reference_point
-from nasprune.subnet import ModelShape, encoder_params, make_space
+from nasprune.search.runner import run_search
+from nasprune.search.searchers import SEARCHERS, make_searcher
+from nasprune.search.store import TrialStore
 
 SHAPE = ModelShape(num_layers=4, num_heads=4, head_dim=8, hidden=32, ffn=64)
 WEIGHTS = (0.4, 0.3, 0.2, 0.1)  # early layers matter more, so the front is not trivial

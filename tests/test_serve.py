@@ -12,16 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from nasprune.deploy.serve.app import create_app
+from nasprune.deploy.serve.batcher import DynamicBatcher, QueueFull
+from nasprune.deploy.serve.config import ServeConfig
+from nasprune.deploy.serve.predictor import Predictor, load_for_inference
+from nasprune.deploy.serve.runner import serve_in_thread
 from nasprune.errors import NaspruneError
-from nasprune.serve import (
-    DynamicBatcher,
-    Predictor,
-    QueueFull,
-    ServeConfig,
-    create_app,
-    load_for_inference,
-    serve_in_thread,
-)
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -237,12 +233,12 @@ def test_model_info_reads_subnet_json(tmp_path):
 
 
 def test_serves_a_nasprune_export(tmp_path):
-    """An export (pruned architecture, manifest) loads through nasprune.export.load."""
-    export = pytest.importorskip("nasprune.export")
+    """An export (pruned architecture, manifest) loads through the export loader."""
+    export = pytest.importorskip("nasprune.deploy.export.writer")
     from transformers import BertForSequenceClassification
 
-    from nasprune.subnet import Subnet
-    from nasprune.supernet import Supernet
+    from nasprune.core.subnet import Subnet
+    from nasprune.core.supernet import Supernet
 
     source = make_tiny_classifier(tmp_path / "full")
     model = BertForSequenceClassification.from_pretrained(source).eval()
@@ -742,7 +738,7 @@ def test_batcher_drops_cancelled_and_expired_requests_before_computing():
         return [{}] * len(items)
 
     async def main():
-        from nasprune.serve import ClientClosed, DeadlineExceeded
+        from nasprune.deploy.serve.batcher import ClientClosed, DeadlineExceeded
 
         batcher = DynamicBatcher(model, max_batch_size=8, max_wait_ms=0, max_queue=10)
         await batcher.start()

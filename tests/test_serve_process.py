@@ -9,7 +9,6 @@ exits within the drain time.
 from __future__ import annotations
 
 import os
-import re
 import selectors
 import signal
 import socket
@@ -19,6 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from nasprune.deploy.serve.process import ServerProcess
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -30,53 +31,11 @@ BODY_TIMEOUT = 2.0
 DRAIN = 2.0
 
 
-class ServerProcess:
-    """``nasprune serve`` in a child process, its output in a log file."""
-
-    def __init__(self, model_dir: Path, log: Path, *extra: str):
-        self.log = log
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
-        env.pop("NASPRUNE_TOKEN", None)
-        self.handle = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [NASPRUNE, "serve", str(model_dir), "--port", "0", "--threads", "1",
-             "--log-level", "info", "--header-timeout", str(HEADER_TIMEOUT),
-             "--body-timeout", str(BODY_TIMEOUT), "--drain-timeout", str(DRAIN), *extra],
-            env=env, stdout=self.handle, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        self.url = None
-        while self.url is None:
-            found = re.search(r"on (http://127\.0\.0\.1:\d+)", log.read_text())
-            if found:
-                self.url = found.group(1)
-            elif self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server did not start:\n{log.read_text()}")
-            else:
-                time.sleep(0.1)
-        while True:  # "serving ... on" is printed just before uvicorn listens
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"server never became ready:\n{log.read_text()}")
-            time.sleep(0.1)
-        host, port = self.url.removeprefix("http://").rsplit(":", 1)
-        self.address = (host, int(port))
-
-    def metrics(self) -> str:
-        return httpx.get(f"{self.url}/metrics", timeout=10).text
-
-    def output(self) -> str:
-        self.handle.flush()
-        return self.log.read_text()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.handle.close()
+def start_server(model_dir: Path, log: Path) -> ServerProcess:
+    """``nasprune serve`` with this module's timeouts, ready on a free loopback port."""
+    return ServerProcess(model_dir, log, "--threads", "1", "--log-level", "info",
+                         "--header-timeout", str(HEADER_TIMEOUT), "--body-timeout",
+                         str(BODY_TIMEOUT), "--drain-timeout", str(DRAIN), start_timeout=120)
 
 
 def _metric(text: str, name: str) -> float:
@@ -93,7 +52,7 @@ def _assert_no_traceback(output: str) -> None:
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
-    proc = ServerProcess(tiny_model_dir, tmp_path_factory.mktemp("serve") / "server.log")
+    proc = start_server(tiny_model_dir, tmp_path_factory.mktemp("serve") / "server.log")
     yield proc
     proc.stop()
 
@@ -277,45 +236,55 @@ def test_process_serves_all_request_shapes(server):
 # --------------------------------------------------------------------------- shutdown
 
 
-def _signal_with_half_sent_body(proc: ServerProcess, sig: int) -> tuple[float, bytes]:
+#: Exiting after the drain is the interpreter's teardown (torch, threads), which the server
+#: does not bound; the finding was 25-45 s, so this still tells a hang from a slow teardown.
+TEARDOWN = 10.0
+
+
+def _signal_with_half_sent_body(proc: ServerProcess, sig: int) -> tuple[float, float, bytes]:
+    """(seconds to the answer on the half-sent upload, seconds to exit, the answer)."""
     holder = _half_sent_body(proc.address)
     time.sleep(0.3)  # the server is reading that body
     started = time.monotonic()
     proc.proc.send_signal(sig)
-    try:
-        proc.proc.wait(DRAIN + 10)
-    except subprocess.TimeoutExpired:
-        pass
-    took = time.monotonic() - started
-    holder.settimeout(1)
+    holder.settimeout(DRAIN + TEARDOWN)
     try:
         answer = holder.recv(4096)
     except OSError:
         answer = b""
+    answered = time.monotonic() - started
     holder.close()
-    return took, answer
+    try:
+        proc.proc.wait(DRAIN + TEARDOWN)
+    except subprocess.TimeoutExpired:
+        pass
+    return answered, time.monotonic() - started, answer
 
 
 def test_sigterm_with_a_half_sent_body_exits_within_the_drain_time(server):
     """Finding 2: with one half-sent body open, SIGTERM left the server running 25 s.
 
-    Runs last in this module: it stops the shared server.
+    The server's promise: the upload is answered 503 as the drain starts (well within the
+    drain time), and it stops accepting work. Runs last in this module: it stops the shared
+    server.
     """
-    took, answer = _signal_with_half_sent_body(server, signal.SIGTERM)
-    assert server.proc.poll() is not None, "still running"
-    assert took < DRAIN + 10, took  # bounded (it was 25-45 s), with slack for a loaded machine
+    answered, took, answer = _signal_with_half_sent_body(server, signal.SIGTERM)
     assert answer.startswith(b"HTTP/1.1 503"), answer  # the upload was cut, not left hanging
+    assert answered < DRAIN, answered
+    assert server.proc.poll() is not None, "still running"
+    assert took < DRAIN + TEARDOWN, took
     _assert_no_traceback(server.output())
 
 
 def test_sigint_with_a_half_sent_body_exits_within_the_drain_time(tiny_model_dir, tmp_path):
     """Finding 2: with one half-sent body open, SIGINT left the server running 45 s."""
-    proc = ServerProcess(tiny_model_dir, tmp_path / "server.log")
+    proc = start_server(tiny_model_dir, tmp_path / "server.log")
     try:
-        took, answer = _signal_with_half_sent_body(proc, signal.SIGINT)
-        assert proc.proc.poll() == 0, proc.output()
-        assert took < DRAIN + 10, took  # bounded (it was 25-45 s), with slack for a loaded machine
+        answered, took, answer = _signal_with_half_sent_body(proc, signal.SIGINT)
         assert answer.startswith(b"HTTP/1.1 503"), answer
+        assert answered < DRAIN, answered
+        assert proc.proc.poll() == 0, proc.output()
+        assert took < DRAIN + TEARDOWN, took
         output = proc.output()
         _assert_no_traceback(output)
         assert "interrupted" not in output and output.rstrip().endswith("stopped")

@@ -7,14 +7,14 @@ import random
 
 import pytest
 
-from nasprune.subnet import (
+from nasprune.core.spaces import make_space
+from nasprune.core.subnet import (
     ModelShape,
     Subnet,
     SubnetError,
     encoder_flops,
     encoder_params,
     layer_params,
-    make_space,
 )
 
 MINILM = ModelShape(num_layers=6, num_heads=12, head_dim=32, hidden=384, ffn=1536)
@@ -135,7 +135,7 @@ def test_uniform_space_keeps_every_head_and_one_width():
 
 
 def test_every_uniform_sub_network_has_a_stock_config_form():
-    from nasprune.export_vanilla import VanillaPlan, plan
+    from nasprune.deploy.export.vanilla import VanillaPlan, plan
 
     space = make_space("uniform", MINILM)
     rng = random.Random(3)

@@ -8,17 +8,15 @@ import pytest
 import torch
 import transformers as tf
 
-from nasprune.adapters import get_adapter, tiny_model
+from nasprune.core.extract import load_prefix_weights, shrink_structure, subnet_of
+from nasprune.core.families import ADAPTERS
+from nasprune.core.families.base import get_adapter
+from nasprune.core.families.tiny import tiny_model
+from nasprune.core.subnet import Subnet, encoder_params
+from nasprune.core.supernet import Supernet
 from nasprune.errors import NaspruneError
-from nasprune.subnet import Subnet, encoder_params
-from nasprune.supernet import (
-    Supernet,
-    load_prefix_weights,
-    shrink_structure,
-    subnet_of,
-)
 
-FAMILIES = ["bert", "roberta", "xlm-roberta", "electra", "distilbert"]
+FAMILIES = list(ADAPTERS)  # every registered family
 # heads 4 x 8, FFN 48, 3 layers: a mix of partial, removed blocks and a removed layer
 SUBNETS = [
     Subnet(((4, 48), (4, 48), (4, 48))),
@@ -329,7 +327,7 @@ def test_minilm_on_real_sst2_inputs():
     data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue" / "sst2"
     if not data.is_dir():
         pytest.skip("shared GLUE data not available")
-    from nasprune.cost import CostModel
+    from nasprune.core.cost import CostModel
 
     torch.set_num_threads(2)
     torch.manual_seed(0)

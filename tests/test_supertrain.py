@@ -9,20 +9,22 @@ import pytest
 import torch
 from test_training import toy_data
 
-from nasprune.adapters import get_adapter, tiny_model
-from nasprune.data import PRESETS, Encoded, encode
+from nasprune.config import TrainConfig
+from nasprune.core.families.base import get_adapter
+from nasprune.core.families.tiny import tiny_model
+from nasprune.core.subnet import Subnet
+from nasprune.core.supernet import ORDER_FILE, Supernet
+from nasprune.data.encode import Encoded, encode
+from nasprune.data.presets import PRESETS
 from nasprune.errors import NaspruneError
-from nasprune.subnet import Subnet
-from nasprune.supernet import ORDER_FILE, Supernet
-from nasprune.supertrain import (
-    SUPERNET_FILE,
-    DistillStrategy,
-    RandomLinearStrategy,
-    SandwichKDStrategy,
-    SandwichStrategy,
-    read_supernet_info,
-)
-from nasprune.training import STRATEGIES, TrainConfig, TrainContext, evaluate, make_strategy, train
+from nasprune.train.evaluation import evaluate
+from nasprune.train.loop import train
+from nasprune.train.strategies import STRATEGIES, make_strategy
+from nasprune.train.strategies.base import SUPERNET_FILE, TrainContext, read_supernet_info
+from nasprune.train.strategies.distill import DistillStrategy
+from nasprune.train.strategies.random_linear import RandomLinearStrategy
+from nasprune.train.strategies.sandwich import SandwichStrategy
+from nasprune.train.strategies.sandwich_kd import SandwichKDStrategy
 
 from conftest import tiny_tokenizer
 
@@ -271,7 +273,8 @@ def test_distill_strategy_samples_around_the_budget(monkeypatch):
 def test_sample_budget_centres_where_asked():
     import random
 
-    from nasprune.subnet import ModelShape, make_space
+    from nasprune.core.spaces import make_space
+    from nasprune.core.subnet import ModelShape
 
     space = make_space("layerwise", ModelShape(6, 12, 32, 384, 1536))
     rng = random.Random(0)

@@ -5,9 +5,15 @@ import pandas as pd
 import pytest
 import torch
 
-from nasprune.data import PRESETS, DataConfig, TaskData, load_task_data
+from nasprune.config import TrainConfig
+from nasprune.data.encode import encode
+from nasprune.data.presets import PRESETS
+from nasprune.data.tasks import DataConfig, TaskData, load_task_data
 from nasprune.errors import NaspruneError
-from nasprune.training import Strategy, TrainConfig, encode, evaluate, finetune, train
+from nasprune.train.evaluation import evaluate
+from nasprune.train.finetune import finetune
+from nasprune.train.loop import train
+from nasprune.train.strategies.base import Strategy
 
 from conftest import tiny_bert, tiny_tokenizer
 

@@ -9,9 +9,10 @@ The Python API mirrors the command line (see examples/api.py):
 """
 
 from nasprune.config import RunConfig, SearchConfig, TrainConfig
-from nasprune.data import DataConfig
+from nasprune.core.spaces import SearchSpace, make_space
+from nasprune.core.subnet import ModelShape, Subnet
+from nasprune.data.tasks import DataConfig
 from nasprune.errors import NaspruneError
-from nasprune.subnet import ModelShape, SearchSpace, Subnet, make_space
 
 __version__ = "0.1.0"
 __all__ = ["NaspruneError", "ModelShape", "SearchSpace", "Subnet", "make_space", "RunConfig",
@@ -19,10 +20,14 @@ __all__ = ["NaspruneError", "ModelShape", "SearchSpace", "Subnet", "make_space",
 
 
 def __getattr__(name: str):  # lazy: torch is imported only when a stage runs
-    if name in ("export", "load"):
-        import nasprune.export as module  # callable: nasprune.export(...) = export_model
+    if name == "export":
+        from nasprune.deploy.export.writer import export_model
 
-        return module if name == "export" else module.load
+        return export_model
+    if name == "load":
+        from nasprune.deploy.export.loader import load
+
+        return load
     if name == "run":
         from nasprune.pipeline import run
 

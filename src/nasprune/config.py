@@ -8,14 +8,18 @@ before any work starts: every name below is checked against the registries' name
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 
-from nasprune import choices
-from nasprune.data import DataConfig
+from nasprune.core import COSTS, IMPORTANCE, SPACES
+from nasprune.data.tasks import DataConfig
+from nasprune.deploy.export.backends import FORMATS
+from nasprune.deploy.export.format import QUANTIZE
 from nasprune.errors import NaspruneError
+from nasprune.search.executors import EXECUTORS
+from nasprune.search.searchers import SEARCHERS
+from nasprune.train.recovery import RECOVERY_METHODS
+from nasprune.train.strategies import STRATEGIES
 
 
 def _one_of(what: str, value, allowed) -> None:
@@ -59,7 +63,7 @@ class TrainConfig:
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise NaspruneError(f"unknown device {self.device!r}; use auto, cpu, cuda, "
                                 "cuda:N or mps")
-        _one_of("strategy", self.strategy, choices.STRATEGIES)
+        _one_of("strategy", self.strategy, STRATEGIES)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,14 +89,10 @@ class SearchConfig:
     gpus_per_worker: float = 0
 
     def __post_init__(self) -> None:
-        from nasprune.search.executors import BACKENDS
-        from nasprune.search.searchers import SEARCHERS
-        from nasprune.subnet import SPACES
-
-        _one_of("backend", self.backend, BACKENDS)
+        _one_of("backend", self.backend, EXECUTORS)
         _one_of("search space", self.space, SPACES)
         _one_of("searcher", self.searcher, SEARCHERS)
-        _one_of("importance method", self.importance, choices.IMPORTANCE)
+        _one_of("importance method", self.importance, IMPORTANCE)
         _at_least({"workers": self.workers, "trials": self.trials, "unit_step": self.unit_step,
                    "calibration_examples": self.calibration_examples,
                    "eval_batch_size": self.eval_batch_size})
@@ -103,9 +103,9 @@ class SearchConfig:
         self.objectives = tuple(self.objectives)
         costs = self.objectives[1:]
         if (not self.objectives or self.objectives[0] != "error" or len(costs) not in (1, 2)
-                or any(c not in choices.COSTS for c in costs) or len(set(costs)) < len(costs)):
+                or any(c not in COSTS for c in costs) or len(set(costs)) < len(costs)):
             raise NaspruneError("objectives: 'error' followed by one or two of "
-                                + ", ".join(choices.COSTS))
+                                + ", ".join(COSTS))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,7 +120,7 @@ class RunConfig:
     pick: str = "encoder_params<=0.5"
     export_formats: tuple[str, ...] = ("hf",)
     quantize: str | None = None
-    recover: str = "distill"  # none, least-squares, distill, both (see recovery.py)
+    recover: str = "distill"  # a RECOVERY_METHODS name (nasprune.train.recovery)
     recover_epochs: float = 3.0
     force: bool = False  # export even when the sanity guard fires
 
@@ -128,10 +128,10 @@ class RunConfig:
         """Options used after the search are checked now, not after an hour of search."""
         self.export_formats = tuple(dict.fromkeys(("hf", *self.export_formats)))
         for name in self.export_formats:
-            _one_of("export format", name, choices.FORMATS)
+            _one_of("export format", name, FORMATS)
         if self.quantize is not None:
-            _one_of("quantization", self.quantize, choices.QUANTIZE)
-        _one_of("recovery", self.recover, choices.RECOVERY)
+            _one_of("quantization", self.quantize, QUANTIZE)
+        _one_of("recovery", self.recover, RECOVERY_METHODS)
         if self.recover_epochs < 0:
             raise NaspruneError("--recover-epochs must be >= 0")
         self.budget()
@@ -148,7 +148,7 @@ class RunConfig:
         return threshold if metric == "encoder_params" and op in ("<=", "<") else None
 
     def recovery(self):
-        from nasprune.recovery import RecoveryConfig
+        from nasprune.train.recovery.recover import RecoveryConfig
 
         return RecoveryConfig(method=self.recover, epochs=self.recover_epochs,
                               seed=self.train.seed)
@@ -180,19 +180,3 @@ class RunConfig:
                                                "search")}, "config")
         except (TypeError, AttributeError, ValueError) as exc:
             raise NaspruneError(f"malformed configuration: {exc}") from exc
-
-
-def config_of_run(run_dir: str | Path) -> RunConfig:
-    """The configuration a run directory was made with (``config.json``)."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise NaspruneError(f"{run_dir} is not a run directory (no config.json); "
-                            "start one with: nasprune run --until finetune ...")
-    try:
-        saved = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise NaspruneError(f"{path} is not valid JSON ({exc}); repair it or start a new "
-                            "--run-dir") from exc
-    if not isinstance(saved, dict):
-        raise NaspruneError(f"{path} does not hold a run configuration")
-    return RunConfig.from_dict(saved)

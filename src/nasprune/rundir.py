@@ -1,4 +1,5 @@
-"""The run directory: its layout, one writer at a time, stage fingerprints and its log.
+"""The run directory: its layout (every path in one place), one writer at a time, stage
+fingerprints and its log.
 
 A stage's *fingerprint* is a hash of the options that determine its output plus the
 fingerprint of the stage before it. ``RUN/fingerprints.json`` records the fingerprint each
@@ -7,30 +8,46 @@ ones it was made with, and otherwise says which options changed and how to go on
 in the run directory ever claims an option that was not applied.
 
     RUN/config.json        the RunConfig of the last command that ran (absolute paths)
+    RUN/summary.json       what the run measured (``nasprune run`` prints it)
+    RUN/report.html        the run for people (``nasprune report``)
+    RUN/finetune/          metrics.json, model/      the fine-tuned model
+    RUN/supertrain/        metrics.json, model/      the super-network training (``--strategy``)
+    RUN/supernet/          config.json, order.json   the reordered super-network
+    RUN/search/            trials.db, pareto.csv     the search and its front
+    RUN/export/            manifest.json, ...        the exported pick
     RUN/fingerprints.json  stage -> {hash, options}
     RUN/log.txt            what each command did: options, stages, timings, warnings
-    RUN/.lock              held (fcntl) by the one process writing the run directory
+    RUN/.lock              held (fcntl, ``runlock``) by the one process writing the run
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from nasprune.config import RunConfig
+from nasprune import runlock
 from nasprune.errors import NaspruneError
 from nasprune.files import write_json
+
+if TYPE_CHECKING:
+    from nasprune.config import RunConfig
 
 FINETUNE_DIR, SUPERTRAIN_DIR, SUPERNET_DIR, SEARCH_DIR, EXPORT_DIR = (
     "finetune", "supertrain", "supernet", "search", "export")
 #: The stages in order; each folder is named after its stage.
 ORDER = (FINETUNE_DIR, SUPERTRAIN_DIR, SUPERNET_DIR, SEARCH_DIR, EXPORT_DIR)
-FINGERPRINTS, LOG, LOCK = "fingerprints.json", "log.txt", ".lock"
+FINGERPRINTS, LOG = "fingerprints.json", "log.txt"
+CONFIG, SUMMARY, REPORT = "config.json", "summary.json", "report.html"
+MODEL, METRICS = "model", "metrics.json"
+#: The search's SQLite store and its front, inside ``RUN/search``.
+STORE, PARETO = "trials.db", "pareto.csv"
+#: The file whose presence says a stage finished.
+MARKERS = {FINETUNE_DIR: METRICS, SUPERTRAIN_DIR: METRICS, SUPERNET_DIR: "config.json",
+           SEARCH_DIR: STORE, EXPORT_DIR: "manifest.json"}
 #: Options whose flag is not simply the field name with dashes.
 FLAGS = {"train.learning_rate": "--lr", "export_formats": "--format",
          "train.strategy_options.epochs": "--supernet-epochs", "budget": "--pick"}
@@ -39,10 +56,6 @@ NEUTRAL = {"train.progress", "train.threads", "train.device", "train.eval_batch_
            "search.eval_batch_size", "search.backend", "search.workers", "search.address",
            "search.cpus_per_worker", "search.gpus_per_worker", "search.trials", "force",
            "data.distill_file"}
-
-
-#: Run directories this process holds: path -> [open lock file, how many holders].
-_HELD: dict[Path, list] = {}
 
 
 def flag(key: str) -> str:
@@ -96,7 +109,7 @@ def fingerprints(cfg: RunConfig, teacher_strategy: bool) -> dict[str, dict]:
 
 
 class RunDir:
-    """Paths, fingerprints, log and lock of one run directory."""
+    """Paths, configuration, fingerprints, log and lock of one run directory."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -105,32 +118,67 @@ class RunDir:
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
+    # ---------------------------------------------------------------- layout
+    def stage(self, stage: str) -> Path:
+        return self.path / stage
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def summary_file(self) -> Path:
+        return self.path / SUMMARY
+
+    @property
+    def report_file(self) -> Path:
+        return self.path / REPORT
+
+    @property
+    def finetuned(self) -> Path:
+        """The fine-tuned model (the teacher of distillation, the source of the supernet)."""
+        return self.path / FINETUNE_DIR / MODEL
+
+    @property
+    def supertrained(self) -> Path:
+        return self.path / SUPERTRAIN_DIR / MODEL
+
+    @property
+    def supernet(self) -> Path:
+        return self.path / SUPERNET_DIR
+
+    @property
+    def store(self) -> Path:
+        return self.path / SEARCH_DIR / STORE
+
+    @property
+    def export(self) -> Path:
+        return self.path / EXPORT_DIR
+
+    def is_run(self) -> bool:
+        return self.config_file.is_file()
+
+    def config(self) -> RunConfig:
+        """The configuration the run directory was made with (``config.json``)."""
+        from nasprune.config import RunConfig
+
+        path = self.config_file
+        if not path.is_file():
+            raise NaspruneError(f"{self.path} is not a run directory (no config.json); "
+                                "start one with: nasprune run --until finetune ...")
+        try:
+            saved = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise NaspruneError(f"{path} is not valid JSON ({exc}); repair it or start a new "
+                                "--run-dir") from exc
+        if not isinstance(saved, dict):
+            raise NaspruneError(f"{path} does not hold a run configuration")
+        return RunConfig.from_dict(saved)
+
     # ------------------------------------------------------------------ lock
     def lock(self) -> RunDir:
-        """Become the one writer of this run directory, or fail at once naming the holder.
-        The lock is the kernel's: it goes with the process, also on a crash or kill -9.
-        Taking it again in the same process (the CLI, then the pipeline) is allowed."""
-        key = self.path.resolve()
-        if key in _HELD:
-            _HELD[key][1] += 1
-            self._lock_file = _HELD[key][0]
-            return self
-        self.path.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path / LOCK, "a+")  # noqa: SIM115 - held until release()
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise NaspruneError(f"{self.path} is in use by nasprune (PID {holder}); wait for "
-                                "it to finish or use another --run-dir") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._lock_file = handle
-        _HELD[key] = [handle, 1]
+        """Become the one writer of this run directory, or fail at once naming the holder."""
+        self._lock_file = runlock.take(self.path)
         return self
 
     @property
@@ -138,18 +186,9 @@ class RunDir:
         return self._lock_file is not None
 
     def release(self) -> None:
-        if self._lock_file is None:
-            return
-        key = self.path.resolve()
-        held = _HELD.get(key)
-        self._lock_file = None
-        if held is not None:
-            held[1] -= 1
-            if held[1] > 0:
-                return
-            del _HELD[key]
-            fcntl.flock(held[0], fcntl.LOCK_UN)
-            held[0].close()
+        if self._lock_file is not None:
+            self._lock_file = None
+            runlock.give_back(self.path)
 
     def __enter__(self) -> RunDir:
         return self.lock()
@@ -170,11 +209,7 @@ class RunDir:
 
     def done(self, stage: str) -> bool:
         """Whether ``stage`` left its output (the same tests the stages use to reuse it)."""
-        folder = self.path / stage
-        marker = {FINETUNE_DIR: "metrics.json", SUPERTRAIN_DIR: "metrics.json",
-                  SUPERNET_DIR: "config.json", SEARCH_DIR: "trials.db",
-                  EXPORT_DIR: "manifest.json"}[stage]
-        return (folder / marker).is_file()
+        return (self.path / stage / MARKERS[stage]).is_file()
 
     def check(self, wanted: dict[str, dict], redo: str | None = None) -> None:
         """Refuse a rerun whose options differ from what a finished stage was made with;

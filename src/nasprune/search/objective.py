@@ -11,11 +11,12 @@ import math
 
 import torch
 
-from nasprune.cost import CostModel
-from nasprune.data import Encoded, TaskPreset, subset
-from nasprune.subnet import Subnet
-from nasprune.supernet import Supernet
-from nasprune.training import evaluate
+from nasprune.core.cost import CostModel
+from nasprune.core.subnet import Subnet
+from nasprune.core.supernet import Supernet
+from nasprune.data.encode import Encoded, subset
+from nasprune.data.presets import TaskPreset
+from nasprune.train.evaluation import evaluate
 
 
 class SubnetEvaluator:

@@ -29,12 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nasprune.core import COSTS
 from nasprune.errors import NaspruneError
+from nasprune.files import read_json_or_none
 from nasprune.search.pareto import full_reference
 from nasprune.search.store import STORE_RELPATH, Trial, TrialStore
 
 #: Metrics whose fraction of the unpruned model is added as a user attribute.
-_COSTS = ("params", "encoder_params", "flops", "latency")
 
 
 @dataclass
@@ -80,7 +81,7 @@ def _user_attrs(trial: Trial, split: str, full: dict[str, float]) -> dict[str, A
         "wall_s": trial.wall_s,
     }
     attrs.update(trial.metrics)
-    for name in _COSTS:
+    for name in COSTS:
         if name in trial.metrics and full.get(name):
             attrs[f"{name}_fraction"] = trial.metrics[name] / full[name]
     if trial.low_metrics is not None:
@@ -175,8 +176,5 @@ def export_to_optuna(run_dir: str | Path, storage: str | Path, study_name: str |
 
 
 def _run_config(run_dir: Path) -> dict:
-    try:
-        value = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    value = read_json_or_none(run_dir / "config.json")
     return value if isinstance(value, dict) else {}

@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from nasprune.core import COSTS
 from nasprune.errors import NaspruneError
 
 #: Reference value of every normalised objective for the hypervolume.
@@ -28,7 +29,7 @@ REFERENCE = 1.1
 #: Objectives already on a [0, 1] scale; all others are divided by the full model's value.
 RAW_OBJECTIVES = frozenset({"error"})
 #: Objectives a budget rule may constrain (``metric`` is maximised, the rest minimised).
-KNOWN_METRICS = ("error", "metric", "params", "encoder_params", "flops", "latency")
+KNOWN_METRICS = ("error", "metric", *COSTS)
 
 Point = Sequence[float]
 

@@ -1,16 +1,15 @@
 """The search loop: ask -> evaluate (through an executor) -> store -> tell; resumable.
 
-``evaluate(subnet, fidelity) -> dict[str, float]`` is a plain callable (the CLI builds it
-from the super-network; tests pass toy functions); ``fidelity`` is the fraction of the
-validation set to use (1.0 = all). Executors decide *where* evaluations run: in process
-(:class:`LocalExecutor`) now, Ray actors or worker processes later, through the same
-three methods. The driver alone talks to the searcher and the store, so resume,
-duplicates and the Pareto front behave the same on every backend.
+Executors (:mod:`nasprune.search.executors`) decide *where* evaluations run, in process or
+in parallel workers, through the same three methods. The driver alone talks to the
+searcher and the store, so resume, duplicates and the Pareto front behave the same on
+every backend.
 
-Resume: results already in the store are replayed into the searcher (``tell``) before it
-is asked anything; a proposal that is already stored is looked up and told again, never
-re-evaluated, and does not count as a new trial. The search stops when the store holds
-``n_trials`` candidates (or the space is exhausted).
+Resume: results already in the store are replayed into the searcher
+(:mod:`nasprune.search.replay`) before it is asked anything; a proposal that is already
+stored is looked up and told again, never re-evaluated, and does not count as a new
+trial. The search stops when the store holds ``n_trials`` candidates (or the space is
+exhausted).
 
 Multi-fidelity (``low_fidelity=f``): each candidate is first evaluated on fraction ``f``
 of the validation set and promoted to the full set only if that result is not dominated
@@ -21,88 +20,25 @@ promoted; trials never promoted do not enter the front, the hypervolume or picks
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
+from nasprune.core.spaces import SearchSpace
+from nasprune.core.subnet import Subnet
 from nasprune.errors import NaspruneError
 from nasprune.progress import ProgressBar
+from nasprune.search.executors.base import Done, Evaluate, Executor, Job
+from nasprune.search.executors.local import LocalExecutor
 from nasprune.search.pareto import (
     dominates,
     front_of,
     hypervolume,
     normalise,
-    pareto_front,
     reference_point,
 )
-from nasprune.search.searchers import Searcher
+from nasprune.search.replay import replay, space_members
+from nasprune.search.searchers.base import Searcher
 from nasprune.search.store import Trial, TrialStore
-from nasprune.subnet import SearchSpace, Subnet
-
-Evaluate = Callable[[Subnet, float], dict]
-
-
-# --------------------------------------------------------------------------- executors
-
-
-@dataclass(frozen=True)
-class Job:
-    """One evaluation request."""
-
-    subnet: Subnet
-    fidelity: float = 1.0
-
-
-@dataclass
-class Done:
-    """A finished job: its metrics, or the exception it raised, and its wall time."""
-
-    job: Job
-    metrics: dict[str, float] | None
-    wall_s: float
-    error: BaseException | None = None
-
-
-class Executor(Protocol):
-    """Where evaluations run. ``slots`` jobs may be in flight at once; ``results`` blocks
-    until at least one submitted job has finished and returns all finished ones."""
-
-    slots: int
-
-    def submit(self, job: Job) -> None: ...
-
-    def results(self) -> list[Done]: ...
-
-    def close(self) -> None: ...
-
-
-class LocalExecutor:
-    """In-process, one job at a time: ``results`` runs the oldest submitted job."""
-
-    slots = 1
-
-    def __init__(self, evaluate: Evaluate):
-        self.evaluate = evaluate
-        self._queue: deque[Job] = deque()
-
-    def submit(self, job: Job) -> None:
-        self._queue.append(job)
-
-    def results(self) -> list[Done]:
-        if not self._queue:
-            return []
-        job = self._queue.popleft()
-        start = time.perf_counter()
-        try:
-            metrics = self.evaluate(job.subnet, job.fidelity)
-        except Exception as exc:  # noqa: BLE001 - reported to the driver, which decides
-            return [Done(job, None, time.perf_counter() - start, exc)]
-        return [Done(job, dict(metrics), time.perf_counter() - start)]
-
-    def close(self) -> None:
-        self._queue.clear()
-
 
 # --------------------------------------------------------------------------- result
 
@@ -212,8 +148,8 @@ def run_search(
         trials = store.trials()
         members = space_members(space, [t.subnet for t in trials])
         stored = [t for t in trials if t.subnet in members]
-        carry, exact = _replay(searcher, stored, full_trial, objectives, full,
-                               exact=executor.slots == 1)
+        carry, exact = replay(searcher, stored, full_trial, objectives, full,
+                              exact=executor.slots == 1)
         result.replay_exact = exact
         count = len(stored)
         for t in stored:
@@ -299,60 +235,6 @@ def run_search(
     return result
 
 
-def space_members(space: SearchSpace, subnets) -> set:
-    """The sub-networks of ``subnets`` that are points of ``space``."""
-    out = set()
-    for subnet in subnets:
-        try:
-            space.index(subnet)
-        except ValueError:
-            continue  # not of this space (cannot happen with matching meta)
-        out.add(subnet)
-    return out
-
-
-def _replay(searcher: Searcher, stored: list[Trial], full_trial: Trial,
-            objectives: Sequence[str], full: dict, *, exact: bool) -> tuple[list, bool]:
-    """Bring a fresh searcher to the state it had when the stored trials were made.
-
-    One job at a time, the search was: tell the full model, then ask, tell, ask, tell...
-    so the same seed asked again proposes the stored trials in their order (and, between
-    them, the proposals that were answered from the store). Replaying those asks makes a
-    resumed search propose exactly what the uninterrupted one would have. Should a
-    proposal differ (trials made by several workers at once, another searcher), the
-    remaining trials are told as they are. Returns the proposal that replay asked for but
-    the store does not answer (the search's next job) and whether replay was exact.
-    """
-    by_subnet = {t.subnet: t for t in stored}
-    searcher.tell(full_trial.subnet, _objectives_of(full_trial, objectives, full))
-    pending = [t for t in stored if t.subnet != full_trial.subnet]
-    told = {full_trial.subnet}
-    carry: list = []
-    position, stale = 0, 0
-    while exact and position < len(pending):
-        proposal = searcher.ask()
-        if proposal in told:  # answered from the store, as the search did then
-            searcher.tell(proposal, _objectives_of(by_subnet[proposal], objectives, full))
-            stale += 1
-            if stale > 1000:
-                exact = False
-            continue
-        stale = 0
-        if proposal == pending[position].subnet:
-            searcher.tell(proposal, _objectives_of(pending[position], objectives, full))
-            told.add(proposal)
-            position += 1
-            continue
-        exact = False
-        if proposal in by_subnet:  # stored, only later: told below with the rest
-            pass
-        else:
-            carry.append(proposal)
-    for t in pending[position:]:
-        searcher.tell(t.subnet, _objectives_of(t, objectives, full))
-    return carry, exact
-
-
 def _update_front(front: list[tuple[float, ...]], p: tuple[float, ...]) -> list:
     if any(dominates(q, p) or q == p for q in front):
         return front
@@ -373,8 +255,3 @@ def _check_meta(store: TrialStore, space: SearchSpace, objectives: tuple[str, ..
     store.set_meta("objectives", list(objectives))
     store.set_meta("full_subnet", space.full().to_json())
 
-
-def front_points(trials: Sequence[Trial], objectives: Sequence[str], full: dict) -> list:
-    """Normalised objective vectors of the Pareto-optimal full-fidelity trials."""
-    pts = [_objectives_of(t, objectives, full) for t in trials if t.is_full_fidelity]
-    return [pts[i] for i in pareto_front(pts)]

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nasprune.core.subnet import Subnet
 from nasprune.errors import NaspruneError
-from nasprune.subnet import Subnet
 
 #: Where a run directory keeps its search: ``RUN_DIR / STORE_RELPATH``.
 STORE_RELPATH = Path("search") / "trials.db"

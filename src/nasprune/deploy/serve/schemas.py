@@ -1,0 +1,69 @@
+"""The JSON bodies of ``POST /v1/predict``, as pydantic models built per app so that the
+configured limits (inputs per request, characters per text) are part of the schema."""
+
+# No `from __future__ import annotations`: pydantic resolves these models' annotations
+# (``list[Prediction]`` names a class local to ``request_models``) when they are built.
+
+from nasprune.deploy.serve.predictor import Item
+
+
+def request_models(max_items: int, max_chars: int):
+    """Pydantic models with the configured limits baked in (violations are 422)."""
+    from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+    class PredictRequest(BaseModel):
+        """Exactly one of ``text`` (optionally with ``text_pair``), ``texts`` or ``inputs``.
+
+        ``texts`` items are strings or two-element ``[text, text_pair]`` lists. ``inputs``
+        (the convention of Hugging Face inference servers) is a string, or a list like
+        ``texts``.
+        """
+
+        model_config = ConfigDict(extra="forbid")
+        text: str | None = Field(default=None, min_length=1, max_length=max_chars)
+        text_pair: str | None = Field(default=None, min_length=1, max_length=max_chars)
+        texts: list[str | tuple[str, str]] | None = Field(
+            default=None, min_length=1, max_length=max_items)
+        inputs: str | list[str | tuple[str, str]] | None = None
+
+        @model_validator(mode="after")
+        def _one_form(self):
+            given = [name for name in ("text", "texts", "inputs")
+                     if getattr(self, name) is not None]
+            if len(given) != 1:
+                raise ValueError("give exactly one of 'text', 'texts' or 'inputs'")
+            if self.text_pair is not None and self.text is None:
+                raise ValueError("'text_pair' goes with 'text'")
+            name = given[0]
+            entries = getattr(self, name)
+            if isinstance(entries, str):
+                entries = [entries]
+            if not entries:
+                raise ValueError(f"{name}: give at least one input")
+            if len(entries) > max_items:
+                raise ValueError(f"{name}: at most {max_items} inputs per request")
+            for i, entry in enumerate(entries):
+                for part in (entry,) if isinstance(entry, str) else entry:
+                    if not 1 <= len(part) <= max_chars:
+                        raise ValueError(f"{name}[{i}]: each text must have 1 to "
+                                         f"{max_chars} characters")
+            return self
+
+        def items(self) -> list[Item]:
+            if self.text is not None:
+                return [(self.text, self.text_pair)]
+            entries = self.texts if self.texts is not None else self.inputs
+            if isinstance(entries, str):
+                return [(entries, None)]
+            return [(t, None) if isinstance(t, str) else (t[0], t[1]) for t in entries]
+
+    class Prediction(BaseModel):
+        label: int | None
+        label_name: str | None
+        scores: dict[str, float]
+        value: float | None = None
+
+    class PredictResponse(BaseModel):
+        predictions: list[Prediction]
+
+    return PredictRequest, PredictResponse

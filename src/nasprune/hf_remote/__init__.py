@@ -1,1 +1,0 @@
-"""Files shipped inside every export; importable by nasprune itself, but self-contained."""

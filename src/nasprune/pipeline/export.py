@@ -1,0 +1,181 @@
+"""The export stage: recover the pick (the run's ``--recover``), then write it with the run's
+facts. ``nasprune run`` and ``nasprune export RUN`` both come here, so they agree."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from nasprune.config import RunConfig
+from nasprune.data.encode import Encoded, encode
+from nasprune.data.tasks import TaskData
+from nasprune.errors import NaspruneError
+from nasprune.files import read_json_or_none
+from nasprune.rundir import EXPORT_DIR, METRICS, SUPERTRAIN_DIR, RunDir
+
+
+def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data: TaskData,
+                 train_encoded: Encoded, out: Path | None = None, reuse: bool = True,
+                 layout: str = "auto", validate: bool = True,
+                 card: dict | None = None) -> tuple[Path, dict | None]:
+    """The picked sub-network as a deployable directory (``out``, default ``RUN/export``);
+    kept when ``reuse`` and it already holds the pick.
+
+    With ``cfg.recover`` the extracted pick is first trained on the teacher's outputs (or
+    corrected by least squares), stopping on the search split; its metrics are reported
+    before and after on the search split and the validation set. The model card gets
+    the run's facts, updated with ``card``.
+    """
+    from nasprune.deploy.export.format import MANIFEST, RECOVERY_FILE, SUBNET_FILE
+    from nasprune.deploy.export.writer import export_model
+
+    out = Path(out) if out is not None else RunDir(run_dir).export
+    if reuse and (out / MANIFEST).is_file() and (out / SUBNET_FILE).is_file():
+        stored = json.loads((out / SUBNET_FILE).read_text())
+        if [list(layer) for layer in stored.get("layers", [])] == [
+                list(layer) for layer in trial.subnet.layers]:
+            recovery = out / RECOVERY_FILE
+            return out, json.loads(recovery.read_text()) if recovery.is_file() else None
+    validation = encode(tokenizer, data, "validation", cfg.train.max_length)
+    small, report = None, None
+    if cfg.recover != "none":
+        from nasprune.train.recovery.recover import recover
+
+        search = encode(tokenizer, data, data.selection_split, cfg.train.max_length)
+        unlabeled = (encode(tokenizer, data, "unlabeled", cfg.train.max_length)
+                     if data.unlabeled is not None else None)
+        teacher = _teacher(run_dir, supernet)
+        small = supernet.extract(trial.subnet)
+        report = recover(small, teacher, train_encoded, search=search, validation=validation,
+                         preset=data.preset, config=cfg.recovery(),
+                         pad_id=tokenizer.pad_token_id or 0, subnet=trial.subnet,
+                         unlabeled=unlabeled, progress=cfg.train.progress).to_dict()
+    path = export_model(
+        supernet, trial.subnet, out, tokenizer=tokenizer,
+        metrics={"trial": trial.id, **trial.metrics}, source_model=cfg.model,
+        formats=cfg.export_formats, quantize=cfg.quantize,
+        validation=(validation, data.preset) if validate else None, small=small,
+        recovery=report, layout=layout, card={**run_card_facts(run_dir), **(card or {})})
+    return path, report
+
+
+def _teacher(run_dir: Path, supernet):
+    """The fixed teacher: the fine-tuned model itself when the super-network was not
+    trained further (same function, other order), else the fine-tuned checkpoint."""
+    run = RunDir(run_dir)
+    if not run.stage(SUPERTRAIN_DIR).is_dir():
+        return supernet.model
+    from transformers import AutoModelForSequenceClassification
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(run.finetuned)
+    return teacher.to(next(supernet.model.parameters()).device).eval()
+
+
+def export_pick(run_dir: str | Path, pick: str, out: str | Path | None = None, *,
+                formats: Sequence[str] = ("hf",), quantize: str | None = None,
+                recover: str | None = None, layout: str = "auto", validate: bool = True,
+                card: dict | None = None, progress: Callable[[str], None] | None = None
+                ) -> Path:
+    """``nasprune export RUN``: another pick of a finished search, exported as the run's
+    export stage would (its recovery unless ``recover`` says otherwise). The run's own
+    ``RUN/export`` is reused when it was made with these options.
+
+    A directory with only ``supernet/`` and ``search/trials.db`` (no ``config.json``: no
+    data to recover or validate on) is exported as searched."""
+    from transformers import AutoTokenizer
+
+    from nasprune.core.supernet import Supernet
+    from nasprune.search.pareto import full_reference
+    from nasprune.search.pareto import pick as pick_trial
+    from nasprune.search.store import TrialStore
+
+    run = RunDir(run_dir)
+    say = progress or (lambda _msg: None)
+    if not (run.supernet / "config.json").is_file():
+        raise NaspruneError(f"{run.path} has no super-network ({run.supernet / 'config.json'} "
+                            "missing)")
+    with TrialStore.open_existing(run.path) as store:
+        trials = [t for t in store.trials() if t.is_full_fidelity]
+        objectives = tuple(store.get_meta("objectives") or ("error", "params"))
+        full = full_reference(trials, store.full_subnet())
+    chosen = pick_trial(trials, pick, objectives, full)
+    say(f"pick {pick!r} -> trial {chosen.id}: {chosen.subnet}")
+    supernet = Supernet.from_pretrained(run.supernet)
+    supernet.model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(run.supernet))
+    if not run.is_run():
+        from nasprune.deploy.export.writer import export_model
+
+        return export_model(supernet, chosen.subnet, out or run.export, tokenizer=tokenizer,
+                            metrics={"trial": chosen.id, **chosen.metrics}, formats=formats,
+                            quantize=quantize, progress=say, layout=layout,
+                            card={**run_card_facts(run.path), **(card or {})})
+    from nasprune.core.models import pick_device
+    from nasprune.data.tasks import load_task_data
+    from nasprune.rundir import fingerprints
+    from nasprune.train.strategies import needs_teacher
+
+    cfg = run.config()
+    cfg = replace(cfg, pick=pick, export_formats=tuple(formats), quantize=quantize,
+                  recover=recover or cfg.recover)
+    wanted = fingerprints(cfg, needs_teacher(cfg.train.strategy))[EXPORT_DIR]
+    own = out is None or Path(out).resolve() == run.export.resolve()
+    data = load_task_data(cfg.data)
+    supernet.model.to(pick_device(cfg.train.device))
+    train_encoded = encode(tokenizer, data, "train", cfg.train.max_length)
+    path, _ = export_stage(cfg, run.path, supernet, tokenizer, chosen, data, train_encoded,
+                           out=Path(out) if out is not None else None,
+                           reuse=own and run.matches(EXPORT_DIR, wanted), layout=layout,
+                           validate=validate, card=card)
+    if own:
+        run.record(EXPORT_DIR, wanted)
+    return path
+
+
+# ------------------------------------------------------------------- facts from a run
+
+
+def _json_object(path: Path) -> dict:
+    data = read_json_or_none(path)
+    return data if isinstance(data, dict) else {}
+
+
+def _numbers(scores: Any) -> dict:
+    if not isinstance(scores, dict):
+        return {}
+    return {k: v for k, v in scores.items() if k != "epoch" and isinstance(v, (int, float))
+            and not isinstance(v, bool)}
+
+
+def run_card_facts(run_dir: str | Path) -> dict:
+    """Card facts from a ``nasprune run`` directory: the fine-tuned (unpruned) model's
+    metrics per split and the split choices were made on (``RUN/finetune/metrics.json``),
+    and the recipe (``RUN/config.json``). Missing or unreadable files give fewer facts,
+    never an error."""
+    run = RunDir(run_dir)
+    facts: dict[str, Any] = {}
+    finetune = _json_object(run.finetuned.parent / METRICS)
+    best = finetune.get("best") if isinstance(finetune.get("best"), dict) else {}
+    unpruned = {"validation": _numbers(best), "search": _numbers(best.get("search"))}
+    unpruned = {split: scores for split, scores in unpruned.items() if scores}
+    if unpruned:
+        facts["unpruned"] = unpruned
+    if finetune.get("selected_on") in ("search", "validation"):
+        facts["search_split"] = finetune["selected_on"]
+    config = _json_object(run.config_file)
+    search = config.get("search") if isinstance(config.get("search"), dict) else {}
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    if isinstance(data.get("task"), str):
+        facts["task"] = data["task"]
+    recipe = {"search space": search.get("space"), "searcher": search.get("searcher"),
+              "trials": search.get("trials"), "objectives": search.get("objectives"),
+              "importance order": search.get("importance"), "pick rule": config.get("pick"),
+              "recovery": config.get("recover")}
+    recipe = {k: (", ".join(map(str, v)) if isinstance(v, list) else v)
+              for k, v in recipe.items() if isinstance(v, (str, int, float, list))
+              and not isinstance(v, bool)}
+    if recipe:
+        facts["recipe"] = recipe
+    return facts

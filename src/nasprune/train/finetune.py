@@ -1,0 +1,36 @@
+"""Fine-tuning a model by name: a classifier head for the task's labels, then the loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nasprune.config import TrainConfig
+from nasprune.core.models import load_pretrained
+from nasprune.data.presets import TaskPreset
+from nasprune.data.tasks import TaskData
+from nasprune.files import write_json
+from nasprune.train.loop import train
+
+
+def load_classifier(model_name: str, preset: TaskPreset):
+    """A sequence classifier with the task's labels (a new head on a plain encoder)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = load_pretrained(AutoTokenizer, model_name)
+    kwargs = {"num_labels": preset.num_labels}
+    if preset.is_regression:
+        kwargs["problem_type"] = "regression"
+    else:
+        kwargs["id2label"] = dict(enumerate(preset.label_names))
+        kwargs["label2id"] = {n: i for i, n in enumerate(preset.label_names)}
+    model = load_pretrained(AutoModelForSequenceClassification, model_name, **kwargs)
+    return model, tokenizer
+
+
+def finetune(model_name: str, data: TaskData, cfg: TrainConfig, out_dir: str | Path) -> dict:
+    """Fine-tune ``model_name`` on ``data``; the best checkpoint lands in ``out_dir/model``."""
+    model, tokenizer = load_classifier(model_name, data.preset)
+    result = train(model, tokenizer, data, cfg, out_dir)
+    result["model"] = model_name
+    write_json(Path(out_dir) / "metrics.json", result)
+    return result

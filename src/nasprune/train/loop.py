@@ -1,0 +1,170 @@
+"""Fine-tuning: a plain PyTorch loop (AdamW, linear warm-up schedule, accumulation).
+
+What happens inside one optimisation step is a ``Strategy`` (``train.strategies``):
+``standard`` is one forward and backward of the whole model; super-network strategies
+(several sub-networks per batch, distillation) plug in as further strategies without
+touching the loop.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nasprune.config import TrainConfig
+from nasprune.core.models import pick_device, uses_token_types
+from nasprune.data.encode import collate, encode
+from nasprune.data.tasks import TaskData
+from nasprune.files import write_json
+from nasprune.progress import ProgressBar
+from nasprune.train.batches import grouped_batches
+from nasprune.train.evaluation import evaluate
+from nasprune.train.strategies import make_strategy
+from nasprune.train.strategies.base import Strategy, TrainContext
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 else decay).append(param)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.learning_rate,
+    )
+
+
+def linear_warmup(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate rises linearly over ``warmup`` steps, then falls to 0 at ``total``."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Path,
+          strategy: Strategy | None = None,
+          on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train, evaluate after each epoch, keep the best checkpoint in ``out_dir``.
+
+    The best epoch is chosen on ``data.selection_split`` (the search split when the data
+    has one); the validation scores of each epoch are recorded beside it, for reporting
+    only. Returns the record also written to ``out_dir/metrics.json``: ``best`` and each
+    ``history`` entry hold the validation scores at the top level and the search split's
+    under ``"search"``.
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    model.to(device)
+    pad_id = tokenizer.pad_token_id or 0
+    token_types = uses_token_types(model.config)
+    train_enc = encode(tokenizer, data, "train", cfg.max_length)
+    val_enc = encode(tokenizer, data, "validation", cfg.max_length)
+    choose_on = data.selection_split  # the best epoch is chosen here, never on validation
+    sel_enc = encode(tokenizer, data, choose_on, cfg.max_length) if choose_on != "validation" \
+        else val_enc
+    strategy = strategy or make_strategy(cfg.strategy, cfg.strategy_options)
+    context = TrainContext(cfg, data.preset, device, pad_id)
+    strategy.prepare(model, train_enc, context)
+
+    steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
+    total_batches = max(1, int(round(steps_per_epoch * cfg.epochs)))
+    total_updates = math.ceil(total_batches / cfg.grad_accum)
+    optimizer = _optimizer(model, cfg)
+    scheduler = linear_warmup(optimizer, int(cfg.warmup_ratio * total_updates), total_updates)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    history: list[dict] = []
+    best: dict | None = None
+    seen, train_seconds, done = 0, 0.0, 0
+    model.train()
+    with ProgressBar(cfg.progress, total_batches, 0, "fine-tuning") as bar:
+        epoch = 0
+        while done < total_batches:
+            groups = grouped_batches(train_enc, cfg.batch_size, cfg.seed + epoch,
+                                     cfg.group_by_length)
+            start = time.perf_counter()
+            for indices in groups[: total_batches - done]:
+                batch = collate(train_enc, indices, pad_id, token_types)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                loss = strategy.backward(model, batch, done / total_batches)
+                done += 1
+                seen += len(indices)
+                if done % cfg.grad_accum == 0 or done == total_batches:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                bar.update(done, f"loss {loss:.4f}")
+            train_seconds += time.perf_counter() - start
+            epoch += 1
+            scores = evaluate(model, val_enc, data.preset, cfg.eval_batch_size, device, pad_id)
+            record = {"epoch": epoch, **scores}
+            chosen = scores
+            metric = data.preset.metric
+            line = f"epoch {epoch}: validation {metric} {scores[metric]:.4f}"
+            if sel_enc is not val_enc:
+                chosen = evaluate(model, sel_enc, data.preset, cfg.eval_batch_size, device,
+                                  pad_id)
+                record[choose_on] = chosen
+                line = f"epoch {epoch}: {choose_on} {metric} {chosen[metric]:.4f}, " + line[
+                    len(f"epoch {epoch}: "):]
+            model.train()
+            history.append(record)
+            bar.print(line)
+            if best is None or chosen["error"] < best.get(choose_on, best)["error"]:
+                best = record
+                save_model(model, tokenizer, out_dir / "model", strategy.save_extra)
+            if on_epoch:
+                on_epoch(record)
+
+    result = {
+        "task": data.preset.name,
+        "metric": data.preset.metric,
+        "best": best,
+        "history": history,
+        "selected_on": choose_on,
+        "train_examples": len(train_enc),
+        "search_examples": len(sel_enc) if sel_enc is not val_enc else 0,
+        "validation_examples": len(val_enc),
+        "examples_per_second": seen / train_seconds if train_seconds else None,
+        "train_seconds": train_seconds,
+        "device": str(device),
+        "config": cfg.to_dict(),
+        "data": data.extra.get("config"),
+    }
+    write_json(out_dir / "metrics.json", result)
+    return result
+
+
+def save_model(model, tokenizer, directory: Path,
+               extra: Callable[[Path], None] | None = None) -> None:
+    """Write a Hugging Face directory atomically: a crash never leaves half a checkpoint."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if extra is not None:
+        extra(tmp)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(tmp, directory)

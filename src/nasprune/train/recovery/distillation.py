@@ -1,0 +1,112 @@
+"""Distillation recovery: the extracted sub-network learns the fixed teacher's outputs
+(``losses.DistillLoss``) for a few epochs of the training texts, plus any unlabeled
+in-domain texts, keeping the epoch that scores best on the search split."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from nasprune.core.models import uses_token_types
+from nasprune.data.encode import Encoded, collate, concat
+from nasprune.progress import ProgressBar
+from nasprune.train.batches import grouped_batches
+from nasprune.train.evaluation import predict
+from nasprune.train.loop import linear_warmup
+from nasprune.train.losses import DistillLoss, Targets
+from nasprune.train.recovery.recover import RecoveryRun, model_device
+
+
+def distill_method(run: RecoveryRun) -> None:
+    """The ``distill`` recovery method (no step at all with 0 epochs)."""
+    cfg = run.config
+    if not cfg.epochs:
+        return
+    data = run.train if run.unlabeled is None else concat(run.train, run.unlabeled)
+    info = distill(run.small, run.full, data, loss=cfg.loss(), epochs=cfg.epochs,
+                   batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+                   warmup_ratio=cfg.warmup_ratio, seed=cfg.seed, pad_id=run.pad_id,
+                   select=run.select, progress=run.progress)
+    run.record({"step": "distill", "examples": len(data), **info})
+
+
+def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
+            loss: DistillLoss | None = None, epochs: float = 3.0, batch_size: int = 16,
+            learning_rate: float = 5e-5, warmup_ratio: float = 0.1, seed: int = 0,
+            pad_id: int = 0, select: Callable[[nn.Module], float] | None = None,
+            progress: bool = False) -> dict:
+    """Train ``student`` for ``epochs`` passes over ``train`` on the frozen ``teacher``'s
+    outputs (``loss``, logits only by default).
+
+    ``select(student) -> error`` is called before training and after every epoch; the
+    weights with the lowest error are kept (the search split's error in the pipeline, so
+    the validation set never stops training). With a logits-only loss the teacher's logits
+    are computed once for all of ``train`` (the teacher is frozen, so they never change).
+    """
+    loss = loss or DistillLoss()
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    steps = max(0, int(round(epochs * steps_per_epoch)))
+    if steps == 0:
+        return {"steps": 0, "epochs": []}
+    device = model_device(student)
+    token_types = uses_token_types(student.config)
+    modes = student.training, teacher.training
+    teacher.eval()
+    cached = None if loss.needs_hidden else torch.from_numpy(
+        predict(teacher, train, 64, model_device(teacher), pad_id))
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
+    schedule = linear_warmup(optimizer, int(warmup_ratio * steps), steps)
+    history: list[dict] = []
+    best_error, best_state = math.inf, None
+
+    def checkpoint(epoch: int, losses: list[float]) -> None:
+        nonlocal best_error, best_state
+        record = {"epoch": epoch, "step": done}
+        if losses:
+            record["loss"] = sum(losses) / len(losses)
+        if select is not None:
+            record["error"] = select(student)
+            student.train()
+            if record["error"] < best_error:
+                best_error = record["error"]
+                best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        history.append(record)
+
+    done, epoch = 0, 0
+    torch.manual_seed(seed)
+    try:
+        checkpoint(0, [])
+        student.train()
+        with ProgressBar(progress, steps, 0, "recovery (distillation)") as bar:
+            while done < steps:
+                losses = []
+                for indices in grouped_batches(train, batch_size, seed + epoch):
+                    if done >= steps:
+                        break
+                    batch = {k: v.to(device) for k, v in
+                             collate(train, indices, pad_id, token_types).items()}
+                    targets = (Targets(cached[indices].to(device)) if cached is not None
+                               else loss.targets(teacher, batch))
+                    value = loss(student, batch, targets)
+                    value.backward()
+                    torch.nn.utils.clip_grad_norm_(params, 1.0)
+                    optimizer.step()
+                    schedule.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    losses.append(float(value.detach()))
+                    done += 1
+                    bar.update(done, f"loss {losses[-1]:.4f}")
+                epoch += 1
+                checkpoint(epoch, losses)
+        if best_state is not None:
+            student.load_state_dict(best_state)
+    finally:
+        student.train(modes[0])
+        teacher.train(modes[1])
+    best = min((h for h in history if "error" in h), key=lambda h: h["error"], default=None)
+    return {"steps": done, "epochs": history,
+            "best_epoch": best["epoch"] if best else epoch}

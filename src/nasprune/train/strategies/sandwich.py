@@ -1,0 +1,47 @@
+"""``sandwich``: the full network, the smallest and ``k`` random sub-networks, all on the
+labels, gradients accumulated (Yu & Huang 2019, "sandwich rule")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from nasprune.core.subnet import Subnet
+from nasprune.errors import NaspruneError
+from nasprune.train.strategies.base import SupernetStrategy, label_loss
+
+
+class SandwichStrategy(SupernetStrategy):
+    """Each step: the full network, the smallest and ``k`` random sub-networks, summed.
+
+    Option ``smallest`` (default true) trains the space's smallest sub-network each step.
+    """
+
+    name = "sandwich"
+    own_options = {"k": 2, "smallest": True}
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        if int(self.options["k"]) < 0:
+            raise NaspruneError("strategy option k must be at least 0")
+
+    def subnets(self) -> list[Subnet]:
+        """The sub-networks of one step (besides the full network)."""
+        _, space = self._require()
+        picked = [space.smallest()] if self.options["smallest"] else []
+        return picked + [self.sample() for _ in range(int(self.options["k"]))]
+
+    def sub_loss(self, model, batch: dict, teacher: torch.Tensor) -> torch.Tensor:
+        return label_loss(model, batch)
+
+    def backward(self, model, batch, progress):
+        self._require()
+        out = model(**batch)
+        out.loss.backward()
+        teacher = out.logits.detach()
+        full = float(out.loss.detach())
+        subs = [self._sub_backward(s, batch, lambda m, b: self.sub_loss(m, b, teacher))
+                for s in self.subnets()]
+        self.last = {"full": full, "subnets": sum(subs) / len(subs) if subs else float("nan")}
+        return full
