@@ -16,8 +16,8 @@ DATA = REPO.parent / "shared" / "data" / "glue"
 RESULTS = REPO / "benchmarks" / "results"
 #: Checkpoints that benchmarks produce and reuse (not committed).
 CHECKPOINTS = REPO / "runs" / "bench"
-#: Fine-tuning of the shared checkpoints (finetune_speed.py writes them, search_cost.py and quality.py
-#: reuse them).
+#: Fine-tuning of the shared checkpoints (finetune_speed.py writes them, search_cost.py and
+#: quality.py reuse them).
 SETTINGS = {
     "sst2": {"max_train_examples": 8000, "epochs": 2},
     "rte": {"max_train_examples": None, "epochs": 5},
