@@ -53,7 +53,7 @@ def front_figure(
     pick: Trial | Mapping[str, float] | None = None,
     pick_label: str | None = None,
 ) -> Any:
-    """The matplotlib figure ``plot_pareto`` saves (arguments as there)."""
+    """The matplotlib figure ``plot_pareto`` saves (the options are described there)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,23 +134,11 @@ def front_figure(
     return fig
 
 
-def plot_pareto(
-    trials: Sequence[Trial] | Mapping[str, Sequence[Trial]],
-    path: str | Path,
-    *,
-    x: str | None = None,
-    y: str = "error",
-    full: Trial | Mapping[str, float] | None = None,
-    title: str | None = None,
-    log_x: bool | None = None,
-    split: str | None = None,
-    relative: bool | None = None,
-    pick: Trial | Mapping[str, float] | None = None,
-    pick_label: str | None = None,
-) -> Path:
-    """Every evaluated sub-network (dots), the Pareto front (step line) and the un-pruned
-    model (star); one colour per run when ``trials`` maps labels to runs (e.g. to compare
-    the arms of a benchmark on one figure). Only full-fidelity trials are drawn.
+def plot_pareto(trials: Sequence[Trial] | Mapping[str, Sequence[Trial]], path: str | Path,
+                **options: Any) -> Path:
+    """Save :func:`front_figure` at ``path``: every evaluated sub-network (dots), the
+    Pareto front (step line) and the un-pruned model (star); one colour per run when
+    ``trials`` maps labels to runs (e.g. to compare the arms of a benchmark on one figure). Only full-fidelity trials are drawn.
 
     ``full`` is the un-pruned model (a trial or its metrics); by default the trial with
     the most ``x`` in the first run (each run's own for the percentages). ``x`` defaults
@@ -165,8 +153,7 @@ def plot_pareto(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = front_figure(trials, x=x, y=y, full=full, title=title, log_x=log_x, split=split,
-                       relative=relative, pick=pick, pick_label=pick_label)
+    fig = front_figure(trials, **options)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)
