@@ -138,7 +138,8 @@ def plot_pareto(trials: Sequence[Trial] | Mapping[str, Sequence[Trial]], path: s
                 **options: Any) -> Path:
     """Save :func:`front_figure` at ``path``: every evaluated sub-network (dots), the
     Pareto front (step line) and the un-pruned model (star); one colour per run when
-    ``trials`` maps labels to runs (e.g. to compare the arms of a benchmark on one figure). Only full-fidelity trials are drawn.
+    ``trials`` maps labels to runs (e.g. to compare the arms of a benchmark on one figure).
+    Only full-fidelity trials are drawn.
 
     ``full`` is the un-pruned model (a trial or its metrics); by default the trial with
     the most ``x`` in the first run (each run's own for the percentages). ``x`` defaults
