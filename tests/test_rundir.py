@@ -164,3 +164,23 @@ def test_config_file_flags_override_and_replay_gives_the_same_trials(tmp_path, t
             return [(str(t.subnet), round(t.metrics["error"], 6)) for t in store.trials()]
 
     assert trials(first) == trials(again)
+
+
+def test_export_of_a_run_recovers_as_the_run_would_and_reuses_its_own_export(finished,
+                                                                              tmp_path):
+    """``nasprune export RUN`` goes through the export stage: the run's recovery (or the
+    one asked for), and RUN/export reused only when it was made with the same options."""
+    from nasprune.deploy.export.loader import load
+    from nasprune.pipeline.export import export_pick
+
+    run_dir, _, _ = _copy(finished, tmp_path)  # a run made with --recover none
+    out = export_pick(run_dir, "largest", recover="least-squares")
+    assert out == run_dir / "export"
+    report = json.loads((out / "recovery.json").read_text())
+    assert report["config"]["method"] == "least-squares" and report["after"]
+    written = (out / "manifest.json").stat().st_mtime_ns
+    assert export_pick(run_dir, "largest", recover="least-squares") == out
+    assert (out / "manifest.json").stat().st_mtime_ns == written  # same options: reused
+    export_pick(run_dir, "largest")  # the run's own --recover none: written again
+    assert not (out / "recovery.json").exists()
+    assert load(out).metrics["search"]["trial"] >= 1
