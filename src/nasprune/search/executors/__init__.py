@@ -19,7 +19,7 @@ EXECUTORS = Registry("executor", {
 }, about={
     "local": "in this process",
     "process": "worker processes on this machine",
-    "ray": "Ray actors, local or on a cluster (needs nasprune[ray])",
+    "ray": "Ray actors (needs nasprune[ray]), local or on a cluster",
 })
 
 
