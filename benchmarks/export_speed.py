@@ -96,7 +96,8 @@ def picks(sn: Supernet, run_dir: Path | None) -> dict[str, Subnet]:
             out[f"uniform {pct}%"] = Subnet(((h * pct // 100, u * pct // 100),) * n)
         out["3 layers 50%"] = Subnet(((h, u),) * (n // 2) + ((0, 0),) * (n - n // 2))
         return out
-    from nasprune.search.pareto import full_reference, pick
+    from nasprune.search.pareto import full_reference
+    from nasprune.search.pick import pick
     from nasprune.search.store import TrialStore
 
     with TrialStore.open_existing(run_dir) as store:

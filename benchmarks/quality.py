@@ -165,7 +165,7 @@ def trial_row(trial, full: dict) -> dict:
 
 def pick_under(trials, full: dict, budget: float):
     """The arm's pick under a budget: the rule ``encoder_params<=B`` of ``nasprune run``."""
-    from nasprune.search.pareto import pick
+    from nasprune.search.pick import pick
 
     return pick(trials, f"encoder_params<={budget}", ("error", "encoder_params"), full)
 

@@ -20,10 +20,9 @@ from nasprune.search.pareto import (
     non_dominated_sort,
     normalise,
     pareto_front,
-    parse_rule,
-    pick,
     trials_hypervolume,
 )
+from nasprune.search.pick import parse_rule, pick
 from nasprune.search.store import Trial, TrialStore
 
 # ----------------------------------------------------------------------------- dominance

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from nasprune.errors import NaspruneError
-from nasprune.search.pareto import front_of, full_reference, pick
+from nasprune.search.pareto import front_of, full_reference
+from nasprune.search.pick import pick
 from nasprune.search.store import TrialStore
 
 pytest.importorskip("plotly")

@@ -139,7 +139,7 @@ class RunConfig:
     def budget(self) -> float | None:
         """The pick's encoder-parameter fraction when the rule is ``encoder_params<=x``
         (super-network distillation samples around it); checks the rule's syntax."""
-        from nasprune.search.pareto import KNOWN_METRICS, parse_rule
+        from nasprune.search.pick import KNOWN_METRICS, parse_rule
 
         rule = self.pick.strip().lstrip("#")
         if rule.lower() in ("largest", "smallest") or rule.isdigit():

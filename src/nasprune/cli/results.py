@@ -28,7 +28,7 @@ def pareto(
     from rich.console import Console as StdoutConsole
 
     from nasprune.report.front import front_table, pareto_summary
-    from nasprune.search.pareto import pick as pick_trial
+    from nasprune.search.pick import pick as pick_trial
 
     names = tuple(o.strip() for o in objectives.split(",") if o.strip()) if objectives else None
     summary = pareto_summary(run_dir, names, out, **({"pick": pick} if pick else {}))

@@ -71,7 +71,7 @@ class CostModel:
         self.shape = supernet.shape
         self.seq_len = seq_len
         self.repeats, self.warmup = repeats, warmup
-        with supernet._full():
+        with supernet.full_tree():
             total = count_params(supernet.model)
             in_layers = sum(count_params(layer) for layer in supernet.adapter.layers)
         expected = encoder_params(self.shape.full, self.shape)

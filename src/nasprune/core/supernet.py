@@ -138,7 +138,7 @@ class Supernet:
             self._undo.pop()()
 
     @contextmanager
-    def _full(self) -> Iterator[None]:
+    def full_tree(self) -> Iterator[None]:
         """Temporarily the full model, even inside ``use()``."""
         self._restore()
         try:
@@ -163,14 +163,14 @@ class Supernet:
             m[:, :keep] = 1
             return m
 
-        with self._full(), Masks(self, make):
+        with self.full_tree(), Masks(self, make):
             yield self.model
 
     # ------------------------------------------------------------ extract()
     def extract(self, subnet: Subnet) -> nn.Module:
         """A physically smaller dense deep copy (own tensors) computing ``subnet``."""
         subnet.validate(self.shape)
-        with self._full():
+        with self.full_tree():
             small = copy.deepcopy(self.model)
             full_state = self.model.state_dict()
             shrink_structure(small, subnet, get_adapter(small))
@@ -198,7 +198,7 @@ class Supernet:
     def save(self, directory: str | os.PathLike) -> Path:
         """HF files (``save_pretrained``) plus ``order.json`` when the model was reordered."""
         directory = Path(directory)
-        with self._full():
+        with self.full_tree():
             self.model.save_pretrained(directory)
         if self.order is not None:
             write_json(directory / ORDER_FILE, self.order)

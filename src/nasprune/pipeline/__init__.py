@@ -115,7 +115,7 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True,
 def _run(cfg: RunConfig, data: TaskData, rundir: RunDir, wanted: dict, progress: bool,
          until: str) -> dict:
     from nasprune.report.front import pareto_summary
-    from nasprune.search.pareto import pick
+    from nasprune.search.pick import pick
 
     run_dir = rundir.path
     write_json(rundir.config_file, cfg.to_dict())

@@ -17,7 +17,7 @@ from nasprune.rundir import EXPORT_DIR, METRICS, SUPERTRAIN_DIR, RunDir
 
 
 def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data: TaskData,
-                 train_encoded: Encoded, out: Path | None = None, reuse: bool = True,
+                 train_encoded: Encoded | None, out: Path | None = None, reuse: bool = True,
                  layout: str = "auto", validate: bool = True,
                  card: dict | None = None) -> tuple[Path, dict | None]:
     """The picked sub-network as a deployable directory (``out``, default ``RUN/export``);
@@ -25,8 +25,9 @@ def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data
 
     With ``cfg.recover`` the extracted pick is first trained on the teacher's outputs (or
     corrected by least squares), stopping on the search split; its metrics are reported
-    before and after on the search split and the validation set. The model card gets
-    the run's facts, updated with ``card``.
+    before and after on the search split and the validation set (``train_encoded``, when
+    None, is tokenised only then). The model card gets the run's facts, updated with
+    ``card``.
     """
     from nasprune.deploy.export.format import MANIFEST, RECOVERY_FILE, SUBNET_FILE
     from nasprune.deploy.export.writer import export_model
@@ -43,6 +44,8 @@ def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data
     if cfg.recover != "none":
         from nasprune.train.recovery.recover import recover
 
+        if train_encoded is None:
+            train_encoded = encode(tokenizer, data, "train", cfg.train.max_length)
         search = encode(tokenizer, data, data.selection_split, cfg.train.max_length)
         unlabeled = (encode(tokenizer, data, "unlabeled", cfg.train.max_length)
                      if data.unlabeled is not None else None)
@@ -88,7 +91,7 @@ def export_pick(run_dir: str | Path, pick: str, out: str | Path | None = None, *
 
     from nasprune.core.supernet import Supernet
     from nasprune.search.pareto import full_reference
-    from nasprune.search.pareto import pick as pick_trial
+    from nasprune.search.pick import pick as pick_trial
     from nasprune.search.store import TrialStore
 
     run = RunDir(run_dir)
@@ -124,8 +127,7 @@ def export_pick(run_dir: str | Path, pick: str, out: str | Path | None = None, *
     own = out is None or Path(out).resolve() == run.export.resolve()
     data = load_task_data(cfg.data)
     supernet.model.to(pick_device(cfg.train.device))
-    train_encoded = encode(tokenizer, data, "train", cfg.train.max_length)
-    path, _ = export_stage(cfg, run.path, supernet, tokenizer, chosen, data, train_encoded,
+    path, _ = export_stage(cfg, run.path, supernet, tokenizer, chosen, data, None,
                            out=Path(out) if out is not None else None,
                            reuse=own and run.matches(EXPORT_DIR, wanted), layout=layout,
                            validate=validate, card=card)

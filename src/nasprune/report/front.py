@@ -80,7 +80,7 @@ def pareto_summary(
     and labelled; by default the run's own pick rule (``config.json``) when a trial meets
     it; ``False`` marks none.
     """
-    from nasprune.search.pareto import pick as pick_trial
+    from nasprune.search.pick import pick as pick_trial
 
     with TrialStore.open_existing(run_dir) as store:
         trials = store.trials()

@@ -1,4 +1,4 @@
-"""Dominance, Pareto fronts, hypervolume and pick-by-budget: plain values in, plain values out.
+"""Dominance, Pareto fronts and hypervolume: plain values in, plain values out.
 
 Every objective is **minimised**. Hypervolume is computed on *normalised* objectives so that
 runs, searchers and reports are comparable:
@@ -11,25 +11,22 @@ runs, searchers and reports are comparable:
   error 1.0 counts.
 
 The same functions serve the runner (progress), the CLI (``nasprune pareto``), the report
-and the benchmarks, so the numbers agree everywhere.
+and the benchmarks, so the numbers agree everywhere. Choosing one trial by a budget rule
+is :mod:`nasprune.search.pick`.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nasprune.core import COSTS
 from nasprune.errors import NaspruneError
 
 #: Reference value of every normalised objective for the hypervolume.
 REFERENCE = 1.1
 #: Objectives already on a [0, 1] scale; all others are divided by the full model's value.
 RAW_OBJECTIVES = frozenset({"error"})
-#: Objectives a budget rule may constrain (``metric`` is maximised, the rest minimised).
-KNOWN_METRICS = ("error", "metric", *COSTS)
 
 Point = Sequence[float]
 
@@ -171,7 +168,7 @@ def normalise(
     return tuple(out)
 
 
-def _metrics(trial: Any) -> Mapping[str, float]:
+def metrics_of(trial: Any) -> Mapping[str, float]:
     return trial if isinstance(trial, Mapping) else trial.metrics
 
 
@@ -180,24 +177,25 @@ def full_reference(trials: Sequence[Any], full_subnet: Any = None) -> dict[str, 
     if full_subnet is not None:
         for t in trials:
             if getattr(t, "subnet", None) == full_subnet:
-                return dict(_metrics(t))
+                return dict(metrics_of(t))
     if not trials:
         return {}
-    return dict(_metrics(max(trials, key=lambda t: _metrics(t).get("params", 0.0))))
+    return dict(metrics_of(max(trials, key=lambda t: metrics_of(t).get("params", 0.0))))
 
 
 def objective_points(
     trials: Sequence[Any], objectives: Sequence[str], full: Mapping[str, float]
 ) -> list[tuple[float, ...]]:
-    return [normalise(_metrics(t), objectives, full) for t in trials]
+    return [normalise(metrics_of(t), objectives, full) for t in trials]
 
 
 def front_of(trials: Sequence[Any], objectives: Sequence[str], full: Mapping[str, float]) -> list:
     """The Pareto-optimal trials, sorted by their first cost objective (small to large)."""
     points = objective_points(trials, objectives, full)
     members = [trials[i] for i in pareto_front(points)]
-    key = _cost_name(objectives)
-    return sorted(members, key=lambda t: (_metrics(t).get(key, 0.0), _metrics(t).get("error", 0)))
+    key = cost_name(objectives)
+    return sorted(members,
+                  key=lambda t: (metrics_of(t).get(key, 0.0), metrics_of(t).get("error", 0)))
 
 
 def trials_hypervolume(
@@ -205,124 +203,6 @@ def trials_hypervolume(
 ) -> float:
     return hypervolume(objective_points(trials, objectives, full), reference_point(len(objectives)))
 
-
-# --------------------------------------------------------------------------- pick by budget
-
-_RULE = re.compile(
-    r"^\s*(?P<name>[a-z_]+)\s*(?P<op><=|>=|<|>)\s*(?P<num>[0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)"
-    r"\s*(?P<unit>ms|s|%|k|m|g)?\s*$",
-    re.IGNORECASE,
-)
-_SCALE = {"k": 1e3, "m": 1e6, "g": 1e9}
-
-
-def _cost_name(objectives: Sequence[str]) -> str:
+def cost_name(objectives: Sequence[str]) -> str:
     costs = [o for o in objectives if o not in RAW_OBJECTIVES]
     return costs[0] if costs else "params"
-
-
-def parse_rule(rule: str, full: Mapping[str, float]) -> tuple[str, str, float]:
-    """``"params<=0.5"`` -> ``("params", "<=", 0.5 * full params)``: an absolute threshold.
-
-    Units: ``error``/``metric`` are fractions (``%`` allowed); ``latency`` is in
-    milliseconds (``ms``/``s`` suffix absolute, bare number = fraction of the full model);
-    ``params``/``encoder_params``/``flops`` take ``k``/``M``/``G`` or a plain count above 1 as
-    absolute values, and a bare number <= 1 or a ``%`` as a fraction of the full model.
-    """
-    m = _RULE.match(rule)
-    if not m:
-        raise NaspruneError(
-            f"cannot read the pick rule {rule!r}: use largest, smallest, a trial id, or "
-            "NAME<=VALUE such as params<=0.5, flops<=0.3, latency<=12ms, error<=0.1"
-        )
-    name, op, num, unit = m["name"].lower(), m["op"], float(m["num"]), (m["unit"] or "")
-    if name not in KNOWN_METRICS:
-        raise NaspruneError(f"unknown metric {name!r} in {rule!r}; use one of {KNOWN_METRICS}")
-    u = unit.lower()
-    if name in ("error", "metric"):
-        if u not in ("", "%"):
-            raise NaspruneError(f"{name} takes a fraction or a percentage, not {unit!r}")
-        return name, op, num / 100 if u == "%" else num
-    if name == "latency":
-        if u == "ms":
-            return name, op, num
-        if u == "s":
-            return name, op, num * 1000
-        if u not in ("", "%"):
-            raise NaspruneError(f"latency takes ms, s, % or a fraction of the full model: {rule!r}")
-        fraction = num / 100 if u == "%" else num
-    else:
-        if u in _SCALE:
-            return name, op, num * _SCALE[u]
-        if u in ("ms", "s"):
-            raise NaspruneError(f"{name} is a count, not a time: {rule!r}")
-        if u == "" and num > 1:
-            return name, op, num
-        fraction = num / 100 if u == "%" else num
-    scale = float(full.get(name, 0.0) or 0.0)
-    if scale <= 0:
-        raise NaspruneError(f"no {name} measured for the full model to take a fraction of")
-    return name, op, fraction * scale
-
-
-def _holds(value: float, op: str, threshold: float) -> bool:
-    eps = 1e-12 * max(1.0, abs(threshold))
-    return {
-        "<=": value <= threshold + eps,
-        "<": value < threshold,
-        ">=": value >= threshold - eps,
-        ">": value > threshold,
-    }[op]
-
-
-def pick(
-    trials: Sequence[Any],
-    rule: str,
-    objectives: Sequence[str] = ("error", "params"),
-    full: Mapping[str, float] | None = None,
-) -> Any:
-    """Choose one evaluated trial by a budget rule.
-
-    - ``largest`` / ``smallest``: the Pareto member with the most / fewest of the first
-      cost objective (``params`` by default);
-    - a trial id (``"17"`` or ``"#17"``): that trial;
-    - ``NAME<=VALUE`` (also ``<``, ``>=``, ``>``): among trials meeting the constraint, the
-      lowest error (ties: the cheaper); when the constraint is on ``error`` or ``metric``,
-      the cheapest in the first cost objective (ties: lower error). The result is always
-      on the Pareto front of error and the constrained quantity.
-
-    Pass only trials evaluated at full fidelity. Raises ``NaspruneError`` when the rule is
-    malformed or no trial fits.
-    """
-    if not trials:
-        raise NaspruneError("no evaluated sub-networks to pick from: run the search first")
-    full = dict(full) if full is not None else full_reference(trials)
-    text = rule.strip()
-    cost = _cost_name(objectives)
-
-    if text.lstrip("#").isdigit():
-        tid = int(text.lstrip("#"))
-        for t in trials:
-            if getattr(t, "id", None) == tid:
-                return t
-        raise NaspruneError(f"no trial with id {tid} among {len(trials)} evaluated")
-
-    if text.lower() in ("largest", "smallest"):
-        members = front_of(trials, objectives, full)
-        return members[-1] if text.lower() == "largest" else members[0]
-
-    name, op, threshold = parse_rule(text, full)
-    feasible = [
-        t for t in trials if name in _metrics(t) and _holds(_metrics(t)[name], op, threshold)
-    ]
-    if not feasible:
-        values = [_metrics(t)[name] for t in trials if name in _metrics(t)]
-        if not values:
-            raise NaspruneError(f"{name!r} was not measured in this run; cannot apply {rule!r}")
-        best = max(values) if op in (">=", ">") else min(values)
-        raise NaspruneError(
-            f"no evaluated sub-network satisfies {rule!r} (threshold {threshold:.6g}; "
-            f"best available {name} = {best:.6g})"
-        )
-    first, second = (cost, "error") if name in ("error", "metric") else ("error", cost)
-    return min(feasible, key=lambda t: (_metrics(t).get(first, 0.0), _metrics(t).get(second, 0.0)))

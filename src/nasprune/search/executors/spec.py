@@ -44,7 +44,7 @@ class EvaluatorSpec:
         import torch
 
         supernet = evaluator.supernet
-        with supernet._full():  # the full module tree, whatever use() block is open
+        with supernet.full_tree():  # the full module tree, whatever use() block is open
             state = supernet.model.state_dict()
         weights = {}
         for name, tensor in state.items():
