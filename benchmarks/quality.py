@@ -9,11 +9,12 @@ validation set is only read to report.
 (a) the tutorial's method: ``small`` space, prefix masking without importance ordering,
     random search, no recovery;
 (b) importance ordering + nasprune's search (``layerwise``, ``local``), no recovery;
-(c) (b) + distillation of each pick from the teacher (``--recover distill``, 3 epochs):
-    what ``nasprune run`` does with no quality flags (``default: true``);
+(c) (b) + distillation of each pick from the teacher (``--recover distill``, 3 epochs);
 (d) super-network distillation from the teacher (``--strategy distill``, 1 epoch, sampled
-    around the 50 % budget) + the same search + pick distillation;
-(e) (c) with ``--distill-file``: 16,000 SST-2 training texts outside the 8,000, unlabeled.
+    around the 50 % budget) + the same search + pick distillation: what ``nasprune run``
+    does with no quality flags (``default: true``);
+(e) (d) with ``--distill-file``: 16,000 SST-2 training texts outside the 8,000, unlabeled,
+    in the picks' distillation.
 
 For every arm and each budget of 50, 30 and 20 % of the encoder parameters: the pick the
 arm makes under that budget on the search split, its accuracy after the arm's recovery on
@@ -58,11 +59,11 @@ BUDGETS = (0.5, 0.3, 0.2)
 ARMS = {
     "a": "(a) tutorial: small space, masking, random",
     "b": "(b) ordering + layerwise/local, no recovery",
-    "c": "(c) (b) + pick distillation [default]",
-    "d": "(d) super-network distillation + (c)",
-    "e": "(e) (c) + 16k unlabeled texts",
+    "c": "(c) (b) + pick distillation",
+    "d": "(d) super-network distillation + (c) [default]",
+    "e": "(e) (d) + 16k unlabeled texts",
 }
-DEFAULT_ARM = "c"
+DEFAULT_ARM = "d"
 UNLABELED = 16_000
 NAME = "quality"
 REFERENCE = 1.1
@@ -275,7 +276,7 @@ def searched_arm(name, cfg: RunConfig, run_dir: Path, data, stages: Stages, reco
                  ensure_upstream, unlabeled=None) -> dict:
     """(b)-(e): the pipeline's own stages in a run directory; ``recover`` per pick. The
     model is loaded (and, if its files are gone, rebuilt) only when a stage still needs it."""
-    s = "d" if name == "d" else "b"  # the search this arm's picks come from
+    s = "d" if name in "de" else "b"  # the search this arm's picks come from
     own = [f"{name}:pick{int(b * 100)}" for b in BUDGETS] + [f"{s}:front-validation"]
     store = run_dir / "search" / "trials.db"
     loaded: dict = {}
@@ -383,11 +384,12 @@ def run_seed(task: str, seed: int, args) -> list[dict]:
             results[arm] = searched_arm("d", kd_cfg, kd, data, stages, "distill", ensure_kd)
         elif arm == "e":
             extra = unlabeled_texts(data, cfg, seed)
-            results[arm] = searched_arm("e", cfg, std, data, stages, "distill", ensure_teacher,
+            results[arm] = searched_arm("e", kd_cfg, kd, data, stages, "distill", ensure_kd,
                                         extra)
     speed = speed_stages(results, data, ensure_teacher, stages)
     for r in results.values():  # one figure per architecture, however many arms pick it
-        r["picks"] = {b: {**p, "speedup": speed[p["subnet"]]} for b, p in r["picks"].items()}
+        r["picks"] = {b: {**p, "speedup": speed[p["subnet"]], "speedup_rounds": 30}
+                      for b, p in r["picks"].items()}
     rows = []
     for arm, r in results.items():
         rows += summary_rows(task, seed, arm, r, unpruned, stages)
@@ -467,8 +469,8 @@ def summary_rows(task, seed, arm, r, unpruned, stages: Stages) -> list[dict]:
         if recovered:
             points += [(1 - p[split], p["encoder_fraction"]) for p in r["picks"].values()]
         own = {"a": ["a:search"], "b": ["b:supernet", "b:search"],
-               "c": ["b:supernet", "b:search"], "e": ["b:supernet", "b:search"],
-               "d": ["d:supertrain", "d:supernet", "d:search"]}[arm]
+               "c": ["b:supernet", "b:search"], "d": ["d:supertrain", "d:supernet", "d:search"],
+               "e": ["d:supertrain", "d:supernet", "d:search"]}[arm]
         picks = [f"{arm}:pick{int(b * 100)}" for b in BUDGETS]
         rows.append({
             "task": task, "arm": arm, "seed": seed, "default": arm == DEFAULT_ARM,
@@ -491,7 +493,7 @@ def markdown(rows: list[dict], details: dict, stage_times: dict) -> str:
              "validation columns are the GLUE validation set, read only to report. "
              "`le50` = accuracy of the pick with <= 50 % of the encoder parameters after the "
              "arm's recovery, and so on. Hypervolume: (error, encoder fraction), reference "
-             f"point {REFERENCE}. Seconds: every stage the arm needs, the shared fine-tuning "
+             f"point {REFERENCE}. Minutes: every stage the arm needs, the shared fine-tuning "
              "included.", ""]
     for task in dict.fromkeys(r["task"] for r in rows):
         lines += [f"## {task.upper()}", "",
@@ -512,13 +514,16 @@ def markdown(rows: list[dict], details: dict, stage_times: dict) -> str:
                 lines.append(f"| {ARMS[arm]} | {split} | {len(group)} | {mean('unpruned'):.3f} | "
                              + " | ".join(delta) + f" | {mean('hypervolume'):.4f} | "
                              f"{mean('seconds') / 60:.0f} |")
+        first = details.get(task, {})
+        once = all("speedup_rounds" in p for d in first.values() for p in d["picks"].values())
+        timing = ("median of 30 interleaved rounds, measured once per sub-network after the "
+                  "arms" if once else "median of 10 interleaved rounds, measured in each "
+                  "pick's own stage, under whatever else ran then")
         lines += ["", "Picks (first seed): sub-network, encoder fraction, speed-up of the "
                   "extracted pick over the unpruned model at batch 1 / 32 (PyTorch, 2 "
-                  "threads; validation texts of the median length; median of 30 interleaved "
-                  "rounds, measured once per sub-network after the arms).", "",
+                  f"threads; validation texts of the median length; {timing}).", "",
                   "| arm | budget | sub-network | encoder | validation | speed-up b1 / b32 |",
                   "|---|---|---|---|---|---|"]
-        first = details.get(task, {})
         for arm, d in first.items():
             for budget, p in d["picks"].items():
                 s = p["speedup"]
@@ -529,11 +534,44 @@ def markdown(rows: list[dict], details: dict, stage_times: dict) -> str:
         if task == "rte":
             lines += ["RTE has 277 validation pairs (one is 0.36 points) and 249 search pairs: "
                       "differences of 2-3 points are within noise.", ""]
+    lines += targets(rows)
     lines += ["## Stage times (seconds)", "", "| run | stage | seconds |", "|---|---|---|"]
     for run, done in stage_times.items():
         for name, info in done.items():
             lines.append(f"| {run} | {name} | {info['seconds']:.0f} |")
     return "\n".join(lines)
+
+
+#: The issue's targets for the default arm, on validation, as (task, key, most points lost).
+TARGETS = (("sst2", "le50", 1.0), ("sst2", "le30", 3.0), ("rte", "le50", 2.0))
+
+
+def targets(rows: list[dict]) -> list[str]:
+    """The targets, met or not, from the default arm's validation rows (mean of seeds)."""
+    import statistics
+
+    def mean(task, arm, key):
+        group = [r[key] for r in rows if r["task"] == task and r["arm"] == arm
+                 and r["split"] == "validation"]
+        return (statistics.mean(group), len(group)) if group else (None, 0)
+
+    lines = [f"## Targets (arm ({DEFAULT_ARM}), validation, mean of the seeds run so far)", "",
+             "| task | target | measured | seeds | met |", "|---|---|---|---|---|"]
+    for task, key, points in TARGETS:
+        value, n = mean(task, DEFAULT_ARM, key)
+        base, _ = mean(task, DEFAULT_ARM, "unpruned")
+        if value is not None:
+            lost = 100 * (base - value)
+            lines.append(f"| {task} | {key}: within {points:g} points of unpruned | "
+                         f"{value:.3f} vs {base:.3f} ({-lost:+.1f} points) | {n} | "
+                         f"{'yes' if lost <= points else 'no'} |")
+    own, _ = mean("sst2", DEFAULT_ARM, "hypervolume")
+    for other in ("a", "b"):
+        theirs, n = mean("sst2", other, "hypervolume")
+        if own is not None and theirs is not None:
+            lines.append(f"| sst2 | hypervolume above arm ({other}) | {own:.4f} vs {theirs:.4f} "
+                         f"| {n} | {'yes' if own > theirs else 'no'} |")
+    return lines + [""]
 
 
 def plot(task: str, seed: int, stages: Stages) -> None:
@@ -557,6 +595,7 @@ def report(tasks, seeds, all_rows: list[dict] | None = None) -> None:
         rows = json.loads(previous.read_text()).get("summary", [])
     elif all_rows is not None:
         rows = all_rows
+    rows = [{**r, "default": r["arm"] == DEFAULT_ARM} for r in rows]  # today's default
     for path in sorted((RESULTS / f"{NAME}-stages").glob("*-s?.json")):
         stage_times[path.stem] = json.loads(path.read_text())
     for task in tasks:

@@ -9,7 +9,7 @@ before any work starts: every name below is checked against the registries' name
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from nasprune.core import COSTS, IMPORTANCE, SPACES
 from nasprune.data.tasks import DataConfig
@@ -20,6 +20,12 @@ from nasprune.search.executors import EXECUTORS
 from nasprune.search.searchers import SEARCHERS
 from nasprune.train.recovery import RECOVERY_METHODS
 from nasprune.train.strategies import STRATEGIES
+
+#: ``TrainConfig.strategy="auto"`` (the default) in a run (``nasprune run``, ``RunConfig``):
+#: super-network distillation, what ``benchmarks/quality.py`` found best per unit of
+#: compute. Outside a run (``nasprune finetune``), "auto" is plain fine-tuning.
+RUN_STRATEGY = "distill"
+AUTO = "auto"
 
 
 def _one_of(what: str, value, allowed) -> None:
@@ -47,7 +53,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
-    strategy: str = "standard"
+    strategy: str = AUTO  # a STRATEGIES name; AUTO: RUN_STRATEGY in a run, else standard
     strategy_options: dict = field(default_factory=dict)
     group_by_length: bool = True
     progress: bool = True
@@ -63,7 +69,12 @@ class TrainConfig:
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise NaspruneError(f"unknown device {self.device!r}; use auto, cpu, cuda, "
                                 "cuda:N or mps")
-        _one_of("strategy", self.strategy, STRATEGIES)
+        _one_of("strategy", self.strategy, (AUTO, *STRATEGIES))
+
+    @property
+    def fine_tuning_strategy(self) -> str:
+        """The strategy of plain fine-tuning (outside a run, ``auto`` is ``standard``)."""
+        return "standard" if self.strategy == AUTO else self.strategy
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,6 +137,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         """Options used after the search are checked now, not after an hour of search."""
+        if self.train.strategy == AUTO:
+            self.train = replace(self.train, strategy=RUN_STRATEGY)
         self.export_formats = tuple(dict.fromkeys(("hf", *self.export_formats)))
         for name in self.export_formats:
             _one_of("export format", name, FORMATS)

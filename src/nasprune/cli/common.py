@@ -98,13 +98,15 @@ CalibOpt = Annotated[int, opt("Training examples used to score importance.", SEA
 
 
 def _defaults():
-    from nasprune.config import RunConfig
+    from nasprune.config import RunConfig, TrainConfig
 
     run = RunConfig()
-    return run, run.data, run.train, run.search
+    return run, run.data, run.train, run.search, TrainConfig()
 
 
-_R, _D, _T, _S = _defaults()  # the CLI's defaults are the config dataclasses' defaults
+# The CLI's defaults are the config dataclasses' defaults; _FINETUNE is plain fine-tuning
+# (nasprune finetune), _T a run's training (its strategy: config.RUN_STRATEGY).
+_R, _D, _T, _S, _FINETUNE = _defaults()
 _OBJECTIVES = ",".join(_S.objectives)
 
 SearchSplitOpt = Annotated[float, opt("Held out of the training set for every choice (best epoch, search, pick, recovery): a fraction (kept within 200..2000 examples) or a count.", DATA)]

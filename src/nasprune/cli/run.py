@@ -224,8 +224,9 @@ def run(
     cpus_per_worker: CpusPerWorkerOpt = _S.cpus_per_worker,
     gpus_per_worker: GpusPerWorkerOpt = _S.gpus_per_worker,
 ) -> None:
-    """Fine-tune → reorder → search → Pareto → recover → export, in one resumable run
-    directory. Everything is checked before anything is written."""
+    """Fine-tune → distil the super-network → search → Pareto → recover → export, in one
+    resumable run directory (--strategy standard skips the distillation). Everything is
+    checked before anything is written."""
     from nasprune.config import RunConfig, SearchConfig, TrainConfig
 
     strategy, space = _value(strategy), _value(space)

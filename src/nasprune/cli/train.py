@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from nasprune.cli.common import (
     _D,
+    _FINETUNE,
     _R,
     _T,
     MODEL,
@@ -72,7 +73,7 @@ def finetune(
     seed: SeedOpt = _T.seed,
     device: DeviceOpt = _T.device,
     threads: ThreadsOpt = None,
-    strategy: StrategyOpt = _T.strategy,
+    strategy: StrategyOpt = _FINETUNE.fine_tuning_strategy,
 ) -> None:
     """Fine-tune an encoder on a classification or regression task (the best epoch is
     chosen on the search split; validation is reported)."""

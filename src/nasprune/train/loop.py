@@ -82,7 +82,7 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
     choose_on = data.selection_split  # the best epoch is chosen here, never on validation
     sel_enc = encode(tokenizer, data, choose_on, cfg.max_length) if choose_on != "validation" \
         else val_enc
-    strategy = strategy or make_strategy(cfg.strategy, cfg.strategy_options)
+    strategy = strategy or make_strategy(cfg.fine_tuning_strategy, cfg.strategy_options)
     context = TrainContext(cfg, data.preset, device, pad_id)
     strategy.prepare(model, train_enc, context)
 
