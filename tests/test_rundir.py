@@ -65,8 +65,9 @@ def test_other_data_is_refused_and_redo_recomputes(finished, tmp_path):
 
 def test_a_changed_search_space_is_refused_more_trials_resume(finished, tmp_path):
     run_dir, cfg, record = _copy(finished, tmp_path)
-    cfg.search.space = "small"
-    with pytest.raises(NaspruneError, match=r"search stage made with other options: --space"):
+    cfg.search.space = "small"  # the run's super-network distillation sampled the old space:
+    with pytest.raises(NaspruneError,  # the first stage that depends on it is refused
+                       match=r"supertrain stage made with other options: --space"):
         run(cfg, run_dir, progress=False, until="search")
     cfg.search.space = "layerwise"
     cfg.search.trials = record["trials"] + 2
