@@ -98,7 +98,7 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
     best: dict | None = None
     seen, train_seconds, done = 0, 0.0, 0
     model.train()
-    with ProgressBar(cfg.progress, total_batches, 0, "fine-tuning") as bar:
+    with ProgressBar(cfg.progress, total_batches, 0, strategy.label) as bar:
         epoch = 0
         while done < total_batches:
             groups = grouped_batches(train_enc, cfg.batch_size, cfg.seed + epoch,

@@ -52,6 +52,7 @@ class Strategy:
     """One optimisation step's forward/backward; the loop owns optimiser and schedule."""
 
     name = "abstract"
+    label = "fine-tuning"  # what the progress bar calls this training
 
     def prepare(self, model: torch.nn.Module, train: Encoded, context: TrainContext) -> None:
         """Called once before training (e.g. importance reordering for a super-network)."""
@@ -78,6 +79,7 @@ class SupernetStrategy(Strategy):
     """
 
     name = "supernet"
+    label = "super-network training"
     #: Options every super-network strategy takes, with their defaults.
     common_options: dict[str, Any] = {
         "space": "layerwise",

@@ -31,6 +31,7 @@ class DistillStrategy(SandwichStrategy):
     """
 
     name = "distill"
+    label = "super-network distillation"
     needs_teacher = True
     own_options = {"k": 2, "smallest": True, "temperature": 2.0, "hidden_weight": 0.0,
                    "labels_weight": 0.0, "budget": None, "near_budget": 0.5, "epochs": 1.0}
