@@ -67,6 +67,8 @@ DEFAULT_ARM = "d"
 UNLABELED = 16_000
 NAME = "quality"
 REFERENCE = 1.1
+PICK_ROUNDS = 10  # speed-up timing rounds inside each pick's stage
+SPEED_ROUNDS = 30  # and once per distinct pick, after the arms
 
 
 class Stages:
@@ -177,7 +179,7 @@ def hypervolume(points: list[tuple[float, float]]) -> float:
     return hv(points, (REFERENCE, REFERENCE))
 
 
-def speedups(small, full_model, validation, pad_id: int, rounds: int = 10) -> dict:
+def speedups(small, full_model, validation, pad_id: int, rounds: int = PICK_ROUNDS) -> dict:
     """Extracted pick vs unpruned model, same inputs (validation texts around the median
     length), timed round-robin in one process."""
     import numpy as np
@@ -204,6 +206,21 @@ def speedups(small, full_model, validation, pad_id: int, rounds: int = 10) -> di
 # -------------------------------------------------------------------------------- arms
 
 
+def load_teacher(ensure_teacher, data) -> dict:
+    """The fine-tuned teacher as a super-network (no reordering), its tokenizer, pad id
+    and the encoded validation set."""
+    from transformers import AutoTokenizer
+
+    from nasprune.core.supernet import Supernet
+
+    model_dir = ensure_teacher() / "finetune" / "model"
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    supernet = Supernet.from_pretrained(model_dir)
+    supernet.model.eval()
+    return {"supernet": supernet, "tokenizer": tokenizer, "pad": tokenizer.pad_token_id or 0,
+            "validation": encode(tokenizer, data, "validation")}
+
+
 def arm_a(task, seed, args, data, ensure_teacher, stages: Stages) -> dict:
     """The tutorial: masking without ordering, its space, random search."""
     store_dir = ROOT / f"{task}-s{seed}" / "a"
@@ -212,20 +229,12 @@ def arm_a(task, seed, args, data, ensure_teacher, stages: Stages) -> dict:
 
     def model():
         if not loaded:
-            from transformers import AutoTokenizer
-
             from nasprune.core.cost import CostModel
-            from nasprune.core.supernet import Supernet
             from nasprune.search.objective import SubnetEvaluator
 
-            model_dir = ensure_teacher() / "finetune" / "model"
-            tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            supernet = Supernet.from_pretrained(model_dir)
-            supernet.model.eval()
-            pad = tokenizer.pad_token_id or 0
-            loaded.update(supernet=supernet, pad=pad,
-                          validation=encode(tokenizer, data, "validation"),
-                          search=encode(tokenizer, data, "search"),
+            loaded.update(load_teacher(ensure_teacher, data))
+            supernet, pad = loaded["supernet"], loaded["pad"]
+            loaded.update(search=encode(loaded["tokenizer"], data, "search"),
                           evaluator=lambda enc: SubnetEvaluator(
                               supernet, enc, data.preset, cost=CostModel(supernet),
                               pad_id=pad, masked=True, seed=seed))
@@ -388,7 +397,7 @@ def run_seed(task: str, seed: int, args) -> list[dict]:
                                         extra)
     speed = speed_stages(results, data, ensure_teacher, stages)
     for r in results.values():  # one figure per architecture, however many arms pick it
-        r["picks"] = {b: {**p, "speedup": speed[p["subnet"]], "speedup_rounds": 30}
+        r["picks"] = {b: {**p, "speedup": speed[p["subnet"]], "speedup_rounds": SPEED_ROUNDS}
                       for b, p in r["picks"].items()}
     rows = []
     for arm, r in results.items():
@@ -401,29 +410,19 @@ def run_seed(task: str, seed: int, args) -> list[dict]:
 
 
 def speed_stages(results: dict, data, ensure_teacher, stages: Stages) -> dict[str, dict]:
-    """The speed-up of every distinct pick, measured once per sub-network (30 rounds) after
-    the arms: the same architecture picked by several arms gets one figure, not several
-    taken under different load. Only the shapes matter, so the teacher's weights serve."""
-    from transformers import AutoTokenizer
-
-    from nasprune.core.subnet import Subnet
-    from nasprune.core.supernet import Supernet
-
+    """The speed-up of every distinct pick, measured once per sub-network (SPEED_ROUNDS)
+    after the arms: the same architecture picked by several arms gets one figure, not
+    several taken under different load. Only the shapes matter, so the teacher serves."""
+    subnets = {str(t.subnet): t.subnet for r in results.values() for t in r["trials"]}
     loaded: dict = {}
     out = {}
     for text in sorted({p["subnet"] for r in results.values() for p in r["picks"].values()}):
         def measure(text=text):
             if not loaded:
-                model_dir = ensure_teacher() / "finetune" / "model"
-                tokenizer = AutoTokenizer.from_pretrained(model_dir)
-                supernet = Supernet.from_pretrained(model_dir)
-                supernet.model.eval()
-                loaded.update(supernet=supernet, pad=tokenizer.pad_token_id or 0,
-                              validation=encode(tokenizer, data, "validation"))
-            subnet = Subnet(tuple(tuple(map(int, layer.split("/"))) for layer in text.split()))
-            small = loaded["supernet"].extract(subnet).eval()
+                loaded.update(load_teacher(ensure_teacher, data))
+            small = loaded["supernet"].extract(subnets[text]).eval()
             return speedups(small, loaded["supernet"].model, loaded["validation"],
-                            loaded["pad"], rounds=30)
+                            loaded["pad"], rounds=SPEED_ROUNDS)
         out[text] = stages(f"speed:{text}", measure)
     return out
 
@@ -516,9 +515,10 @@ def markdown(rows: list[dict], details: dict, stage_times: dict) -> str:
                              f"{mean('seconds') / 60:.0f} |")
         first = details.get(task, {})
         once = all("speedup_rounds" in p for d in first.values() for p in d["picks"].values())
-        timing = ("median of 30 interleaved rounds, measured once per sub-network after the "
-                  "arms" if once else "median of 10 interleaved rounds, measured in each "
-                  "pick's own stage, under whatever else ran then")
+        timing = (f"median of {SPEED_ROUNDS} interleaved rounds, measured once per "
+                  "sub-network after the arms" if once else f"median of {PICK_ROUNDS} "
+                  "interleaved rounds, measured in each pick's own stage, under whatever else "
+                  "ran then")
         lines += ["", "Picks (first seed): sub-network, encoder fraction, speed-up of the "
                   "extracted pick over the unpruned model at batch 1 / 32 (PyTorch, 2 "
                   f"threads; validation texts of the median length; {timing}).", "",

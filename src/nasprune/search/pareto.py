@@ -172,6 +172,12 @@ def metrics_of(trial: Any) -> Mapping[str, float]:
     return trial if isinstance(trial, Mapping) else trial.metrics
 
 
+def cost_name(objectives: Sequence[str]) -> str:
+    """The first cost objective (what fronts are sorted by and picks break ties on)."""
+    costs = [o for o in objectives if o not in RAW_OBJECTIVES]
+    return costs[0] if costs else "params"
+
+
 def full_reference(trials: Sequence[Any], full_subnet: Any = None) -> dict[str, float]:
     """The un-pruned model's metrics: the trial of ``full_subnet``, else the largest model."""
     if full_subnet is not None:
@@ -202,7 +208,3 @@ def trials_hypervolume(
     trials: Sequence[Any], objectives: Sequence[str], full: Mapping[str, float]
 ) -> float:
     return hypervolume(objective_points(trials, objectives, full), reference_point(len(objectives)))
-
-def cost_name(objectives: Sequence[str]) -> str:
-    costs = [o for o in objectives if o not in RAW_OBJECTIVES]
-    return costs[0] if costs else "params"
