@@ -151,6 +151,22 @@ def test_sanity_guard_stops_a_constant_predictor_before_the_search(tmp_path, tin
     assert not (tmp_path / "search").exists() and not (tmp_path / "export").exists()
 
 
+def test_search_guard_fires_when_nothing_beats_the_smallest_sub_network():
+    from types import SimpleNamespace
+
+    from nasprune.errors import NaspruneError
+    from nasprune.pipeline.stages import check_search
+
+    def trial(name, fraction, error):
+        return SimpleNamespace(subnet=name, metrics={"encoder_params": fraction, "error": error})
+
+    flat = [trial("0/0", 0.0, 0.49), trial("12/1536", 1.0, 0.49), trial("6/768", 0.5, 0.51)]
+    with pytest.raises(NaspruneError, match="no sub-network beats the smallest one"):
+        check_search(flat, force=False)
+    check_search(flat, force=True)  # --force goes on
+    check_search([trial("0/0", 0.0, 0.49), trial("12/1536", 1.0, 0.12)], force=False)
+
+
 def test_trivial_reason_fires_on_constant_and_majority_predictors_only():
     import numpy as np
 

@@ -137,6 +137,28 @@ def test_a_failed_first_command_leaves_no_run_directory(tmp_path):
     assert result.returncode == 2 and not target.exists()
 
 
+def test_config_file_keys_are_the_flags_or_their_parameter_names(tmp_path):
+    """``lr`` and ``learning_rate`` both set ``--lr``; a run's config.json gives back every
+    data flag, ``--drop-invalid`` included."""
+    import typer
+
+    from nasprune.cli import app
+    from nasprune.cli.run import config_keys
+    from nasprune.config_file import read_config_file
+
+    names = config_keys(typer.main.get_command(app).commands["run"])
+    toml = tmp_path / "run.toml"
+    toml.write_text('lr = 1e-4\nformat = "onnx"\nmax-train-examples = 64\n'
+                    'calibration_examples = 32\ndrop-invalid = true\n')
+    assert read_config_file(toml, names) == {
+        "learning_rate": 1e-4, "export_format": "onnx", "max_train_examples": 64,
+        "calibration_examples": 32, "drop_invalid": True}
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps({"data": {"task": "sst2", "drop_invalid": True},
+                                 "train": {}, "search": {}}))
+    assert read_config_file(saved, names) == {"task": "sst2", "drop_invalid": True}
+
+
 def test_config_file_flags_override_and_replay_gives_the_same_trials(tmp_path, tiny_model_dir):
     toml = tmp_path / "run.toml"
     toml.write_text(f'model = "{tiny_model_dir}"\ntask = "sst2"\ndata-dir = "{SHARED_DATA}"\n'

@@ -1,8 +1,9 @@
 """Runs described in a file: ``nasprune run --config FILE``.
 
-A TOML or YAML file holds the flags of ``nasprune run`` as keys (``max-train-examples`` or
-``max_train_examples``); a run's ``config.json`` (the nested ``RunConfig``) is read back
-into the same flags, so ``--config RUN/config.json`` repeats that run.
+A TOML or YAML file holds the flags of ``nasprune run`` as keys (``max-train-examples``,
+``max_train_examples``, ``lr`` or its parameter name ``learning_rate``); a run's
+``config.json`` (the nested ``RunConfig``) is read back into the same flags, so
+``--config RUN/config.json`` repeats that run.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ _SECTIONS = {
     "data": {k: k for k in ("task", "data_dir", "train_file", "validation_file",
                             "label_column", "regression", "max_train_examples",
                             "max_eval_examples", "seed", "search_split", "search_file",
-                            "distill_file")} | {"text_columns": "text_columns"},
+                            "distill_file", "drop_invalid")} | {"text_columns": "text_columns"},
     "train": {k: k for k in ("epochs", "batch_size", "learning_rate", "grad_accum",
                              "warmup_ratio", "max_length", "device", "threads", "strategy")},
     "search": {k: k for k in ("space", "searcher", "trials", "objectives", "any_heads",
@@ -63,9 +64,12 @@ def _flags_of_run_config(saved: dict) -> dict:
     return out
 
 
-def read_config_file(path: str | Path, allowed: set[str] | None = None) -> dict:
-    """The flags a file sets (names with underscores); lists become comma-separated text
-    and unset (``null``) values are left out, so the flags' own defaults apply."""
+def read_config_file(path: str | Path, names: dict[str, str] | None = None) -> dict:
+    """The flags a file sets, by parameter name; lists become comma-separated text and
+    unset (``null``) values are left out, so the flags' own defaults apply.
+
+    ``names`` maps every accepted key (a flag without its dashes, or a parameter name)
+    to its parameter name; a key outside it is refused with the closest match."""
     path = Path(path)
     if not path.is_file():
         raise NaspruneError(f"config file not found: {path}")
@@ -74,14 +78,15 @@ def read_config_file(path: str | Path, allowed: set[str] | None = None) -> dict:
         raise NaspruneError(f"{path} must hold a table of flags, not {type(raw).__name__}")
     flags = (_flags_of_run_config(raw) if {"data", "train", "search"} & set(raw)
              else {str(k).replace("-", "_"): v for k, v in raw.items()})
-    if allowed is not None:
-        unknown = sorted(set(flags) - allowed)
+    if names is not None:
+        unknown = sorted(set(flags) - set(names))
         if unknown:
             import difflib
 
             hints = [f"{u!r}" + (f" (did you mean {close[0]!r}?)" if (
-                close := difflib.get_close_matches(u, allowed, n=1)) else "") for u in unknown]
+                close := difflib.get_close_matches(u, names, n=1)) else "") for u in unknown]
             raise NaspruneError(f"{path}: unknown key(s) {', '.join(hints)}")
+        flags = {names[k]: v for k, v in flags.items()}
     out = {}
     for key, value in flags.items():
         if value is None:

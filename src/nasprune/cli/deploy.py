@@ -27,7 +27,7 @@ from nasprune.errors import NaspruneError
 # ---- export: a picked sub-network as a deployable model (nasprune.deploy.export.writer) ----
 
 
-@app.command(epilog="Example: nasprune export runs/sst2 --pick 'latency<=12ms' --out pruned/ "
+@app.command(epilog="Example: nasprune export runs/sst2 --pick 'encoder_params<=0.4' --out pruned/ "
              "--format onnx --quantize int8")
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory holding supernet/ and search/trials.db.")],

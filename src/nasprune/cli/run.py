@@ -149,6 +149,13 @@ def _print_summary(record: dict, run_dir: Path) -> None:
 
 
 
+def config_keys(command) -> dict[str, str]:
+    """Every key a config file may use -> its parameter: the flag without dashes
+    (``lr``, ``format``) and the parameter name (``learning_rate``, ``export_format``)."""
+    return {key: p.name for p in command.params if p.name != "config"
+            for key in [p.name] + [o.lstrip("-").replace("-", "_") for o in p.opts]}
+
+
 def _load_config(ctx: typer.Context, value: Path | None):
     """``--config FILE`` (TOML, YAML, or a run's config.json): its keys become the
     defaults, so flags on the command line override them."""
@@ -156,9 +163,9 @@ def _load_config(ctx: typer.Context, value: Path | None):
         return value
     from nasprune.config_file import read_config_file
 
-    allowed = {p.name for p in ctx.command.params} - {"config"}
+    names = config_keys(ctx.command)
     try:
-        ctx.default_map = {**(ctx.default_map or {}), **read_config_file(value, allowed)}
+        ctx.default_map = {**(ctx.default_map or {}), **read_config_file(value, names)}
     except NaspruneError as exc:
         fail(str(exc))
     return value

@@ -1,8 +1,9 @@
 """The bridge between search and model: evaluate one sub-network of a super-network.
 
 ``SubnetEvaluator(subnet, fidelity)`` is the ``evaluate`` callable of ``run_search``: the
-task metric through ``Supernet.use()`` (cost grows with the sub-network) on the whole
-validation set or a fixed fraction of it, plus the costs the objectives need.
+task metric through ``Supernet.use()`` (cost grows with the sub-network) on all of
+``examples`` (in a run, the search split; never the reported validation set) or a fixed
+fraction of them, plus the costs the objectives need.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ class SubnetEvaluator:
     units) — only for baselines in benchmarks.
     """
 
-    def __init__(self, supernet: Supernet, validation: Encoded, preset: TaskPreset, *,
+    def __init__(self, supernet: Supernet, examples: Encoded, preset: TaskPreset, *,
                  cost: CostModel | None = None, batch_size: int = 64, pad_id: int = 0,
                  latency: bool = False, latency_batch_size: int = 1, seed: int = 0,
                  masked: bool = False):
         self.supernet = supernet
-        self.validation = validation
+        self.examples = examples
         self.preset = preset
         self.cost = cost or CostModel(supernet)
         self.batch_size, self.pad_id, self.seed = batch_size, pad_id, seed
@@ -41,10 +42,10 @@ class SubnetEvaluator:
 
     def _split(self, fidelity: float) -> Encoded:
         if fidelity >= 1.0:
-            return self.validation
+            return self.examples
         if fidelity not in self._subsets:
-            n = max(1, math.ceil(fidelity * len(self.validation)))
-            self._subsets[fidelity] = subset(self.validation, n, self.seed)
+            n = max(1, math.ceil(fidelity * len(self.examples)))
+            self._subsets[fidelity] = subset(self.examples, n, self.seed)
         return self._subsets[fidelity]
 
     def __call__(self, subnet: Subnet, fidelity: float = 1.0) -> dict[str, float]:

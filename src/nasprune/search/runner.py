@@ -12,7 +12,7 @@ trial. The search stops when the store holds ``n_trials`` candidates (or the spa
 exhausted).
 
 Multi-fidelity (``low_fidelity=f``): each candidate is first evaluated on fraction ``f``
-of the validation set and promoted to the full set only if that result is not dominated
+of the search split and promoted to the full set only if that result is not dominated
 by the current full-fidelity front. Every trial records both looks and whether it was
 promoted; trials never promoted do not enter the front, the hypervolume or picks.
 """

@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 class Trial:
     """One evaluated sub-network.
 
-    ``metrics`` are measured at ``fidelity`` (fraction of the validation set, 1.0 = all).
+    ``metrics`` are measured at ``fidelity`` (fraction of the search split, 1.0 = all).
     With multi-fidelity search, ``low_metrics`` holds the first look on the subset and
     ``promoted`` says whether the candidate went on to the full set (then ``metrics`` are
     the full-set ones); ``promoted`` is ``None`` for single-fidelity trials.

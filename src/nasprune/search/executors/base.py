@@ -2,7 +2,7 @@
 
 ``evaluate(subnet, fidelity) -> dict[str, float]`` is a plain callable (the CLI builds it
 from the super-network; tests pass toy functions); ``fidelity`` is the fraction of the
-validation set to use (1.0 = all).
+search split to use (1.0 = all).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What a parallel worker needs to rebuild the search's evaluator, as one picklable value.
 
 A worker builds its evaluator **once** from this spec (the super-network's weights, config
-and tokenised validation set) and then evaluates one candidate at a time. Ray ships it
+and the tokenised split it scores on) and then evaluates one candidate at a time. Ray ships it
 once through the object store (``ray.put``); every actor reads it from there instead of
 re-reading checkpoints.
 """
@@ -25,7 +25,7 @@ class EvaluatorSpec:
     config: Any  # the model's PretrainedConfig
     weights: dict[str, Any]  # name -> numpy array (or a CPU tensor for dtypes numpy lacks)
     order: dict | None
-    validation: Any  # nasprune.data.encode.Encoded
+    examples: Any  # nasprune.data.encode.Encoded: the split the search scores on
     preset: Any  # nasprune.data.presets.TaskPreset
     seq_len: int = 128
     latency_repeats: int = 10
@@ -56,7 +56,7 @@ class EvaluatorSpec:
         device = next(supernet.model.parameters(), torch.empty(0)).device
         return cls(
             model_class=type(supernet.model), config=supernet.model.config, weights=weights,
-            order=supernet.order, validation=evaluator.validation, preset=evaluator.preset,
+            order=supernet.order, examples=evaluator.examples, preset=evaluator.preset,
             seq_len=evaluator.cost.seq_len, latency_repeats=evaluator.cost.repeats,
             latency_warmup=evaluator.cost.warmup, batch_size=evaluator.batch_size,
             pad_id=evaluator.pad_id, latency=evaluator.latency,
@@ -85,7 +85,7 @@ class EvaluatorSpec:
         cost = CostModel(supernet, self.seq_len, repeats=self.latency_repeats,
                          warmup=self.latency_warmup)
         return SubnetEvaluator(
-            supernet, self.validation, self.preset, cost=cost, batch_size=self.batch_size,
+            supernet, self.examples, self.preset, cost=cost, batch_size=self.batch_size,
             pad_id=self.pad_id, latency=self.latency,
             latency_batch_size=self.latency_batch_size, seed=self.seed, masked=self.masked)
 
