@@ -64,7 +64,7 @@ def _flags_of_run_config(saved: dict) -> dict:
     return out
 
 
-def read_config_file(path: str | Path, names: dict[str, str] | None = None) -> dict:
+def read_config_file(path: str | Path, names: dict[str, str]) -> dict:
     """The flags a file sets, by parameter name; lists become comma-separated text and
     unset (``null``) values are left out, so the flags' own defaults apply.
 
@@ -78,15 +78,14 @@ def read_config_file(path: str | Path, names: dict[str, str] | None = None) -> d
         raise NaspruneError(f"{path} must hold a table of flags, not {type(raw).__name__}")
     flags = (_flags_of_run_config(raw) if {"data", "train", "search"} & set(raw)
              else {str(k).replace("-", "_"): v for k, v in raw.items()})
-    if names is not None:
-        unknown = sorted(set(flags) - set(names))
-        if unknown:
-            import difflib
+    unknown = sorted(set(flags) - set(names))
+    if unknown:
+        import difflib
 
-            hints = [f"{u!r}" + (f" (did you mean {close[0]!r}?)" if (
-                close := difflib.get_close_matches(u, names, n=1)) else "") for u in unknown]
-            raise NaspruneError(f"{path}: unknown key(s) {', '.join(hints)}")
-        flags = {names[k]: v for k, v in flags.items()}
+        hints = [f"{u!r}" + (f" (did you mean {close[0]!r}?)" if (
+            close := difflib.get_close_matches(u, names, n=1)) else "") for u in unknown]
+        raise NaspruneError(f"{path}: unknown key(s) {', '.join(hints)}")
+    flags = {names[k]: v for k, v in flags.items()}
     out = {}
     for key, value in flags.items():
         if value is None:
