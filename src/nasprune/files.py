@@ -12,6 +12,12 @@ from typing import Any
 from nasprune.errors import NaspruneError
 
 
+def cache_dir(*parts: str) -> Path:
+    """nasprune's cache (``NASPRUNE_CACHE``, else ``~/.cache/nasprune``), or a folder in it."""
+    root = Path(os.environ.get("NASPRUNE_CACHE") or Path.home() / ".cache" / "nasprune")
+    return root.joinpath(*parts)
+
+
 def _plain(value: Any) -> Any:
     """numpy / torch scalars as numbers, anything else JSON lacks (paths) as text."""
     item = getattr(value, "item", None)

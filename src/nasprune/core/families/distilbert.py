@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 from nasprune.core.families.base import Adapter
-from nasprune.core.structure import DISTILBERT
+from nasprune.core.structure import LAYOUTS
 
 
 class DistilBertAdapter(Adapter):
     family = "distilbert"
-    layout = DISTILBERT
-
-    @classmethod
-    def tiny_config(cls, hidden: int, layers: int, heads: int, ffn: int, common: dict):
-        import transformers
-
-        return transformers.DistilBertConfig(dim=hidden, n_layers=layers, n_heads=heads,
-                                             hidden_dim=ffn, **common)
+    layout = LAYOUTS["distilbert"]

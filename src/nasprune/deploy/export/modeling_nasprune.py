@@ -28,9 +28,9 @@ import transformers
 from torch import nn
 
 try:  # in an export directory: the copy of nasprune.core.structure shipped next to this file
-    from .structure import BERT, DISTILBERT, SUBNET_KEY, Layout, shrink
+    from .structure import LAYOUTS, SUBNET_KEY, Layout, shrink
 except ImportError:  # the installed package (nasprune.load, the export writer)
-    from nasprune.core.structure import BERT, DISTILBERT, SUBNET_KEY, Layout, shrink
+    from nasprune.core.structure import LAYOUTS, SUBNET_KEY, Layout, shrink
 
 
 def apply_subnet(model: nn.Module, layout: Layout, subnet=None) -> nn.Module:
@@ -38,6 +38,7 @@ def apply_subnet(model: nn.Module, layout: Layout, subnet=None) -> nn.Module:
     config = model.config
     subnet = subnet if subnet is not None else getattr(config, SUBNET_KEY, None)
     if subnet is None:
+        layout.bind(model)
         return model
     layers = layout.layers(model)
     if len(subnet) != len(layers):
@@ -53,7 +54,7 @@ def apply_subnet(model: nn.Module, layout: Layout, subnet=None) -> nn.Module:
 class _Pruned:
     """Mixin: build the stock model, then shrink it to ``config.nasprune_subnet``."""
 
-    nasprune_layout: Layout = BERT  # where the layers keep their parts
+    nasprune_layout: Layout  # where the layers keep their parts
 
     def __init__(self, config, *args, **kwargs):
         super().__init__(config, *args, **kwargs)
@@ -64,59 +65,26 @@ class _Pruned:
 PREFIX = "nasprune_"
 
 
-class NaspruneBertConfig(transformers.BertConfig):
-    model_type = PREFIX + "bert"
+def _pruned_classes(model_type: str, layout: Layout):
+    """The config and sequence-classifier classes of a family's pruned exports, named
+    ``Nasprune<Prefix>Config`` / ``Nasprune<Prefix>ForSequenceClassification`` (the names
+    that exported ``auto_map`` entries point to), subclassing the stock ones."""
+    stock_config = getattr(transformers, layout.prefix + "Config")
+    stock_model = getattr(transformers, layout.prefix + "ForSequenceClassification")
+    config_cls = type(f"Nasprune{layout.prefix}Config", (stock_config,),
+                      {"model_type": PREFIX + model_type, "__module__": __name__})
+    model_cls = type(f"Nasprune{layout.prefix}ForSequenceClassification",
+                     (_Pruned, stock_model),
+                     {"config_class": config_cls, "nasprune_layout": layout,
+                      "__module__": __name__})
+    return config_cls, model_cls
 
 
-class NaspruneRobertaConfig(transformers.RobertaConfig):
-    model_type = PREFIX + "roberta"
-
-
-class NaspruneXLMRobertaConfig(transformers.XLMRobertaConfig):
-    model_type = PREFIX + "xlm-roberta"
-
-
-class NaspruneElectraConfig(transformers.ElectraConfig):
-    model_type = PREFIX + "electra"
-
-
-class NaspruneDistilBertConfig(transformers.DistilBertConfig):
-    model_type = PREFIX + "distilbert"
-
-
-class NaspruneBertForSequenceClassification(
-        _Pruned, transformers.BertForSequenceClassification):
-    config_class = NaspruneBertConfig
-
-
-class NaspruneRobertaForSequenceClassification(
-        _Pruned, transformers.RobertaForSequenceClassification):
-    config_class = NaspruneRobertaConfig
-
-
-class NaspruneXLMRobertaForSequenceClassification(
-        _Pruned, transformers.XLMRobertaForSequenceClassification):
-    config_class = NaspruneXLMRobertaConfig
-
-
-class NaspruneElectraForSequenceClassification(
-        _Pruned, transformers.ElectraForSequenceClassification):
-    config_class = NaspruneElectraConfig
-
-
-class NaspruneDistilBertForSequenceClassification(
-        _Pruned, transformers.DistilBertForSequenceClassification):
-    config_class = NaspruneDistilBertConfig
-    nasprune_layout = DISTILBERT
-
-
-#: Stock ``model_type`` -> the pruned model class.
-CLASSES = {
-    "bert": NaspruneBertForSequenceClassification,
-    "roberta": NaspruneRobertaForSequenceClassification,
-    "xlm-roberta": NaspruneXLMRobertaForSequenceClassification,
-    "electra": NaspruneElectraForSequenceClassification,
-    "distilbert": NaspruneDistilBertForSequenceClassification,
-}
+#: Stock ``model_type`` -> the pruned model class (one per layout in ``structure.LAYOUTS``).
+CLASSES = {}
+for _type, _layout in LAYOUTS.items():
+    _config_cls, CLASSES[_type] = _pruned_classes(_type, _layout)
+    globals()[_config_cls.__name__] = _config_cls  # exported auto_map entries name them
+    globals()[CLASSES[_type].__name__] = CLASSES[_type]
 #: Stock ``model_type`` -> the config class of its pruned exports.
 CONFIGS = {family: cls.config_class for family, cls in CLASSES.items()}

@@ -1,8 +1,8 @@
 """Sub-networks that a stock transformers config describes: exported without remote code.
 
-The rule (``plan``), from transformers' own modelling code: BERT, RoBERTa, XLM-R and ELECTRA
-compute ``attention_head_size = int(hidden_size / num_attention_heads)`` and DistilBERT
-``dim // n_heads``; none of their configs takes an explicit head size. Keeping ``h`` of
+The rule (``plan``), from transformers' own modelling code: BERT, RoBERTa, XLM-R, ELECTRA
+and MPNet compute ``attention_head_size = int(hidden_size / num_attention_heads)`` and
+DistilBERT ``dim // n_heads``; none of their configs takes an explicit head size. Keeping ``h`` of
 ``H`` heads of size ``d`` would need ``num_attention_heads = h`` with head size ``d``, and
 that config would give heads of size ``hidden / h`` instead. So a sub-network has a stock
 ("vanilla") form exactly when
@@ -26,11 +26,12 @@ import copy
 import re
 from dataclasses import dataclass
 
+from nasprune.core.structure import HEAD_ORDER_KEY, LAYOUTS, SUBNET_KEY, Layout
 from nasprune.core.subnet import ModelShape, Subnet
 from nasprune.errors import NaspruneError
 
 #: Config attributes that carry the sub-network, never written into a vanilla config.
-NASPRUNE_ONLY = ("nasprune_subnet", "auto_map")
+NASPRUNE_ONLY = (SUBNET_KEY, HEAD_ORDER_KEY, "auto_map")
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,8 @@ def plan(subnet: Subnet, shape: ModelShape) -> VanillaPlan | str:
     return VanillaPlan(kept, units[0])
 
 
-def _is_distilbert(config) -> bool:
-    return config.model_type == "distilbert"
+def _layout(config) -> Layout:
+    return LAYOUTS[config.model_type]
 
 
 def vanilla_config(config, how: VanillaPlan):
@@ -74,19 +75,22 @@ def vanilla_config(config, how: VanillaPlan):
     for name in NASPRUNE_ONLY:
         if hasattr(out, name):
             delattr(out, name)
-    if _is_distilbert(out):
-        out.n_layers, out.hidden_dim = len(how.kept), how.units
-    else:
-        out.num_hidden_layers, out.intermediate_size = len(how.kept), how.units
+    fields = _layout(out).fields
+    setattr(out, fields["layers"], len(how.kept))
+    setattr(out, fields["ffn"], how.units)
     out.nasprune_kept_layers = list(how.kept)
     return out
 
 
 def renumber(state: dict, config, how: VanillaPlan) -> dict:
-    """``state`` of the extracted model with layer ``kept[j]`` renamed to layer ``j``."""
-    layers = "transformer.layer" if _is_distilbert(config) else "encoder.layer"
+    """``state`` of the extracted model with layer ``kept[j]`` renamed to layer ``j``, and
+    each kept layer's heads back in their original order where the layout records one (a
+    stock model shares MPNet's position bias across layers in that order)."""
+    layout = _layout(config)
+    layers = layout.layers_path
     pattern = re.compile(rf"^(|.*\.){re.escape(layers)}\.(\d+)\.(.*)$")
     new_index = {old: new for new, old in enumerate(how.kept)}
+    head_order = getattr(config, HEAD_ORDER_KEY, None)
     out = {}
     for key, value in state.items():
         match = pattern.match(key)
@@ -94,9 +98,27 @@ def renumber(state: dict, config, how: VanillaPlan) -> dict:
             old = int(match.group(2))
             if old not in new_index:
                 raise NaspruneError(f"removed layer {old} still has a tensor ({key})")
+            if head_order is not None:
+                value = _original_head_order(layout, config, match.group(3), value,
+                                             head_order[old])
             key = f"{match.group(1)}{layers}.{new_index[old]}.{match.group(3)}"
         out[key] = value
     return out
+
+
+def _original_head_order(layout: Layout, config, name: str, value, order):
+    """``value`` (one layer's tensor ``name``) with its head blocks put back in order."""
+    import torch
+
+    _, heads, head_dim, _, _ = layout.dims(config)
+    inverse = torch.argsort(torch.tensor(order))
+    index = (inverse[:, None] * head_dim + torch.arange(head_dim)).flatten()
+    part = name.rpartition(".")[0]
+    if part in (layout.paths[r] for r in ("query", "key", "value")):
+        return value[index]
+    if part == layout.paths["attn_out"] and name.endswith("weight"):
+        return value[:, index]
+    return value
 
 
 def build(small, how: VanillaPlan, config, example: dict):
@@ -122,9 +144,8 @@ def build(small, how: VanillaPlan, config, example: dict):
 
 def check(subnet: Subnet, config, where: str = "") -> None:
     """A vanilla export's ``config.json`` describes its ``subnet.json``."""
-    layers = config.n_layers if _is_distilbert(config) else config.num_hidden_layers
-    units = config.hidden_dim if _is_distilbert(config) else config.intermediate_size
-    heads = config.n_heads if _is_distilbert(config) else config.num_attention_heads
+    layout = _layout(config)
+    layers, heads, units = (layout.size(config, k) for k in ("layers", "heads", "ffn"))
     kept = [layer for layer in subnet.layers if layer != (0, 0)]
     if len(kept) != layers or any(layer != (heads, units) for layer in kept):
         raise NaspruneError(f"{where}config.json ({layers} layers of {heads} heads and {units} "
