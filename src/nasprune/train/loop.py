@@ -27,6 +27,7 @@ from nasprune.files import write_json
 from nasprune.progress import ProgressBar
 from nasprune.train.batches import grouped_batches
 from nasprune.train.evaluation import evaluate
+from nasprune.train.resume import clear_state, load_state, run_key, save_state
 from nasprune.train.strategies import make_strategy
 from nasprune.train.strategies.base import Strategy, TrainContext
 
@@ -94,12 +95,17 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    history: list[dict] = []
-    best: dict | None = None
-    seen, train_seconds, done = 0, 0.0, 0
+    key = run_key(cfg.to_dict(), data.extra.get("config"), len(train_enc),
+                  model.config.to_dict(), strategy.label)
+    loop = load_state(out_dir, key, model, optimizer, scheduler) or {
+        "epoch": 0, "done": 0, "seen": 0, "train_seconds": 0.0, "history": [], "best": None}
+    history, best = loop["history"], loop["best"]
+    seen, train_seconds, done = loop["seen"], loop["train_seconds"], loop["done"]
     model.train()
-    with ProgressBar(cfg.progress, total_batches, 0, strategy.label) as bar:
-        epoch = 0
+    with ProgressBar(cfg.progress, total_batches, done, strategy.label) as bar:
+        epoch = loop["epoch"]
+        if epoch:
+            bar.print(f"resumed after epoch {epoch} ({out_dir / 'resume.pt'})")
         while done < total_batches:
             groups = grouped_batches(train_enc, cfg.batch_size, cfg.seed + epoch,
                                      cfg.group_by_length)
@@ -137,6 +143,9 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
                 save_model(model, tokenizer, out_dir / "model", strategy.save_extra)
             if on_epoch:
                 on_epoch(record)
+            save_state(out_dir, key, model, optimizer, scheduler,
+                       {"epoch": epoch, "done": done, "seen": seen, "history": history,
+                        "train_seconds": train_seconds, "best": best})
 
     result = {
         "task": data.preset.name,
@@ -154,6 +163,7 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
         "data": data.extra.get("config"),
     }
     write_json(out_dir / "metrics.json", result)
+    clear_state(out_dir)
     return result
 
 

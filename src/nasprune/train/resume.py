@@ -1,0 +1,63 @@
+"""Epoch checkpoints of a training run: a stopped fine-tuning (Ctrl-C, a crash, the end of
+a session) continues after its last finished epoch instead of starting again.
+
+After every epoch the loop writes ``out_dir/resume.pt`` atomically: the weights, the
+optimiser and schedule, the random states and the loop's own counters, under a key of
+everything that determines the run (its options, the data, the model's shape). A run with
+another key ignores the file. The file goes once the run has written its metrics.
+Strategies' own random generators restart, so a resumed run is equivalent, not
+bit-identical, to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+STATE_FILE = "resume.pt"
+
+
+def run_key(*parts) -> str:
+    """A short hash of JSON-able parts (options, data description, model config)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_state(out_dir: Path, key: str, model, optimizer, scheduler, loop: dict) -> None:
+    state = {"key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "loop": loop,
+             "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                     "torch": torch.get_rng_state()}}
+    tmp = out_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, out_dir / STATE_FILE)
+
+
+def load_state(out_dir: Path, key: str, model, optimizer, scheduler) -> dict | None:
+    """The loop's counters after restoring everything else, or None (no file, other key)."""
+    path = out_dir / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # a damaged file: start the run again rather than fail
+        return None
+    if state.get("key") != key:
+        return None
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    random.setstate(state["rng"]["python"])
+    np.random.set_state(state["rng"]["numpy"])
+    torch.set_rng_state(state["rng"]["torch"])
+    return state["loop"]
+
+
+def clear_state(out_dir: Path) -> None:
+    Path(out_dir, STATE_FILE).unlink(missing_ok=True)

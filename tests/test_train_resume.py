@@ -1,0 +1,56 @@
+"""A stopped training run continues after its last finished epoch, with the same result."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_training import toy_data
+
+from nasprune.config import TrainConfig
+from nasprune.train.loop import train
+from nasprune.train.resume import STATE_FILE
+
+from conftest import tiny_bert, tiny_tokenizer
+
+CFG = TrainConfig(epochs=3, batch_size=16, learning_rate=3e-3, seed=0, progress=False)
+
+
+class Stop(Exception):
+    pass
+
+
+def _stop_after(epoch: int):
+    def on_epoch(record):
+        if record["epoch"] == epoch:
+            raise Stop
+    return on_epoch
+
+
+def test_resumed_run_equals_the_uninterrupted_one(tmp_path):
+    whole = tiny_bert()
+    expected = train(whole, tiny_tokenizer(), toy_data(), CFG, tmp_path / "whole")
+    assert not (tmp_path / "whole" / STATE_FILE).exists()  # gone once finished
+
+    with pytest.raises(Stop):  # e.g. Ctrl-C or the end of a session, during epoch 2
+        train(tiny_bert(), tiny_tokenizer(), toy_data(), CFG, tmp_path / "part",
+              on_epoch=_stop_after(2))
+    assert (tmp_path / "part" / STATE_FILE).is_file()
+    epochs_run = []
+    resumed_model = tiny_bert()
+    resumed = train(resumed_model, tiny_tokenizer(), toy_data(), CFG, tmp_path / "part",
+                    on_epoch=lambda r: epochs_run.append(r["epoch"]))
+    assert epochs_run == [2, 3]  # epoch 1 was finished and kept; epoch 2 was not
+    assert [h["accuracy"] for h in resumed["history"]] == \
+        [h["accuracy"] for h in expected["history"]]
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed_model.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_state_of_other_options_is_not_used(tmp_path):
+    with pytest.raises(Stop):
+        train(tiny_bert(), tiny_tokenizer(), toy_data(), CFG, tmp_path, on_epoch=_stop_after(1))
+    epochs_run = []
+    other = TrainConfig(epochs=2, batch_size=16, learning_rate=1e-3, seed=0, progress=False)
+    train(tiny_bert(), tiny_tokenizer(), toy_data(), other, tmp_path,
+          on_epoch=lambda r: epochs_run.append(r["epoch"]))
+    assert epochs_run == [1, 2]
