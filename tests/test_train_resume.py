@@ -54,3 +54,41 @@ def test_a_state_of_other_options_is_not_used(tmp_path):
     train(tiny_bert(), tiny_tokenizer(), toy_data(), other, tmp_path,
           on_epoch=lambda r: epochs_run.append(r["epoch"]))
     assert epochs_run == [1, 2]
+
+
+def test_recovery_distillation_resumes_after_its_last_epoch(tmp_path):
+    from test_export import make_supernet, tiny_validation
+
+    from nasprune.core.subnet import Subnet
+    from nasprune.train.recovery.distillation import distill
+
+    sn = make_supernet("bert")
+    subnet = Subnet(((2, 32), (4, 16), (1, 64), (0, 0)))
+    data = tiny_validation(64)
+    state = tmp_path / ".export.recovery.pt"
+    calls = []
+
+    def select(student, stop_at=None):  # called before training and after each epoch
+        calls.append(1)
+        if stop_at is not None and len(calls) == stop_at:
+            raise Stop
+        return 1.0 / len(calls)  # later epochs look better: the last one is kept
+
+    kwargs = dict(epochs=3, batch_size=8, learning_rate=1e-3, seed=0)
+    whole = sn.extract(subnet)
+    expected = distill(whole, sn.model, data, select=select, **kwargs)
+    calls.clear()
+    part = sn.extract(subnet)
+    with pytest.raises(Stop):  # stopped during epoch 2's selection: epoch 1 is on disk
+        distill(part, sn.model, data, select=lambda s: select(s, stop_at=3),
+                state_file=state, **kwargs)
+    assert state.is_file()
+    calls[:] = [1, 1]  # epochs 0 and 1 were scored before the stop
+    resumed_model = sn.extract(subnet)
+    resumed = distill(resumed_model, sn.model, data, select=select, state_file=state, **kwargs)
+    assert len(calls) == 4 and not state.exists()  # epochs 2 and 3 only, then cleaned up
+    assert resumed["steps"] == expected["steps"]
+    assert [h["epoch"] for h in resumed["epochs"]] == [0, 1, 2, 3]
+    for (name, a), (_, b) in zip(whole.state_dict().items(),
+                                 resumed_model.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)

@@ -54,7 +54,8 @@ def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data
         report = recover(small, teacher, train_encoded, search=search, validation=validation,
                          preset=data.preset, config=cfg.recovery(),
                          pad_id=tokenizer.pad_token_id or 0, subnet=trial.subnet,
-                         unlabeled=unlabeled, progress=cfg.train.progress).to_dict()
+                         unlabeled=unlabeled, progress=cfg.train.progress,
+                         state_file=out.with_name(f".{out.name}.recovery.pt")).to_dict()
     path = export_model(
         supernet, trial.subnet, out, tokenizer=tokenizer,
         metrics={"trial": trial.id, **trial.metrics}, source_model=cfg.model,

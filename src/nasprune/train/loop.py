@@ -27,7 +27,7 @@ from nasprune.files import write_json
 from nasprune.progress import ProgressBar
 from nasprune.train.batches import grouped_batches
 from nasprune.train.evaluation import evaluate
-from nasprune.train.resume import clear_state, load_state, run_key, save_state
+from nasprune.train.resume import STATE_FILE, clear_state, load_state, run_key, save_state
 from nasprune.train.strategies import make_strategy
 from nasprune.train.strategies.base import Strategy, TrainContext
 
@@ -97,7 +97,8 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     key = run_key(cfg.to_dict(), data.extra.get("config"), len(train_enc),
                   model.config.to_dict(), strategy.label)
-    loop = load_state(out_dir, key, model, optimizer, scheduler) or {
+    state_file = out_dir / STATE_FILE
+    loop = load_state(state_file, key, model, optimizer, scheduler) or {
         "epoch": 0, "done": 0, "seen": 0, "train_seconds": 0.0, "history": [], "best": None}
     history, best = loop["history"], loop["best"]
     seen, train_seconds, done = loop["seen"], loop["train_seconds"], loop["done"]
@@ -105,7 +106,7 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
     with ProgressBar(cfg.progress, total_batches, done, strategy.label) as bar:
         epoch = loop["epoch"]
         if epoch:
-            bar.print(f"resumed after epoch {epoch} ({out_dir / 'resume.pt'})")
+            bar.print(f"resumed after epoch {epoch} ({state_file})")
         while done < total_batches:
             groups = grouped_batches(train_enc, cfg.batch_size, cfg.seed + epoch,
                                      cfg.group_by_length)
@@ -143,7 +144,7 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
                 save_model(model, tokenizer, out_dir / "model", strategy.save_extra)
             if on_epoch:
                 on_epoch(record)
-            save_state(out_dir, key, model, optimizer, scheduler,
+            save_state(state_file, key, model, optimizer, scheduler,
                        {"epoch": epoch, "done": done, "seen": seen, "history": history,
                         "train_seconds": train_seconds, "best": best})
 
@@ -163,7 +164,7 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
         "data": data.extra.get("config"),
     }
     write_json(out_dir / "metrics.json", result)
-    clear_state(out_dir)
+    clear_state(state_file)
     return result
 
 

@@ -1,7 +1,9 @@
-"""Epoch checkpoints of a training run: a stopped fine-tuning (Ctrl-C, a crash, the end of
-a session) continues after its last finished epoch instead of starting again.
+"""Epoch checkpoints of a training run: a stopped fine-tuning or recovery distillation
+(Ctrl-C, a crash, the end of a session) continues after its last finished epoch instead of
+starting again.
 
-After every epoch the loop writes ``out_dir/resume.pt`` atomically: the weights, the
+After every epoch the loop writes its state file (``resume.pt`` in a training's output
+folder, ``.<export>.recovery.pt`` beside an export) atomically: the weights, the
 optimiser and schedule, the random states and the loop's own counters, under a key of
 everything that determines the run (its options, the data, the model's shape). A run with
 another key ignores the file. The file goes once the run has written its metrics.
@@ -29,19 +31,21 @@ def run_key(*parts) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def save_state(out_dir: Path, key: str, model, optimizer, scheduler, loop: dict) -> None:
+def save_state(path: Path, key: str, model, optimizer, scheduler, loop: dict) -> None:
     state = {"key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "loop": loop,
              "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
                      "torch": torch.get_rng_state()}}
-    tmp = out_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(state, tmp)
-    os.replace(tmp, out_dir / STATE_FILE)
+    os.replace(tmp, path)
 
 
-def load_state(out_dir: Path, key: str, model, optimizer, scheduler) -> dict | None:
+def load_state(path: Path, key: str, model, optimizer, scheduler) -> dict | None:
     """The loop's counters after restoring everything else, or None (no file, other key)."""
-    path = out_dir / STATE_FILE
+    path = Path(path)
     if not path.is_file():
         return None
     try:
@@ -59,5 +63,5 @@ def load_state(out_dir: Path, key: str, model, optimizer, scheduler) -> dict | N
     return state["loop"]
 
 
-def clear_state(out_dir: Path) -> None:
-    Path(out_dir, STATE_FILE).unlink(missing_ok=True)
+def clear_state(path: Path) -> None:
+    Path(path).unlink(missing_ok=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,6 +19,7 @@ from nasprune.train.evaluation import predict
 from nasprune.train.loop import linear_warmup
 from nasprune.train.losses import DistillLoss, Targets
 from nasprune.train.recovery.recover import RecoveryRun, model_device
+from nasprune.train.resume import clear_state, load_state, run_key, save_state
 
 
 def distill_method(run: RecoveryRun) -> None:
@@ -29,7 +31,7 @@ def distill_method(run: RecoveryRun) -> None:
     info = distill(run.small, run.full, data, loss=cfg.loss(), epochs=cfg.epochs,
                    batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                    warmup_ratio=cfg.warmup_ratio, seed=cfg.seed, pad_id=run.pad_id,
-                   select=run.select, progress=run.progress)
+                   select=run.select, progress=run.progress, state_file=run.state_file)
     run.record({"step": "distill", "examples": len(data), **info})
 
 
@@ -37,7 +39,7 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
             loss: DistillLoss | None = None, epochs: float = 3.0, batch_size: int = 16,
             learning_rate: float = 5e-5, warmup_ratio: float = 0.1, seed: int = 0,
             pad_id: int = 0, select: Callable[[nn.Module], float] | None = None,
-            progress: bool = False) -> dict:
+            progress: bool = False, state_file: Path | None = None) -> dict:
     """Train ``student`` for ``epochs`` passes over ``train`` on the frozen ``teacher``'s
     outputs (``loss``, logits only by default).
 
@@ -45,6 +47,8 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
     weights with the lowest error are kept (the search split's error in the pipeline, so
     the validation set never stops training). With a logits-only loss the teacher's logits
     are computed once for all of ``train`` (the teacher is frozen, so they never change).
+    With ``state_file`` a stopped run continues after its last finished epoch
+    (``train.resume``).
     """
     loss = loss or DistillLoss()
     steps_per_epoch = math.ceil(len(train) / batch_size)
@@ -78,10 +82,17 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
 
     done, epoch = 0, 0
     torch.manual_seed(seed)
+    key = run_key(len(train), epochs, batch_size, learning_rate, warmup_ratio, seed,
+                  student.config.to_dict(), type(loss).__name__, vars(loss))
+    resumed = state_file and load_state(state_file, key, student, optimizer, schedule)
     try:
-        checkpoint(0, [])
+        if resumed:
+            done, epoch, history = resumed["done"], resumed["epoch"], resumed["history"]
+            best_error, best_state = resumed["best_error"], resumed["best_state"]
+        else:
+            checkpoint(0, [])
         student.train()
-        with ProgressBar(progress, steps, 0, "recovery (distillation)") as bar:
+        with ProgressBar(progress, steps, done, "recovery (distillation)") as bar:
             while done < steps:
                 losses = []
                 for indices in grouped_batches(train, batch_size, seed + epoch):
@@ -102,11 +113,17 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
                     bar.update(done, f"loss {losses[-1]:.4f}")
                 epoch += 1
                 checkpoint(epoch, losses)
+                if state_file:
+                    save_state(state_file, key, student, optimizer, schedule,
+                               {"done": done, "epoch": epoch, "history": history,
+                                "best_error": best_error, "best_state": best_state})
         if best_state is not None:
             student.load_state_dict(best_state)
     finally:
         student.train(modes[0])
         teacher.train(modes[1])
+    if state_file:
+        clear_state(state_file)
     best = min((h for h in history if "error" in h), key=lambda h: h["error"], default=None)
     return {"steps": done, "epochs": history,
             "best_epoch": best["epoch"] if best else epoch}

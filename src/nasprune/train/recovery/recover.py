@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -117,6 +118,7 @@ class RecoveryRun:
     subnet: Subnet | None = None
     unlabeled: Encoded | None = None
     progress: bool = False
+    state_file: Path | None = None  # epoch checkpoints of a training step (train.resume)
 
     def measure(self) -> dict:
         small = self.small
@@ -145,7 +147,8 @@ def recover(small: nn.Module, full: nn.Module, train: Encoded, *,
             search: Encoded | None = None, validation: Encoded | None = None,
             preset: TaskPreset | None = None, config: RecoveryConfig | None = None,
             pad_id: int = 0, subnet: Subnet | None = None,
-            unlabeled: Encoded | None = None, progress: bool = False) -> RecoveryReport:
+            unlabeled: Encoded | None = None, progress: bool = False,
+            state_file: Path | None = None) -> RecoveryReport:
     """Apply ``config.method`` (``RECOVERY_METHODS``) to the extracted ``small`` (in place)
     with ``full`` as the teacher; calibration and distillation data come from ``train``
     (plus ``unlabeled`` texts for distillation). Distillation keeps the epoch with the
@@ -159,7 +162,7 @@ def recover(small: nn.Module, full: nn.Module, train: Encoded, *,
     splits = {name: enc for name, enc in (("search", search), ("validation", validation))
               if enc is not None and preset is not None}
     run = RecoveryRun(small, full, train, cfg, report, calib, splits, preset, pad_id, subnet,
-                      unlabeled, progress)
+                      unlabeled, progress, state_file)
     report.before = run.measure()
     RECOVERY_METHODS[cfg.method](run)
     small.eval()
