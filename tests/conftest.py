@@ -54,3 +54,24 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def toy_glue(tmp_path_factory) -> Path:
+    """A GLUE-shaped data folder (``sst2/train.tsv``, ``sst2/validation.tsv``) of toy
+    sentences whose label is whether 'good' or 'bad' appears: runs on it are fast tests,
+    where the shared real data makes them slow ones."""
+    import random
+
+    directory = tmp_path_factory.mktemp("toy-glue")
+    (directory / "sst2").mkdir()
+    for split, n, seed in (("train", 160, 0), ("validation", 48, 1)):
+        rng = random.Random(seed)
+        lines = ["sentence\tlabel"]
+        for _ in range(n):
+            label = rng.randrange(2)
+            words = rng.sample(["the", "movie", "was", "very", "plot", "acting", "story"], 3)
+            words.insert(rng.randrange(4), "good" if label else "bad")
+            lines.append(f"{' '.join(words)}\t{label}")
+        (directory / "sst2" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return directory
