@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from nasprune.cli import app
 from nasprune.config import SUPERNET_EPOCHS, DataConfig, RunConfig, SearchConfig, TrainConfig
+from nasprune.errors import NaspruneError
 from nasprune.fingerprints import fingerprints
 from nasprune.pipeline import run
 from nasprune.rundir import RunDir
@@ -68,3 +69,7 @@ def test_the_api_and_the_cli_record_the_same_run(strategy, tmp_path, tiny_model_
             info = json.loads((tmp_path / side / "finetune" / "model" / "supernet.json")
                               .read_text())
             assert info["options"]["space"] == "small" and info["space"]["space"] == "small"
+        api.search.space = "layerwise"  # ... so searching another one is refused by name
+        with pytest.raises(NaspruneError, match=r"finetune stage made with other options: "
+                                                r"--space \('small' -> 'layerwise'\)"):
+            run(api, tmp_path / "api", progress=False, until="search")
