@@ -35,11 +35,14 @@ def machine() -> dict:
     }
 
 
-def write_results(name: str, payload: dict, markdown: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_results(name: str, payload: dict, markdown: str, results: Path = RESULTS) -> None:
+    """``results/NAME.json`` and ``.md`` (a smoke run passes another folder: the recorded
+    results stay those of real runs)."""
+    results = Path(results)
+    results.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "machine": machine(), **payload}
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str))
-    (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
+    (results / f"{name}.json").write_text(json.dumps(payload, indent=2, default=str))
+    (results / f"{name}.md").write_text(markdown.rstrip() + "\n")
     print(markdown)
 
 

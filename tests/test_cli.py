@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SHARED_DATA
+from conftest import REPO
 
-DATA = str(SHARED_DATA)
+DATA = "{data}"  # the toy GLUE folder (conftest.toy_glue): mistakes need no real data
 SST2 = ["--task", "sst2", "--data-dir", DATA]
 
 
@@ -115,8 +115,9 @@ MISTAKES = [
 
 
 @pytest.mark.parametrize("args, message", [m[1:] for m in MISTAKES], ids=[m[0] for m in MISTAKES])
-def test_user_mistakes_are_one_line_and_write_nothing(tmp_path, args, message):
-    files = {k: str(v) for k, v in _files(tmp_path / "files").items()} | {"tmp": str(tmp_path)}
+def test_user_mistakes_are_one_line_and_write_nothing(tmp_path, toy_glue, args, message):
+    files = {k: str(v) for k, v in _files(tmp_path / "files").items()} | {
+        "tmp": str(tmp_path), "data": str(toy_glue)}
     run_dir = tmp_path / "run"
     argv = [a.format(**files) for a in args]
     if argv[0] == "run":

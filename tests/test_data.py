@@ -57,6 +57,7 @@ def test_presets_cover_glue():
     assert PRESETS["mnli"].num_labels == 3
 
 
+@pytest.mark.slow
 def test_shared_rte_pairs_and_label_names(shared_data):
     data = load_task_data(DataConfig(task="rte", data_dir=str(shared_data)))
     assert len(data.search) == 249 and len(data.validation) == 277  # 10 % held out
@@ -149,6 +150,7 @@ def _key(frame, columns):
     return set(frame[list(columns)].astype(str).agg("\x1f".join, axis=1))
 
 
+@pytest.mark.slow
 def test_search_split_never_overlaps_training_or_validation(shared_data):
     data = load_task_data(DataConfig(task="sst2", data_dir=str(shared_data),
                                      max_train_examples=8000, seed=3))

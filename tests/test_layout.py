@@ -23,7 +23,14 @@ FORBIDDEN = {
     "report": {"deploy", "pipeline", "cli"},
 }
 #: Modules everyone may import: no torch, no stage logic.
-SHARED = {"errors", "files", "registry", "progress", "config", "rundir", "runlock"}
+SHARED = {"errors", "files", "registry", "progress", "config", "config_file", "rundir",
+          "runlock", "fingerprints", "pickrule"}
+#: The one part of a stage the shared modules may import: its registries' names and plain
+#: constants (``config`` checks every name against them without loading torch).
+NAMES = {"nasprune.core", "nasprune.train.strategies", "nasprune.train.recovery",
+         "nasprune.search.searchers", "nasprune.search.executors",
+         "nasprune.search.executors.spec", "nasprune.deploy.export.backends",
+         "nasprune.deploy.export.format"}
 MAX_LINES = 330
 
 
@@ -35,13 +42,17 @@ def _name(path: Path) -> str:
 MODULES = {_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def _imports(path: Path) -> set[str]:
-    """Every nasprune module ``path`` imports, at the top or inside a function, except
-    under ``if TYPE_CHECKING:`` (annotations only)."""
+def _imports(path: Path, on_import: bool = False) -> set[str]:
+    """Every nasprune module ``path`` imports, at the top or inside a function (only those
+    run on import, with ``on_import``), except under ``if TYPE_CHECKING:`` (annotations)."""
     tree = ast.parse(path.read_text())
     skip = {id(node) for stmt in ast.walk(tree) if isinstance(stmt, ast.If)
             and getattr(stmt.test, "id", None) == "TYPE_CHECKING"
             for body in stmt.body for node in ast.walk(body)}
+    if on_import:
+        skip |= {id(node) for stmt in ast.walk(tree)
+                 if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef)
+                 for node in ast.walk(stmt)}
     found = set()
     for node in ast.walk(tree):
         if id(node) in skip:
@@ -73,10 +84,24 @@ def test_nothing_imports_the_cli():
                 and not m.startswith("nasprune.cli") and m != "nasprune.__main__"]
 
 
-def test_shared_modules_import_no_stage():
+def test_shared_modules_import_no_stage_beyond_the_registries_names():
     stages = set(FORBIDDEN) | {"pipeline", "cli"}
     wrong = [f"{m} imports {d}" for m, deps in GRAPH.items() if _area(m) in SHARED
-             for d in deps if _area(d) in stages and m != "nasprune.config"]
+             for d in deps if _area(d) in stages and d not in NAMES]
+    assert not wrong, "\n".join(wrong)
+
+
+def _parents(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(2, len(parts))]
+
+
+def test_the_registries_names_import_only_shared_modules_and_names():
+    """What ``NAMES`` allows is light: importing it, and the packages above it that Python
+    imports first, imports nothing but shared modules and other names."""
+    wrong = [f"{m} imports {d}" for name in sorted(NAMES) for m in [*_parents(name), name]
+             for d in sorted(_imports(MODULES[m], on_import=True) - {m})
+             if _area(d) not in SHARED and d not in NAMES]
     assert not wrong, "\n".join(wrong)
 
 
@@ -128,8 +153,9 @@ def test_every_module_imports():
 
 @pytest.mark.parametrize("module", ["nasprune", "nasprune.config", "nasprune.cli"])
 def test_light_modules_load_no_torch(module):
-    """The CLI checks a command before any work starts: its modules import no torch."""
+    """The CLI checks a command before any work starts: its modules import no torch, and
+    neither they nor the configuration pandas."""
     done = subprocess.run([sys.executable, "-c", f"import sys, {module}; "
-                           "print('torch' in sys.modules)"], capture_output=True, text=True,
-                          timeout=120)
-    assert done.stdout.strip() == "False", done.stderr[-2000:]
+                           "print([m for m in ('torch', 'pandas') if m in sys.modules])"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr[-2000:]

@@ -23,6 +23,7 @@ def tiny_run_config(model_dir, shared_data, **search) -> RunConfig:
     )
 
 
+@pytest.mark.slow
 def test_run_end_to_end_then_resume_skips_finished_stages(tmp_path, tiny_model_dir,
                                                           shared_data):
     import torch
@@ -61,6 +62,7 @@ def test_run_end_to_end_then_resume_skips_finished_stages(tmp_path, tiny_model_d
     assert RunDir(tmp_path).config().search.trials == 16
 
 
+@pytest.mark.slow
 def test_recovery_of_the_pick_is_reported_and_keeps_the_shape(tmp_path, tiny_model_dir,
                                                                shared_data):
     from nasprune.deploy.export.loader import load
@@ -81,6 +83,7 @@ def test_recovery_of_the_pick_is_reported_and_keeps_the_shape(tmp_path, tiny_mod
     assert RunConfig(pick="#3").pick == "#3" and RunConfig(pick="latency<=12ms")
 
 
+@pytest.mark.slow
 def test_a_run_directory_of_other_data_is_refused(tmp_path, tiny_model_dir, shared_data):
     cfg = tiny_run_config(tiny_model_dir, shared_data)
     run(cfg, tmp_path, progress=False, until="finetune")
@@ -90,6 +93,7 @@ def test_a_run_directory_of_other_data_is_refused(tmp_path, tiny_model_dir, shar
         run(cfg, tmp_path, progress=False, until="finetune")
 
 
+@pytest.mark.slow
 def test_cli_run_and_search_commands(tmp_path, tiny_model_dir, shared_data):
     base = [sys.executable, "-m", "nasprune"]
     common = ["--model", str(tiny_model_dir), "--task", "sst2", "--data-dir", str(shared_data),
@@ -110,6 +114,7 @@ def test_cli_run_and_search_commands(tmp_path, tiny_model_dir, shared_data):
     assert bad.returncode == 2 and "not a run directory" in bad.stderr
 
 
+@pytest.mark.slow
 def test_supernet_distillation_runs_after_the_teacher_and_feeds_the_search(
         tmp_path, tiny_model_dir, shared_data):
     cfg = tiny_run_config(tiny_model_dir, shared_data)
@@ -127,6 +132,7 @@ def test_supernet_distillation_runs_after_the_teacher_and_feeds_the_search(
     assert set(record["exported"]) == {"search", "validation"}
 
 
+@pytest.mark.slow
 def test_summary_names_the_split_of_every_figure(tmp_path, tiny_model_dir, shared_data):
     cfg = tiny_run_config(tiny_model_dir, shared_data)
     record = run(cfg, tmp_path, progress=False)
@@ -142,6 +148,7 @@ def test_summary_names_the_split_of_every_figure(tmp_path, tiny_model_dir, share
     assert exported["validation"]["float"]["accuracy"] == record["exported"]["validation"]
 
 
+@pytest.mark.slow
 def test_sanity_guard_stops_a_constant_predictor_before_the_search(tmp_path, tiny_model_dir,
                                                                     shared_data):
     cfg = tiny_run_config(tiny_model_dir, shared_data)
@@ -186,6 +193,7 @@ def test_trivial_reason_fires_on_constant_and_majority_predictors_only():
     assert trivial_reason(stsb, np.arange(4.0)[:, None], labels.astype(float)) is None
 
 
+@pytest.mark.slow
 def test_the_python_api_example_runs(tmp_path, tiny_model_dir, shared_data):
     """examples/api.py, the documented API example, end to end on a tiny model."""
     from conftest import REPO

@@ -109,14 +109,49 @@ def test_every_family_extracts_what_it_views(family):
         torch.testing.assert_close(small(**batch).logits, viewed, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", [n for n in STRATEGIES
-                                  if not getattr(STRATEGIES[n], "needs_teacher", False)])
-def test_every_strategy_without_a_teacher_makes_a_training_step(name):
-    """(``distill`` needs the fine-tuned teacher: tests/test_supertrain.py runs it.)"""
-    from nasprune.train.strategies.base import Strategy
+def _encoded(n: int = 16):
+    import numpy as np
 
-    strategy = make_strategy(name, {"space": "small"} if name != "standard" else {})
-    assert isinstance(strategy, Strategy) and strategy.name == name
+    from nasprune.data.encode import Encoded
+
+    rng = np.random.default_rng(0)
+    ids = [rng.integers(5, 100, size=int(rng.integers(6, 12))).astype(np.int32) for _ in range(n)]
+    return Encoded(ids, [np.zeros_like(x, dtype=np.int8) for x in ids], rng.integers(0, 2, n))
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_every_strategy_makes_a_training_step(name):
+    """Prepared as the loop prepares it, one ``backward`` gives a finite loss and gradients
+    that move the encoder's weights (``distill``'s teacher is a frozen copy of the model)."""
+    import math
+
+    from nasprune.config import TrainConfig
+    from nasprune.data.presets import PRESETS
+    from nasprune.train.strategies.base import TrainContext
+
+    torch.manual_seed(0)
+    model = tiny_model("bert", layers=2, heads=4, head_dim=8, ffn=32)
+    options = {"space": "small", "unit_step": 8, "calibration_examples": 8,
+               "calibration_batch_size": 4} if STRATEGIES[name].samples_space else {}
+    strategy = make_strategy(name, options)
+    context = TrainContext(TrainConfig(progress=False), PRESETS["sst2"], torch.device("cpu"), 0)
+    strategy.prepare(model, _encoded(), context)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = strategy.backward(model, _batches(model, 1)[0], 0.5)
+    optimizer.step()
+    assert math.isfinite(loss)
+    moved = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    assert any(".encoder.layer." in n for n in moved), moved
+
+
+def test_the_strategy_properties_the_configuration_reads_are_the_classes():
+    """``config`` reads ``samples_space`` and ``needs_teacher`` by name, without torch."""
+    from nasprune.train.strategies import needs_teacher, samples_space
+
+    for name in STRATEGIES:
+        assert samples_space(name) == STRATEGIES[name].samples_space, name
+        assert needs_teacher(name) == STRATEGIES[name].needs_teacher, name
 
 
 @pytest.mark.parametrize("name", [n for n in SEARCHERS if n != "optuna"])  # optuna: alias

@@ -218,6 +218,7 @@ def test_report_command(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_report_of_a_real_tiny_run(tmp_path, tiny_model_dir, shared_data):
     """The files a real ``nasprune run`` writes, read by the report."""
     from nasprune.config import RunConfig, SearchConfig, TrainConfig

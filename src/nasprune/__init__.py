@@ -8,10 +8,9 @@ The Python API mirrors the command line (see examples/api.py):
     model, tokenizer = nasprune.load(summary["export_dir"])
 """
 
-from nasprune.config import RunConfig, SearchConfig, TrainConfig
+from nasprune.config import DataConfig, RunConfig, SearchConfig, TrainConfig
 from nasprune.core.spaces import SearchSpace, make_space
 from nasprune.core.subnet import ModelShape, Subnet
-from nasprune.data.tasks import DataConfig
 from nasprune.errors import NaspruneError
 
 __version__ = "0.1.0"

@@ -1,9 +1,10 @@
 """The typed configuration of a run: what the CLI parses, the Python API takes and
 ``RUN/config.json`` stores.
 
-Importing this module loads no torch, so a command is checked in well under a second,
-before any work starts: every name below is checked against the registries' names
-(``choices``), every number against its range, and the pick rule's syntax.
+Importing this module loads no torch (nor pandas), so a command is checked in well under a
+second, before any work starts: every name below is checked against the registries' names
+(``choices``), every number against its range, and the pick rule's syntax. It imports only
+the shared modules and the registries' names (tests/test_layout.py holds the list).
 """
 
 from __future__ import annotations
@@ -11,21 +12,23 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from nasprune import pickrule
 from nasprune.core import COSTS, IMPORTANCE, SPACES
-from nasprune.data.tasks import DataConfig
 from nasprune.deploy.export.backends import FORMATS
 from nasprune.deploy.export.format import QUANTIZE
 from nasprune.errors import NaspruneError
 from nasprune.search.executors import EXECUTORS
 from nasprune.search.searchers import SEARCHERS
 from nasprune.train.recovery import RECOVERY_METHODS
-from nasprune.train.strategies import STRATEGIES
+from nasprune.train.strategies import STRATEGIES, needs_teacher, samples_space
 
 #: ``TrainConfig.strategy="auto"`` (the default) in a run (``nasprune run``, ``RunConfig``):
 #: super-network distillation, what ``benchmarks/quality.py`` found best per unit of
 #: compute. Outside a run (``nasprune finetune``), "auto" is plain fine-tuning.
 RUN_STRATEGY = "distill"
 AUTO = "auto"
+#: Passes over the training set of a strategy that needs a teacher (``--supernet-epochs``).
+SUPERNET_EPOCHS = 1.0
 
 
 def _one_of(what: str, value, allowed) -> None:
@@ -38,6 +41,38 @@ def _at_least(values: dict, minimum: float = 1) -> None:
         if value is not None and value < minimum:
             raise NaspruneError(f"--{name.replace('_', '-')} must be at least {minimum:g}, "
                                 f"got {value:g}")
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from (``data.tasks.load_task_data`` reads it); saved in the run
+    directory so a run can be repeated."""
+
+    task: str | None = None
+    data_dir: str | None = None
+    train_file: str | None = None
+    validation_file: str | None = None
+    text_columns: tuple[str, ...] | None = None
+    label_column: str | None = None
+    regression: bool = False
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    seed: int = 0
+    #: Held out from the training set for every choice: a fraction (< 1) or a count.
+    search_split: float = 0.1
+    search_file: str | None = None
+    #: Unlabeled in-domain texts (same text columns) that only the teacher labels.
+    distill_file: str | None = None
+    #: Drop rows with an empty text or a missing label (reported) instead of refusing them.
+    drop_invalid: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.search_split > 0 or (self.search_split >= 1
+                                          and not float(self.search_split).is_integer()):
+            raise NaspruneError("--search-split must be a fraction in (0, 1) or a count >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass
@@ -152,19 +187,27 @@ class RunConfig:
     def budget(self) -> float | None:
         """The pick's encoder-parameter fraction when the rule is ``encoder_params<=x``
         (super-network distillation samples around it); checks the rule's syntax."""
-        from nasprune.search.pick import KNOWN_METRICS, parse_rule
+        return pickrule.budget(self.pick)
 
-        rule = self.pick.strip().lstrip("#")
-        if rule.lower() in ("largest", "smallest") or rule.isdigit():
-            return None
-        metric, op, threshold = parse_rule(self.pick, dict.fromkeys(KNOWN_METRICS, 1.0))
-        return threshold if metric == "encoder_params" and op in ("<=", "<") else None
+    def strategy_options(self) -> dict:
+        """The options the run's strategy trains with, resolved here only (the stages train
+        with them, the fingerprints record them): a strategy that samples sub-networks
+        samples the search's space; one that needs a teacher also takes the search's
+        importance scores, samples around the pick's budget and trains ``SUPERNET_EPOCHS``.
+        Options given in ``train.strategy_options`` win."""
+        name, given = self.train.strategy, dict(self.train.strategy_options)
+        if not samples_space(name):
+            return given
+        s = self.search
+        options = {"space": s.space, "unit_step": s.unit_step, "any_heads": s.any_heads}
+        if needs_teacher(name):
+            options.update(importance=s.importance, calibration_examples=s.calibration_examples,
+                           budget=self.budget(), epochs=SUPERNET_EPOCHS)
+        return {**options, **given}
 
-    def recovery(self):
-        from nasprune.train.recovery.recover import RecoveryConfig
-
-        return RecoveryConfig(method=self.recover, epochs=self.recover_epochs,
-                              seed=self.train.seed)
+    def training(self) -> TrainConfig:
+        """``train`` as the run trains: its strategy's options resolved."""
+        return replace(self.train, strategy_options=self.strategy_options())
 
     def to_dict(self) -> dict:
         return asdict(self)

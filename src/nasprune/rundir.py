@@ -1,11 +1,6 @@
-"""The run directory: its layout (every path in one place), one writer at a time, stage
-fingerprints and its log.
-
-A stage's *fingerprint* is a hash of the options that determine its output plus the
-fingerprint of the stage before it. ``RUN/fingerprints.json`` records the fingerprint each
-finished stage was computed with, so a rerun reuses a stage only when its options are the
-ones it was made with, and otherwise says which options changed and how to go on; nothing
-in the run directory ever claims an option that was not applied.
+"""The run directory: its layout (every path in one place), its configuration, one writer
+at a time, the record of finished stages (``fingerprints.json``) and its log. What a
+fingerprint covers, and when a rerun is refused, is ``nasprune.fingerprints``.
 
     RUN/config.json        the RunConfig of the last command that ran (absolute paths)
     RUN/summary.json       what the run measured (``nasprune run`` prints it)
@@ -22,7 +17,6 @@ in the run directory ever claims an option that was not applied.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -48,68 +42,8 @@ STORE, PARETO = "trials.db", "pareto.csv"
 #: The file whose presence says a stage finished.
 MARKERS = {FINETUNE_DIR: METRICS, SUPERTRAIN_DIR: METRICS, SUPERNET_DIR: "config.json",
            SEARCH_DIR: STORE, EXPORT_DIR: "manifest.json"}
-#: Options whose flag is not simply the field name with dashes.
-FLAGS = {"train.learning_rate": "--lr", "export_formats": "--format",
-         "train.strategy_options.epochs": "--supernet-epochs", "budget": "--pick"}
-#: Fields that never change a result (where it runs, how it reports).
-NEUTRAL = {"train.progress", "train.threads", "train.device", "train.eval_batch_size",
-           "search.eval_batch_size", "search.backend", "search.workers", "search.address",
-           "search.cpus_per_worker", "search.gpus_per_worker", "search.trials", "force",
-           "data.distill_file"}
-
-
-def flag(key: str) -> str:
-    return FLAGS.get(key, "--" + key.split(".")[-1].replace("_", "-"))
-
-
-def _flat(prefix: str, value) -> dict:
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            out.update(_flat(f"{prefix}.{k}" if prefix else k, v))
-        return out
-    return {prefix: list(value) if isinstance(value, tuple) else value}
-
-
-def stage_options(cfg: RunConfig, stage: str, teacher_strategy: bool) -> dict:
-    """The options that determine ``stage``'s output, flattened to dotted keys."""
-    flat = {k: v for k, v in _flat("", cfg.to_dict()).items() if k not in NEUTRAL}
-    pick = lambda *prefixes: {k: v for k, v in flat.items()  # noqa: E731
-                              if k.startswith(prefixes)}
-    search_space = ("search.space", "search.unit_step", "search.any_heads")
-    if stage == FINETUNE_DIR:
-        out = {**pick("model", "data.", "train."), "model": cfg.model}
-        if teacher_strategy:  # the teacher is fine-tuned plainly; the strategy runs later
-            out = {k: v for k, v in out.items() if not k.startswith("train.strategy")}
-        return out
-    if stage == SUPERTRAIN_DIR:
-        return {**pick("train.strategy", *search_space, "search.importance",
-                       "search.calibration_examples"), "budget": cfg.budget()}
-    if stage == SUPERNET_DIR:
-        return pick("search.importance", "search.calibration_examples")
-    if stage == SEARCH_DIR:
-        return pick(*search_space, "search.searcher", "search.objectives",
-                    "search.low_fidelity", "search.seed")
-    return {**pick("pick", "export_formats", "quantize", "recover"),
-            "data.distill_file": cfg.data.distill_file}
-
-
-def fingerprints(cfg: RunConfig, teacher_strategy: bool) -> dict[str, dict]:
-    """Every stage's options and hash (chained: a stage's hash covers the earlier ones)."""
-    out, upstream = {}, ""
-    for stage in ORDER:
-        if stage == SUPERTRAIN_DIR and not teacher_strategy:
-            continue
-        options = stage_options(cfg, stage, teacher_strategy)
-        text = json.dumps({"options": options, "upstream": upstream}, sort_keys=True,
-                          default=str)
-        upstream = hashlib.sha256(text.encode()).hexdigest()[:16]
-        out[stage] = {"hash": upstream, "options": options}
-    return out
-
-
 class RunDir:
-    """Paths, configuration, fingerprints, log and lock of one run directory."""
+    """Paths, configuration, recorded fingerprints, log and lock of one run directory."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -210,32 +144,6 @@ class RunDir:
     def done(self, stage: str) -> bool:
         """Whether ``stage`` left its output (the same tests the stages use to reuse it)."""
         return (self.path / stage / MARKERS[stage]).is_file()
-
-    def check(self, wanted: dict[str, dict], redo: str | None = None) -> None:
-        """Refuse a rerun whose options differ from what a finished stage was made with;
-        ``redo`` deletes that stage and every later one first. A changed export is redone
-        (post-search options simply produce the export they ask for)."""
-        if redo is not None:
-            if redo not in ORDER:
-                raise NaspruneError(f"unknown stage {redo!r} for --redo; choose one of "
-                                    + ", ".join(ORDER))
-            self.forget(ORDER[ORDER.index(redo):])
-        recorded = self.recorded()
-        for stage, new in wanted.items():
-            old = recorded.get(stage)
-            if stage == EXPORT_DIR or not self.done(stage) or old is None:
-                continue
-            if old["hash"] != new["hash"]:
-                changed = [k for k in sorted(set(old["options"]) | set(new["options"]))
-                           if old["options"].get(k) != new["options"].get(k)]
-                if not changed:  # an earlier stage changed: that one is named first
-                    continue
-                what = ", ".join(f"{flag(k)} ({old['options'].get(k)!r} -> "
-                                 f"{new['options'].get(k)!r})" for k in changed)
-                raise NaspruneError(
-                    f"{self.path} holds a {stage} stage made with other options: {what}; "
-                    f"use a new --run-dir, or --redo {stage} to recompute it and every later "
-                    "stage")
 
     def forget(self, stages) -> None:
         """Delete the outputs and fingerprints of ``stages``."""

@@ -71,11 +71,13 @@ from nasprune.cli.common import (
     progress_enabled,
     quiet_libraries,
 )
+from nasprune.config import SUPERNET_EPOCHS
 from nasprune.core import COSTS
 from nasprune.deploy.export.backends import FORMATS
 from nasprune.errors import NaspruneError
 from nasprune.search.executors import EXECUTORS
 from nasprune.train.recovery import RECOVERY_METHODS
+from nasprune.train.strategies import needs_teacher
 
 # ---- run / search: the pipeline (nasprune.pipeline) ----
 
@@ -205,7 +207,7 @@ def run(
     max_length: MaxLenOpt = _T.max_length,
     seed: SeedOpt = _T.seed,
     strategy: StrategyOpt = _T.strategy,
-    supernet_epochs: Annotated[float, opt("--strategy distill: passes over the training set.", TRAIN)] = 1.0,
+    supernet_epochs: Annotated[float, opt("--strategy distill: passes over the training set.", TRAIN)] = SUPERNET_EPOCHS,
     space: SpaceOpt = _S.space,
     searcher: SearcherOpt = _S.searcher,
     trials: TrialsOpt = _S.trials,
@@ -236,7 +238,7 @@ def run(
     checked before anything is written."""
     from nasprune.config import RunConfig, SearchConfig, TrainConfig
 
-    strategy, space = _value(strategy), _value(space)
+    strategy = _value(strategy)
     cfg = RunConfig(
         model=model,
         data=data_config(task, data_dir, train_file, validation_file, text_columns,
@@ -245,10 +247,10 @@ def run(
         train=TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                           grad_accum=grad_accum, warmup_ratio=warmup_ratio,
                           max_length=max_length, seed=seed, device=device, threads=threads,
-                          strategy=strategy, strategy_options=_strategy_options(
-                              strategy, space, unit_step, any_heads, supernet_epochs),
+                          strategy=strategy,
+                          strategy_options=_strategy_options(strategy, supernet_epochs),
                           progress=progress_enabled()),
-        search=SearchConfig(space=space, searcher=_value(searcher), trials=trials,
+        search=SearchConfig(space=_value(space), searcher=_value(searcher), trials=trials,
                             objectives=_objectives(objectives), any_heads=any_heads,
                             unit_step=unit_step, low_fidelity=low_fidelity,
                             importance=_value(importance),
@@ -265,13 +267,10 @@ def run(
     _print_summary(record, run_dir)
 
 
-def _strategy_options(strategy: str, space: str, unit_step: int, any_heads: bool,
-                      epochs: float) -> dict:
-    """Super-network strategies sample from the space the search will use."""
-    if strategy == "standard":
-        return {}
-    options = {"space": space, "unit_step": unit_step, "any_heads": any_heads}
-    return {**options, "epochs": epochs} if strategy == "distill" else options
+def _strategy_options(strategy: str, epochs: float) -> dict:
+    """The options only a flag gives; the rest (the search's space, ...) the configuration
+    resolves, for the API alike (``RunConfig.strategy_options``)."""
+    return {"epochs": epochs} if needs_teacher(strategy) else {}
 
 
 @app.command(epilog="Example: nasprune search runs/rte --searcher nsga2 --trials 200")

@@ -45,6 +45,7 @@ from nasprune.cli.common import (
     quiet_libraries,
 )
 from nasprune.errors import NaspruneError
+from nasprune.train.strategies import needs_teacher
 
 
 @app.command(epilog="Example: nasprune finetune --task rte --data-dir ../shared/data/glue "
@@ -79,9 +80,9 @@ def finetune(
     chosen on the search split; validation is reported)."""
     from nasprune.config import TrainConfig
 
-    if _value(strategy) == "distill":
-        raise NaspruneError("--strategy distill needs the fine-tuned model as its teacher: "
-                            "use nasprune run --strategy distill")
+    if needs_teacher(_value(strategy)):
+        raise NaspruneError(f"--strategy {_value(strategy)} needs the fine-tuned model as its "
+                            f"teacher: use nasprune run --strategy {_value(strategy)}")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                       grad_accum=grad_accum, warmup_ratio=warmup_ratio, max_length=max_length,
                       seed=seed, device=device, threads=threads, strategy=_value(strategy),

@@ -12,48 +12,18 @@ choice is made on it: the best epoch, the search, the pick, recovery stopping) a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from nasprune.config import DataConfig
 from nasprune.data.checks import check_columns, invalid_rows, label_sort_key, normalise
 from nasprune.data.io import find_split, hub_splits, read_table, read_unlabeled
 from nasprune.data.presets import PRESETS, TaskPreset
 from nasprune.data.split import split_search, subsample
 from nasprune.errors import NaspruneError
-
-
-@dataclass
-class DataConfig:
-    """Where the data comes from; saved in the run directory so a run can be repeated."""
-
-    task: str | None = None
-    data_dir: str | None = None
-    train_file: str | None = None
-    validation_file: str | None = None
-    text_columns: tuple[str, ...] | None = None
-    label_column: str | None = None
-    regression: bool = False
-    max_train_examples: int | None = None
-    max_eval_examples: int | None = None
-    seed: int = 0
-    #: Held out from the training set for every choice: a fraction (< 1) or a count.
-    search_split: float = 0.1
-    search_file: str | None = None
-    #: Unlabeled in-domain texts (same text columns) that only the teacher labels.
-    distill_file: str | None = None
-    #: Drop rows with an empty text or a missing label (reported) instead of refusing them.
-    drop_invalid: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.search_split > 0 or (self.search_split >= 1
-                                          and not float(self.search_split).is_integer()):
-            raise NaspruneError("--search-split must be a fraction in (0, 1) or a count >= 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

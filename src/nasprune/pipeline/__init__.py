@@ -32,7 +32,6 @@ from nasprune.pipeline.stages import (
     finetune_stage,
     sanity_check,
     search_stage,
-    strategy_defaults,
     supernet_stage,
 )
 from nasprune.rundir import EXPORT_DIR, SUPERTRAIN_DIR, RunDir
@@ -76,21 +75,17 @@ def prepare(cfg: RunConfig, run_dir: str | Path, redo: str | None = None
 
 def _prepare(cfg: RunConfig, run: RunDir, redo: str | None):
     from nasprune.core.models import check_model
-    from nasprune.rundir import fingerprints
-    from nasprune.train.strategies import make_strategy, needs_teacher
+    from nasprune.fingerprints import check, fingerprints
+    from nasprune.train.strategies import make_strategy
 
     cfg = absolute(cfg)
-    teacher_strategy = needs_teacher(cfg.train.strategy)
-    options = dict(cfg.train.strategy_options)
-    if cfg.train.strategy != "standard":
-        options = {**strategy_defaults(cfg, teacher_strategy), **options}
     check_model(cfg.model)
-    make_strategy(cfg.train.strategy, options)
+    make_strategy(cfg.train.strategy, cfg.strategy_options())  # the options it will train with
     data = load_task_data(cfg.data)
-    wanted = fingerprints(cfg, teacher_strategy)
+    wanted = fingerprints(cfg)
     if not run.held:
         run.lock()  # a fresh run directory is made only now, when everything checked out
-    run.check(wanted, redo)
+    check(run, wanted, redo)
     return cfg, data, run, wanted
 
 

@@ -42,7 +42,7 @@ def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data
     validation = encode(tokenizer, data, "validation", cfg.train.max_length)
     small, report = None, None
     if cfg.recover != "none":
-        from nasprune.train.recovery.recover import recover
+        from nasprune.train.recovery.recover import RecoveryConfig, recover
 
         if train_encoded is None:
             train_encoded = encode(tokenizer, data, "train", cfg.train.max_length)
@@ -52,7 +52,8 @@ def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data
         teacher = _teacher(run_dir, supernet)
         small = supernet.extract(trial.subnet)
         report = recover(small, teacher, train_encoded, search=search, validation=validation,
-                         preset=data.preset, config=cfg.recovery(),
+                         preset=data.preset, config=RecoveryConfig(
+                             method=cfg.recover, epochs=cfg.recover_epochs, seed=cfg.train.seed),
                          pad_id=tokenizer.pad_token_id or 0, subnet=trial.subnet,
                          unlabeled=unlabeled, progress=cfg.train.progress,
                          state_file=out.with_name(f".{out.name}.recovery.pt")).to_dict()
@@ -118,13 +119,12 @@ def export_pick(run_dir: str | Path, pick: str, out: str | Path | None = None, *
                             card={**run_card_facts(run.path), **(card or {})})
     from nasprune.core.models import pick_device
     from nasprune.data.tasks import load_task_data
-    from nasprune.rundir import fingerprints
-    from nasprune.train.strategies import needs_teacher
+    from nasprune.fingerprints import fingerprints
 
     cfg = run.config()
     cfg = replace(cfg, pick=pick, export_formats=tuple(formats), quantize=quantize,
                   recover=recover or cfg.recover)
-    wanted = fingerprints(cfg, needs_teacher(cfg.train.strategy))[EXPORT_DIR]
+    wanted = fingerprints(cfg)[EXPORT_DIR]
     own = out is None or Path(out).resolve() == run.export.resolve()
     data = load_task_data(cfg.data)
     supernet.model.to(pick_device(cfg.train.device))

@@ -33,7 +33,7 @@ def finetune_stage(cfg: RunConfig, data: TaskData, run_dir: Path) -> dict:
     done = out / METRICS
     if done.is_file() and (out / MODEL).is_dir():
         return json.loads(done.read_text())
-    train_cfg = cfg.train
+    train_cfg = cfg.training()
     if needs_teacher(train_cfg.strategy):
         train_cfg = replace(train_cfg, strategy="standard", strategy_options={})
     model, tokenizer = load_classifier(cfg.model, data.preset)
@@ -112,9 +112,8 @@ def supertrain_stage(cfg: RunConfig, data: TaskData, run_dir: Path) -> Path:
     out = RunDir(run_dir).stage(SUPERTRAIN_DIR)
     if (out / METRICS).is_file() and (out / MODEL).is_dir():
         return out / MODEL
-    options = {**strategy_defaults(cfg, True), **cfg.train.strategy_options}
-    epochs = float(options.pop("epochs", 1.0))
-    train_cfg = replace(cfg.train, epochs=epochs, strategy_options={**options, "epochs": epochs})
+    train_cfg = cfg.training()
+    train_cfg = replace(train_cfg, epochs=float(train_cfg.strategy_options["epochs"]))
     model, tokenizer = load_classifier(str(RunDir(run_dir).finetuned), data.preset)
     train(model, tokenizer, data, train_cfg, out)
     return out / MODEL
@@ -154,18 +153,6 @@ def search_stage(cfg: RunConfig, data: TaskData, run_dir: Path, supernet, tokeni
     finally:
         if executor is not None:
             executor.close()
-
-
-def strategy_defaults(cfg: RunConfig, teacher_strategy: bool) -> dict:
-    """Super-network strategies sample the space that the search will use."""
-    s = cfg.search
-    out = {"space": s.space, "unit_step": s.unit_step, "any_heads": s.any_heads}
-    if teacher_strategy:
-        out.update(importance=s.importance, calibration_examples=s.calibration_examples,
-                   budget=cfg.budget())
-    return out
-
-
 
 
 def check_search(trials, force: bool) -> None:

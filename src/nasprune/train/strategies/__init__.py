@@ -31,9 +31,25 @@ STRATEGIES = Registry("strategy", {
 })
 
 
+#: What a run must know of a strategy before importing it (no torch: ``nasprune.config``
+#: resolves the options with it). Each is a class attribute of the strategy too, and
+#: tests/test_registries.py checks that both say the same.
+#: ``samples_space``: trains sub-networks of a search space (the run gives it the search's).
+SAMPLES_SPACE = frozenset({"sandwich", "sandwich-kd", "random-linear", "distill"})
+#: ``needs_teacher``: runs after standard fine-tuning, with its model as a fixed teacher.
+NEEDS_TEACHER = frozenset({"distill"})
+
+
+def samples_space(name: str) -> bool:
+    """Whether strategy ``name`` trains the sub-networks of a search space."""
+    return STRATEGIES.check(name) in SAMPLES_SPACE
+
+
 def needs_teacher(name: str) -> bool:
-    """Strategies that run after standard fine-tuning, with its model as a fixed teacher."""
-    return bool(getattr(STRATEGIES[name], "needs_teacher", False))
+    """Whether strategy ``name`` runs after standard fine-tuning, with its model as a fixed
+    teacher (``nasprune finetune`` refuses it; ``nasprune run`` fine-tunes the teacher
+    first)."""
+    return STRATEGIES.check(name) in NEEDS_TEACHER
 
 
 def make_strategy(name: str, options: dict) -> Any:

@@ -53,6 +53,10 @@ class Strategy:
 
     name = "abstract"
     label = "fine-tuning"  # what the progress bar calls this training
+    #: Trains sub-networks of a search space (``strategies.SAMPLES_SPACE`` names them).
+    samples_space = False
+    #: Runs after standard fine-tuning with its model as a fixed teacher (``NEEDS_TEACHER``).
+    needs_teacher = False
 
     def prepare(self, model: torch.nn.Module, train: Encoded, context: TrainContext) -> None:
         """Called once before training (e.g. importance reordering for a super-network)."""
@@ -80,6 +84,7 @@ class SupernetStrategy(Strategy):
 
     name = "supernet"
     label = "super-network training"
+    samples_space = True
     #: Options every super-network strategy takes, with their defaults.
     common_options: dict[str, Any] = {
         "space": "layerwise",

@@ -1,0 +1,75 @@
+"""The configuration resolves a run's strategy options once: the Python API and the CLI
+train the space they search, and record the same options."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from nasprune.cli import app
+from nasprune.config import SUPERNET_EPOCHS, DataConfig, RunConfig, SearchConfig, TrainConfig
+from nasprune.errors import NaspruneError
+from nasprune.fingerprints import fingerprints
+from nasprune.pipeline import run
+from nasprune.rundir import RunDir
+from nasprune.train.strategies import needs_teacher
+
+
+def test_a_supernet_strategy_samples_the_space_the_search_uses():
+    cfg = RunConfig(train=TrainConfig(strategy="sandwich"),
+                    search=SearchConfig(space="small", unit_step=32, any_heads=True))
+    assert cfg.strategy_options() == {"space": "small", "unit_step": 32, "any_heads": True}
+    assert cfg.training().strategy_options == cfg.strategy_options()
+    distill = RunConfig(search=SearchConfig(space="layer", importance="magnitude"),
+                        pick="encoder_params<=0.4")  # auto: distill in a run
+    assert distill.strategy_options() == {
+        "space": "layer", "unit_step": 64, "any_heads": False, "importance": "magnitude",
+        "calibration_examples": 512, "budget": 0.4, "epochs": SUPERNET_EPOCHS}
+    given = RunConfig(train=TrainConfig(strategy="sandwich", strategy_options={
+        "space": "layer", "k": 1}), search=SearchConfig(space="small"))
+    assert given.strategy_options()["space"] == "layer"  # options given win
+    assert given.strategy_options()["k"] == 1
+    assert RunConfig(train=TrainConfig(strategy="standard")).strategy_options() == {}
+
+
+def test_options_are_resolved_again_when_the_search_changes():
+    """Nothing resolved is stored: a changed search changes what the strategy samples."""
+    import dataclasses
+
+    cfg = RunConfig(train=TrainConfig(strategy="random-linear"))
+    other = dataclasses.replace(cfg, search=SearchConfig(space="uniform"))
+    assert other.strategy_options()["space"] == "uniform"
+    assert cfg.train.strategy_options == {} and other.train.strategy_options == {}
+
+
+@pytest.mark.parametrize("strategy", ["sandwich", "distill"])
+def test_the_api_and_the_cli_record_the_same_run(strategy, tmp_path, tiny_model_dir, toy_glue):
+    api = RunConfig(model=str(tiny_model_dir),
+                    data=DataConfig(task="sst2", data_dir=str(toy_glue)),
+                    train=TrainConfig(epochs=1, strategy=strategy, progress=False),
+                    search=SearchConfig(space="small", calibration_examples=32), force=True)
+    run(api, tmp_path / "api", progress=False, until="finetune")
+    done = CliRunner().invoke(app, [
+        "-q", "run", "--model", str(tiny_model_dir), "--task", "sst2", "--data-dir",
+        str(toy_glue), "--epochs", "1", "--strategy", strategy, "--space", "small",
+        "--calibration-examples", "32", "--force", "--until", "finetune",
+        "--run-dir", str(tmp_path / "cli")])
+    assert done.exit_code == 0, done.output
+    by_api, by_cli = RunDir(tmp_path / "api").config(), RunDir(tmp_path / "cli").config()
+    assert by_api.strategy_options() == by_cli.strategy_options()
+    assert by_api.strategy_options()["space"] == "small"
+    assert fingerprints(by_api) == fingerprints(by_cli)  # every stage, the later ones too
+    recorded = [json.loads((tmp_path / side / "fingerprints.json").read_text())
+                for side in ("api", "cli")]
+    assert recorded[0] == recorded[1] and "finetune" in recorded[0]
+    if not needs_teacher(strategy):  # the super-network was trained on the searched space
+        for side in ("api", "cli"):
+            info = json.loads((tmp_path / side / "finetune" / "model" / "supernet.json")
+                              .read_text())
+            assert info["options"]["space"] == "small" and info["space"]["space"] == "small"
+        api.search.space = "layerwise"  # ... so searching another one is refused by name
+        with pytest.raises(NaspruneError, match=r"finetune stage made with other options: "
+                                                r"--space \('small' -> 'layerwise'\)"):
+            run(api, tmp_path / "api", progress=False, until="search")
