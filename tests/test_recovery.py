@@ -174,3 +174,41 @@ def test_bad_recovery_config():
                    {"labels_weight": -1.0}, {"epochs": -1}):
         with pytest.raises(NaspruneError):
             RecoveryConfig(**kwargs)
+
+
+def test_a_tie_within_one_example_goes_to_the_epoch_closer_to_the_teacher():
+    from nasprune.train.recovery.distillation import close_call
+    from nasprune.train.recovery.recover import Selection
+
+    before = Selection(0.20, loss=0.30, examples=400)
+    # one example (0.0025) worse but much closer to the teacher: a tie, the loss decides
+    assert Selection(0.2025, loss=0.10, examples=400).better(before)
+    assert not Selection(0.20, loss=0.31, examples=400).better(before)  # exact tie, farther
+    assert not Selection(0.2050, loss=0.01, examples=400).better(before)  # two examples worse
+    assert Selection(0.1950, loss=0.90, examples=400).better(before)  # two examples better
+    assert Selection(0.19).better(Selection(0.20)) and not Selection(0.2).better(Selection(0.2))
+    history = [{"epoch": 0, **before.to_dict()},
+               {"epoch": 1, **Selection(0.2025, 0.10, 400).to_dict()},
+               {"epoch": 2, **Selection(0.2100, 0.05, 400).to_dict()}]
+    assert close_call(history, history[1]) == {"within_one_example_of": [0], "examples": 400,
+                                               "by": "search-split distillation loss"}
+    assert close_call(history[2:], history[2])["within_one_example_of"] == []
+
+
+def test_recovery_leaves_epoch_0_when_distilled_epochs_only_tie_it(tmp_path):
+    """The small-split failure this rule fixes: epochs that tie the undistilled model on
+    errors keep the distilled weights when they are closer to the teacher."""
+    from test_export import make_supernet, tiny_validation
+
+    from nasprune.core.subnet import Subnet
+    from nasprune.train.recovery.distillation import distill
+    from nasprune.train.recovery.recover import Selection
+
+    sn = make_supernet("bert")
+    small = sn.extract(Subnet(((2, 32), (4, 16), (1, 64), (0, 0))))
+    data = tiny_validation(48)
+    losses = iter([0.5, 0.3, 0.2])  # each epoch closer to the teacher, errors all equal
+    info = distill(small, sn.model, data, epochs=2, batch_size=8, learning_rate=1e-3,
+                   select=lambda model: Selection(0.25, next(losses), 40))
+    assert info["best_epoch"] == 2
+    assert info["selection"]["within_one_example_of"] == [0, 1]

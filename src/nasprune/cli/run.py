@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from nasprune.cli.common import (
     _D,
@@ -71,6 +70,7 @@ from nasprune.cli.common import (
     progress_enabled,
     quiet_libraries,
 )
+from nasprune.cli.summary import print_summary
 from nasprune.config import SUPERNET_EPOCHS
 from nasprune.core import COSTS
 from nasprune.deploy.export.backends import FORMATS
@@ -97,58 +97,6 @@ GpusPerWorkerOpt = Annotated[float, opt("ray: GPUs per worker (fractions share a
 def _executor_options(backend, address, workers, cpus_per_worker, gpus_per_worker) -> dict:
     return {"backend": _value(backend), "address": address, "workers": workers,
             "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker}
-
-
-def _print_summary(record: dict, run_dir: Path) -> None:
-    """Two tables: the run's facts, then the metric of the unpruned model and of the pick on
-    the search split (where choices were made) and the validation set (reported only)."""
-    from rich.table import Table
-
-    out = Console()
-    metric, split = record["metric"], record.get("split", "validation")
-    table = Table(title=f"nasprune run: {record['task']} ({run_dir})", show_header=False)
-    if "pick" in record:
-        p = record["pick"]
-        table.add_row("sub-networks evaluated", f"{record['trials']} "
-                      f"({record['evaluated_now']} in this call), on the {split} split")
-        table.add_row("Pareto front / hypervolume",
-                      f"{record['front_size']} / {record['hypervolume']:.4f}")
-        table.add_row(f"pick ({record['pick_rule']})", f"trial {p['id']}: {p.get('text', '')}")
-        table.add_row("pick size", f"{p['params_fraction']:.1%} of parameters, "
-                      f"{p['encoder_params_fraction']:.1%} of encoder, "
-                      f"{p['flops_fraction']:.1%} of FLOPs")
-        table.add_row("Pareto plot", record["pareto_png"])
-    if "export_dir" in record:
-        table.add_row("exported model", record["export_dir"])
-    if "report" in record:
-        table.add_row("report", record["report"])
-    table.add_row("time", ", ".join(f"{k} {v:.0f}s" for k, v in record["seconds"].items()))
-    out.print(table)
-
-    def cell(value) -> str:
-        return "-" if value is None else f"{value:.4f}"
-
-    scores = Table(title=f"{metric}: chosen on the {split} split, reported on validation")
-    scores.add_column("model")
-    columns = [split, "validation"] if split != "validation" else ["validation"]
-    for name in columns:
-        scores.add_column(f"{name} split" if name != "validation" else "validation set",
-                          justify="right")
-    unpruned = record.get("unpruned", {"validation": record["finetuned"][metric]})
-    scores.add_row("unpruned (fine-tuned)", *[cell(unpruned.get(c)) for c in columns])
-    if "pick" in record:
-        scores.add_row("pick, as searched", *[cell(record["pick"]["metric"] if c == split
-                                                   else None) for c in columns])
-    if "recovery" in record:
-        r = record["recovery"]
-        scores.add_row("pick before recovery", *[cell(r.get(f"before_{c}")) for c in columns])
-    if "exported" in record:
-        label = f"pick exported ({record['recovery']['method']})" if "recovery" in record \
-            else "pick exported"
-        scores.add_row(label, *[cell(record["exported"].get(c)) for c in columns])
-    out.print(scores)
-
-
 
 
 def config_keys(command) -> dict[str, str]:
@@ -264,7 +212,7 @@ def run(
 
     record = run_pipeline(cfg, run_dir, until=_value(until), redo=_value(redo),
                           progress=progress_enabled())
-    _print_summary(record, run_dir)
+    print_summary(record, run_dir)
 
 
 def _strategy_options(strategy: str, epochs: float) -> dict:
@@ -321,4 +269,4 @@ def search(
                               progress=progress_enabled())
     finally:
         writer.release()
-    _print_summary(record, run_dir)
+    print_summary(record, run_dir)

@@ -191,6 +191,10 @@ def _run(cfg: RunConfig, data: TaskData, rundir: RunDir, wanted: dict, progress:
                 **{f"{when}_{name}": recovery[when][name][metric]
                    for when in ("before", "after") for name in (split, "validation")}}
             record["exported"][split] = recovery["after"][split][metric]
+            kept = next((s for s in reversed(recovery["steps"]) if "best_epoch" in s), None)
+            if kept is not None:  # which epoch, and whether it won by one example or less
+                record["recovery"].update(best_epoch=kept["best_epoch"],
+                                          selection=kept.get("selection"))
         finished("export", time.perf_counter() - t)
     timings["total"] = time.perf_counter() - started
     write_json(rundir.summary_file, record)

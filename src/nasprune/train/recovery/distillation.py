@@ -18,7 +18,7 @@ from nasprune.train.batches import grouped_batches
 from nasprune.train.evaluation import predict
 from nasprune.train.loop import linear_warmup
 from nasprune.train.losses import DistillLoss, Targets
-from nasprune.train.recovery.recover import RecoveryRun, model_device
+from nasprune.train.recovery.recover import RecoveryRun, Selection, model_device
 from nasprune.train.resume import clear_state, load_state, run_key, save_state
 
 
@@ -43,9 +43,11 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
     """Train ``student`` for ``epochs`` passes over ``train`` on the frozen ``teacher``'s
     outputs (``loss``, logits only by default).
 
-    ``select(student) -> error`` is called before training and after every epoch; the
-    weights with the lowest error are kept (the search split's error in the pipeline, so
-    the validation set never stops training). With a logits-only loss the teacher's logits
+    ``select(student)`` is called before training and after every epoch and returns the
+    error (the search split's in the pipeline, so the validation set never stops
+    training) or a ``Selection`` (error, distillation loss, examples); the best epoch is
+    kept (``Selection.better``: on a small split, errors within one example are a tie,
+    broken by the loss against the teacher). With a logits-only loss the teacher's logits
     are computed once for all of ``train`` (the teacher is frozen, so they never change).
     With ``state_file`` a stopped run continues after its last finished epoch
     (``train.resume``).
@@ -65,18 +67,19 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
     schedule = linear_warmup(optimizer, int(warmup_ratio * steps), steps)
     history: list[dict] = []
-    best_error, best_state = math.inf, None
+    best, best_state = None, None
 
     def checkpoint(epoch: int, losses: list[float]) -> None:
-        nonlocal best_error, best_state
+        nonlocal best, best_state
         record = {"epoch": epoch, "step": done}
         if losses:
             record["loss"] = sum(losses) / len(losses)
         if select is not None:
-            record["error"] = select(student)
+            chosen = Selection.of(select(student))
             student.train()
-            if record["error"] < best_error:
-                best_error = record["error"]
+            record.update(chosen.to_dict())
+            if chosen.better(best):
+                best = chosen
                 best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
         history.append(record)
 
@@ -88,7 +91,7 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
     try:
         if resumed:
             done, epoch, history = resumed["done"], resumed["epoch"], resumed["history"]
-            best_error, best_state = resumed["best_error"], resumed["best_state"]
+            best, best_state = Selection.of(resumed["best"]), resumed["best_state"]
         else:
             checkpoint(0, [])
         student.train()
@@ -116,7 +119,7 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
                 if state_file:
                     save_state(state_file, key, student, optimizer, schedule,
                                {"done": done, "epoch": epoch, "history": history,
-                                "best_error": best_error, "best_state": best_state})
+                                "best": best and best.to_dict(), "best_state": best_state})
         if best_state is not None:
             student.load_state_dict(best_state)
     finally:
@@ -124,6 +127,20 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
         teacher.train(modes[1])
     if state_file:
         clear_state(state_file)
-    best = min((h for h in history if "error" in h), key=lambda h: h["error"], default=None)
+    kept = next((h for h in history if best is not None and h.get("error") == best.error
+                 and h.get("search_distill_loss") == best.loss), None)
     return {"steps": done, "epochs": history,
-            "best_epoch": best["epoch"] if best else epoch}
+            "best_epoch": kept["epoch"] if kept else epoch,
+            "selection": close_call(history, kept)}
+
+
+def close_call(history: list[dict], kept: dict | None) -> dict | None:
+    """Whether the kept epoch won by at most one example of the split (a close call the
+    summary shows), and over which epochs."""
+    if kept is None or not kept.get("examples"):
+        return None
+    step = 1 / kept["examples"]
+    rivals = [h["epoch"] for h in history if "error" in h and h is not kept
+              and abs(h["error"] - kept["error"]) <= step + 1e-9]
+    return {"within_one_example_of": rivals, "examples": kept["examples"],
+            "by": "search-split distillation loss" if rivals else "error"}

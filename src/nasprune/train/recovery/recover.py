@@ -25,8 +25,8 @@ from nasprune.data.encode import Encoded, subset
 from nasprune.data.presets import TaskPreset
 from nasprune.errors import NaspruneError
 from nasprune.train.batches import iter_batches
-from nasprune.train.evaluation import evaluate
-from nasprune.train.losses import DistillLoss
+from nasprune.train.evaluation import evaluate, predict, score
+from nasprune.train.losses import DistillLoss, logits_loss
 from nasprune.train.recovery import RECOVERY_METHODS
 
 
@@ -102,6 +102,42 @@ class RecoveryReport:
 
 
 @dataclass
+class Selection:
+    """How good one recovery epoch is on the search split: the error, the distillation loss
+    against the teacher there, and the number of examples (one example = ``1/examples``)."""
+
+    error: float
+    loss: float | None = None
+    examples: int | None = None
+
+    @classmethod
+    def of(cls, value) -> Selection | None:
+        if value is None or isinstance(value, Selection):
+            return value
+        if isinstance(value, dict):
+            return cls(value["error"], value.get("search_distill_loss"), value.get("examples"))
+        return cls(float(value))
+
+    def to_dict(self) -> dict:
+        out = {"error": self.error}
+        if self.loss is not None:
+            out.update(search_distill_loss=self.loss, examples=self.examples)
+        return out
+
+    def better(self, best: Selection | None) -> bool:
+        """Better than ``best``: lower by more than one example, or, within one example
+        (a tie on a small split), closer to the teacher."""
+        if best is None:
+            return True
+        if self.loss is None or best.loss is None or not self.examples:
+            return self.error < best.error
+        step = 1 / self.examples + 1e-9
+        if abs(self.error - best.error) <= step:
+            return self.loss < best.loss
+        return self.error < best.error
+
+
+@dataclass
 class RecoveryRun:
     """What a recovery method works on: the models, the data, the calibration batches; its
     steps go to ``report`` through ``record``, each measured after it ran."""
@@ -119,6 +155,7 @@ class RecoveryRun:
     unlabeled: Encoded | None = None
     progress: bool = False
     state_file: Path | None = None  # epoch checkpoints of a training step (train.resume)
+    _search_teacher: torch.Tensor | None = field(default=None, repr=False)
 
     def measure(self) -> dict:
         small = self.small
@@ -135,12 +172,22 @@ class RecoveryRun:
         self.report.steps.append({**step, **self.measure()})
 
     @property
-    def select(self) -> Callable[[nn.Module], float] | None:
-        """The search error of a model, where there is a search split (stops distillation)."""
+    def select(self) -> Callable[[nn.Module], Selection] | None:
+        """A model's error and distillation loss on the search split, where there is one
+        (chooses the distillation epoch); the teacher's logits there are computed once."""
         if "search" not in self.splits:
             return None
-        return lambda model: evaluate(model, self.splits["search"], self.preset,
-                                      pad_id=self.pad_id)["error"]
+        search = self.splits["search"]
+        if self._search_teacher is None:
+            self._search_teacher = torch.from_numpy(
+                predict(self.full, search, 64, model_device(self.full), self.pad_id))
+
+        def measure(model: nn.Module) -> Selection:
+            logits = predict(model, search, 64, model_device(model), self.pad_id)
+            loss = logits_loss(torch.from_numpy(logits), self._search_teacher)
+            return Selection(score(self.preset, logits, search.labels)["error"], float(loss),
+                             len(search))
+        return measure
 
 
 def recover(small: nn.Module, full: nn.Module, train: Encoded, *,
