@@ -2,8 +2,8 @@
 
 ``export_model`` calls ``write`` for the base backend and for each ``--format`` asked for,
 then ``quantize`` of the ONNX backend for ``--quantize int8`` (static, calibrated);
-``load`` calls ``load`` of the backend chosen. The manifest's ``backends`` names each backend's file under the
-backend's name and its int8 file under ``<name>_int8``.
+``load`` calls ``load`` of the backend chosen. The manifest's ``backends`` names each
+backend's file under the backend's name and its int8 file under ``<name>_int8``.
 """
 
 from __future__ import annotations
