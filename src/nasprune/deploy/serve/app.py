@@ -65,7 +65,7 @@ def create_app(model: "str | Path | Predictor", config: ServeConfig | None = Non
     # from the request's Host header, which any client can set.
     app = fastapi.FastAPI(title="nasprune", version="1", lifespan=lifespan,
                           redirect_slashes=False,
-                          docs_url="/docs" if config.token is None else None, redoc_url=None)
+                          docs_url=None, redoc_url=None)
     app.state.predictor = predictor
     app.state.batcher = batcher
     app.state.metrics = metrics
@@ -90,6 +90,16 @@ def create_app(model: "str | Path | Predictor", config: ServeConfig | None = Non
     @app.get("/v1/model")
     async def model_info():
         return {**description, "serving": config.public_dict()}
+
+    if config.token is None:  # the schema is open then too (as FastAPI's own /docs was)
+        from fastapi.responses import HTMLResponse
+
+        from nasprune.deploy.serve.docs_page import docs_html
+
+        @app.get("/docs", include_in_schema=False)
+        async def docs():
+            """The API on one page built here: no CDN, so it works offline."""
+            return HTMLResponse(docs_html(app.openapi()))
 
     @app.get("/metrics")
     async def prometheus_metrics():
