@@ -375,7 +375,7 @@ def cli(*args, timeout=180):
 def test_cli_export_onnx(run_dir, tmp_path):
     run, _ = run_dir
     result = cli("export", str(run), "--pick", "smallest", "--out", str(tmp_path / "e"),
-                 "--format", "onnx")
+                 "--format", "hf,onnx")  # a comma list, as run --format takes
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "e" / "model.onnx").is_file()
     assert nasprune.load(tmp_path / "e").subnet == Subnet(((1, 16),) * 4)

@@ -110,6 +110,28 @@ class NaspruneDistilBertForSequenceClassification(
     nasprune_layout = DISTILBERT
 
 
+# The encoders without the classifier (``AutoModel``): the same shrinking, the same weights.
+class NaspruneBertModel(_Pruned, transformers.BertModel):
+    config_class = NaspruneBertConfig
+
+
+class NaspruneRobertaModel(_Pruned, transformers.RobertaModel):
+    config_class = NaspruneRobertaConfig
+
+
+class NaspruneXLMRobertaModel(_Pruned, transformers.XLMRobertaModel):
+    config_class = NaspruneXLMRobertaConfig
+
+
+class NaspruneElectraModel(_Pruned, transformers.ElectraModel):
+    config_class = NaspruneElectraConfig
+
+
+class NaspruneDistilBertModel(_Pruned, transformers.DistilBertModel):
+    config_class = NaspruneDistilBertConfig
+    nasprune_layout = DISTILBERT
+
+
 #: Stock ``model_type`` -> the pruned model class.
 CLASSES = {
     "bert": NaspruneBertForSequenceClassification,
@@ -117,6 +139,14 @@ CLASSES = {
     "xlm-roberta": NaspruneXLMRobertaForSequenceClassification,
     "electra": NaspruneElectraForSequenceClassification,
     "distilbert": NaspruneDistilBertForSequenceClassification,
+}
+#: Stock ``model_type`` -> the pruned encoder without its head (``auto_map`` ``AutoModel``).
+ENCODERS = {
+    "bert": NaspruneBertModel,
+    "roberta": NaspruneRobertaModel,
+    "xlm-roberta": NaspruneXLMRobertaModel,
+    "electra": NaspruneElectraModel,
+    "distilbert": NaspruneDistilBertModel,
 }
 #: Stock ``model_type`` -> the config class of its pruned exports.
 CONFIGS = {family: cls.config_class for family, cls in CLASSES.items()}

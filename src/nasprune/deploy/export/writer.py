@@ -108,6 +108,7 @@ def _remote_model(small, config, cls):
     stem = Path(REMOTE_FILE).stem
     remote_config.auto_map = {
         "AutoConfig": f"{stem}.{type(remote_config).__name__}",
+        "AutoModel": f"{stem}.{remote.ENCODERS[config.model_type].__name__}",
         "AutoModelForSequenceClassification": f"{stem}.{cls.__name__}",
     }
     model = cls(remote_config)
