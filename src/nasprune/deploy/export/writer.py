@@ -59,7 +59,7 @@ from nasprune.deploy.export.format import (
     WEIGHTS,
 )
 from nasprune.deploy.export.manifest import file_entries
-from nasprune.deploy.export.measure import cost_figures, measure, unpack_validation
+from nasprune.deploy.export.measure import cost_figures, measure, speed, unpack_validation
 from nasprune.deploy.export.staging import prepare_out, publish, same_modes
 from nasprune.errors import NaspruneError
 from nasprune.files import write_json
@@ -135,7 +135,7 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
                  validation=None, seq_len: int = 128, batch_size: int = 64,
                  progress: Any = None, small=None, layout: str = "auto",
                  card: dict | None = None, recovery: dict | None = None,
-                 calibration=None) -> Path:
+                 calibration=None, time_backends: bool = True) -> Path:
     """Write ``subnet`` of ``supernet`` as a deployable directory (see the module docstring).
 
     ``metrics``: what the search measured for this sub-network (stored as ``search``).
@@ -144,6 +144,8 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
     ``("hf", "onnx")`` (``"onnx"`` alone implies the HF files too). ``quantize``: ``"int8"``
     (ONNX Runtime static int8, so it implies ``"onnx"``), calibrated on ``calibration``
     (an ``Encoded`` of training texts; without it, on ``validation``, as the card says).
+    ``time_backends``: time PyTorch and ONNX Runtime float at batch 1, 8 and 32
+    (``metrics.json`` ``speed``), so that ``load(backend="auto")`` serves the faster.
     ``progress``: optional ``callable(str)`` for status lines. ``small``: the extracted
     sub-network to write when it was changed after extraction (recovery), else extracted
     here. ``layout``: ``"auto"`` (a stock config when the sub-network has one, else remote
@@ -244,6 +246,10 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
             if encoded is not None:
                 measured[backend.name] = measure(written.runtime(), encoded, preset, pad_id,
                                                  batch_size)
+            if time_backends:  # which float backend load(backend="auto") serves
+                say(f"timing PyTorch and {backend.label} (float)")
+                report["speed"] = speed({BASE: model, backend.name: written.runtime()},
+                                         model.config)
         if quantize == "int8":  # ONNX Runtime's static int8 (batch-independent)
             written = BACKENDS["onnx"].quantize(model, tmp, say, _calibration(
                 calibration, encoded, model.config, pad_id))

@@ -26,15 +26,15 @@ def load_for_inference(model_dir: str | Path, *, threads: int | None = None):
     ONNX Runtime) and refused if damaged; only a directory with none of them is loaded
     with ``AutoModelForSequenceClassification.from_pretrained``.
     """
-    model, tokenizer, _ = _load(model_dir, threads)
+    model, tokenizer, _ = _load(model_dir, threads, None)
     return model, tokenizer
 
 
-def _load(model_dir: str | Path, threads: int | None):
+def _load(model_dir: str | Path, threads: int | None, batch_size: int | None):
     """``load_for_inference`` plus ``{"backend", "precision"}`` (what ``/v1/model`` says)."""
     from nasprune.deploy.export.loader import load_model_dir
 
-    loaded = load_model_dir(model_dir, threads=threads)  # a tuple, or an Export
+    loaded = load_model_dir(model_dir, threads=threads, batch_size=batch_size)  # or a tuple
     model, tokenizer = loaded
     if tokenizer is None:
         raise NaspruneError(f"{Path(model_dir).name} has no tokenizer files; serving needs one")
@@ -66,7 +66,8 @@ class Predictor:
     @classmethod
     def from_dir(cls, model_dir: str | Path, *, max_length: int = 128, chunk_size: int = 8,
                  threads: int | None = None) -> "Predictor":
-        model, tokenizer, runtime = _load(model_dir, threads)
+        # the model sees chunks of chunk_size texts: the backend faster at that size runs
+        model, tokenizer, runtime = _load(model_dir, threads, chunk_size)
         return cls(model, tokenizer, max_length=max_length, chunk_size=chunk_size,
                    model_dir=Path(model_dir), runtime=runtime)
 
