@@ -7,6 +7,7 @@ A batch is run length-sorted in chunks, each padded only to its own longest inpu
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ class Predictor:
                  model_dir: Path | None = None, runtime: dict | None = None):
         self.model = model
         self.runtime = runtime or {"backend": "torch", "precision": "float32"}
+        self._checker, self._check_lock = None, threading.Lock()  # see too_long
         self.tokenizer = tokenizer
         config = model.config
         # Never more tokens than the model has positions (a 500 on long inputs otherwise).
@@ -138,8 +140,16 @@ class Predictor:
                 "scores": dict(zip(self.labels, probs)), "value": None, "logits": raw}
 
     def too_long(self, texts: Sequence[str]) -> int | None:
-        """The index of the first text longer than ``max_length`` tokens, or None."""
-        lengths = [len(ids) for ids in self.tokenizer(list(texts))["input_ids"]]
+        """The index of the first text longer than ``max_length`` tokens, or None.
+
+        Called off the worker thread, so it uses a copy of the tokenizer of its own, under
+        a lock: a fast tokenizer is not safe to call from two threads at once."""
+        import copy
+
+        with self._check_lock:
+            if self._checker is None:
+                self._checker = copy.deepcopy(self.tokenizer)
+            lengths = [len(ids) for ids in self._checker(list(texts))["input_ids"]]
         return next((i for i, n in enumerate(lengths) if n > self.max_length), None)
 
     def describe(self) -> dict:
