@@ -166,6 +166,7 @@ def main() -> None:
     cost = CostModel(sn, seq_len=SEQ)
 
     validation = None
+    int8_texts = 64 if args.quick else 256  # SST-2 training texts that calibrate int8
     if trained:
         from nasprune.data.encode import encode, subset
         from nasprune.data.tasks import DataConfig, load_task_data
@@ -173,13 +174,14 @@ def main() -> None:
         data = load_task_data(DataConfig(task="sst2", data_dir=str(DATA)))
         encoded = subset(encode(tokenizer, data, "validation", SEQ), args.eval_examples)
         validation = (encoded, data.preset)
-        texts = subset(encode(tokenizer, data, "train", SEQ), 256)
+        texts = subset(encode(tokenizer, data, "train", SEQ), int8_texts)
     else:
         from nasprune.data.encode import Encoded
 
         texts = Encoded([x["input_ids"][i][x["attention_mask"][i].bool()].numpy()
-                         for x in calibration(tokenizer, 256) for i in range(len(x["labels"]))],
-                        None, torch.zeros(256, dtype=torch.long).numpy())
+                         for x in calibration(tokenizer, int8_texts)
+                         for i in range(len(x["labels"]))],
+                        None, torch.zeros(int8_texts, dtype=torch.long).numpy())
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="nasprune-export-bench-"))
     exports, export_s, sizes, stored = {}, {}, {}, {}
