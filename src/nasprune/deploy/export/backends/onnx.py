@@ -35,8 +35,12 @@ INT8_REDUCE_RANGE = True
 #: points of accuracy against 1.0 for the 99.99th percentile and 1.7 for min/max, whose
 #: ranges a few outliers stretch (docs/export.md).
 INT8_CALIBRATION = "entropy"
-#: Calibration examples used at most.
+#: Calibration examples used at most, and the token budget they are cut to: ONNX Runtime's
+#: entropy calibrator keeps every calibrated tensor of every example in memory before it
+#: builds the histograms (a BERT-base layer's attention scores alone are 0.8 MB per
+#: example of 128 tokens), so long texts mean fewer examples.
 CALIBRATION_EXAMPLES = 256
+CALIBRATION_TOKENS = 8192
 
 
 class _Reader:
@@ -106,8 +110,9 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, calibration: I
 
 def calibration_feeds(encoded, config, pad_id: int = 0,
                       limit: int = CALIBRATION_EXAMPLES) -> list[dict]:
-    """One feed per example of ``encoded`` (an ``Encoded``; the first ``limit``), in the
-    graph's input names, each padded to the longest of them (the entropy calibrator stacks
+    """One feed per example of ``encoded`` (an ``Encoded``; the first ``limit``, fewer when
+    they are long: ``CALIBRATION_TOKENS``), in the graph's input names, each padded to the
+    longest of them (the entropy calibrator stacks
     same-shaped tensors; the fixed scales make padding irrelevant at run time)."""
     import numpy as np
 
@@ -115,6 +120,8 @@ def calibration_feeds(encoded, config, pad_id: int = 0,
 
     names = input_names(config)
     count = min(limit, len(encoded))
+    longest = max((len(encoded.input_ids[i]) for i in range(count)), default=0)
+    count = min(count, max(32, CALIBRATION_TOKENS // max(1, longest)))
     longest = max((len(encoded.input_ids[i]) for i in range(count)), default=0)
     feeds = []
     for i in range(count):
