@@ -24,7 +24,7 @@ from nasprune.data.encode import Encoded
 from nasprune.data.presets import TaskPreset
 from nasprune.deploy.export import modeling_nasprune as remote
 from nasprune.deploy.export.backends.onnx_runtime import OnnxClassifier
-from nasprune.deploy.export.loader import BACKEND_ENV
+from nasprune.deploy.export.loader import BACKEND_ENV, choose_backend
 from nasprune.deploy.export.writer import export_model
 from nasprune.errors import NaspruneError
 from nasprune.pipeline.export import export_pick
@@ -193,10 +193,23 @@ def test_onnx_parity_with_dynamic_axes(family, tmp_path):
     assert loaded.metrics["onnx"]["optimized"], loaded.metrics["onnx"]
 
 
-def test_auto_backend_prefers_onnx_and_env_overrides(bert_export, monkeypatch):
+def test_auto_backend_serves_the_measured_faster_and_env_overrides(bert_export, monkeypatch):
     _, out = bert_export
-    auto = nasprune.load(out, quantized=False)
-    assert auto.backend == "onnx"
+    speed = json.loads((out / "metrics.json").read_text())["speed"]
+    assert set(speed["ms_per_batch"]) == {"1", "8", "32"}
+    assert all(set(per) == {"torch", "onnx"} for per in speed["ms_per_batch"].values())
+    for size in (1, 8, 32):
+        per = speed["ms_per_batch"][str(size)]
+        assert speed["faster"][str(size)] == min(per, key=per.get)
+        assert nasprune.load(out, quantized=False, batch_size=size).backend == \
+            speed["faster"][str(size)]
+    assert nasprune.load(out).backend == "onnx"  # int8 is ONNX Runtime's
+    manifest = {"backends": {"torch": "model.safetensors", "onnx": "model.onnx"}}
+    slow_onnx = {"faster": {"1": "onnx", "32": "torch"}}
+    assert choose_backend("auto", manifest, False, slow_onnx, 1) == "onnx"
+    assert choose_backend("auto", manifest, False, slow_onnx, 16) == "onnx"  # largest <= 16
+    assert choose_backend("auto", manifest, False, slow_onnx, 64) == "torch"
+    assert choose_backend("auto", manifest, False, None, 64) == "onnx"  # no timing: ONNX
     monkeypatch.setenv(BACKEND_ENV, "torch")
     assert nasprune.load(out, quantized=False).backend == "torch"
     monkeypatch.setenv(BACKEND_ENV, "tensorflow")
@@ -224,7 +237,7 @@ def test_metrics_are_measured_per_backend(bert_export):
     assert v["float"]["accuracy"] == pytest.approx(expected["accuracy"])
     assert v["onnx"]["accuracy"] == pytest.approx(expected["accuracy"])
     assert 0.0 <= v["int8"]["accuracy"] <= 1.0
-    assert metrics["int8_backend"] == "onnxruntime"
+    assert metrics["int8_backend"] == "onnxruntime static"
     assert metrics["int8_change"] == pytest.approx(v["int8"]["accuracy"] - expected["accuracy"])
     assert metrics["search"] == {"error": 0.25}
     assert metrics["onnx_max_abs_diff"] <= 1e-4 and metrics["onnx"]["optimized"]
@@ -243,24 +256,31 @@ def test_onnx_int8_runs_and_is_a_quantized_graph(bert_export):
     assert (got - expected).abs().max() < 0.1  # int8 is close, not exact
 
 
-def test_pytorch_int8_is_applied_at_load(tmp_path):
+def test_int8_without_onnx_format_is_onnx_runtime_int8(tmp_path):
     sn = make_supernet()
     out = export_model(sn, SUBNET, tmp_path / "out", quantize="int8",
-                          validation=(tiny_validation(), SST2))
+                       validation=(tiny_validation(), SST2))
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["int8_backend"] == "pytorch"
-    assert set(metrics["validation"]) == {"float", "int8"}
+    assert metrics["int8_backend"] == "onnxruntime static"
+    assert set(metrics["validation"]) == {"float", "onnx", "int8"}
     loaded = nasprune.load(out)
-    assert loaded.quantized and loaded.backend == "torch"
-    kinds = {type(m).__module__ for m in loaded.model.modules()}
-    assert any("quantized" in k for k in kinds)
-    inputs = batch(sn.model.config)
-    with torch.no_grad():
-        got = loaded.model(**inputs).logits
-    assert (got - reference_logits(sn, SUBNET, inputs)).abs().max() < 0.1
+    assert loaded.quantized and loaded.backend == "onnx"
     # the stored int8 metric is what the loaded int8 model measures
-    assert evaluate(loaded.model, tiny_validation(), SST2)["accuracy"] == pytest.approx(
-        metrics["validation"]["int8"]["accuracy"])
+    assert evaluate(loaded.model, tiny_validation(), SST2, device=torch.device("cpu"))[
+        "accuracy"] == pytest.approx(metrics["validation"]["int8"]["accuracy"])
+    with pytest.raises(NaspruneError, match="int8 runs on ONNX Runtime"):
+        nasprune.load(out, backend="torch")
+
+
+def test_an_old_pytorch_int8_export_says_what_to_do(tmp_path):
+    out = export_model(make_supernet(), SUBNET, tmp_path / "out")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["quantize"] = "int8"
+    manifest["backends"]["torch_int8"] = "model.safetensors (dynamic quantization at load)"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(NaspruneError, match="load it with quantized=False, or re-export"):
+        nasprune.load(out, verify_checksums=False)
+    assert nasprune.load(out, verify_checksums=False, quantized=False).backend == "torch"
 
 
 # ----------------------------------------------------------------------- damage
@@ -375,7 +395,7 @@ def cli(*args, timeout=180):
 def test_cli_export_onnx(run_dir, tmp_path):
     run, _ = run_dir
     result = cli("export", str(run), "--pick", "smallest", "--out", str(tmp_path / "e"),
-                 "--format", "onnx")
+                 "--format", "hf,onnx")  # a comma list, as run --format takes
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "e" / "model.onnx").is_file()
     assert nasprune.load(tmp_path / "e").subnet == Subnet(((1, 16),) * 4)
@@ -418,8 +438,13 @@ def test_minilm_export_on_real_sentences(minilm, shared_data, tmp_path):
     sn = Supernet(AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).eval())
     tokenizer = AutoTokenizer.from_pretrained(path)
     subnet = Subnet(((12, 1536), (6, 768), (0, 1536), (3, 0), (0, 0), (9, 384)))
+    train = pd.read_csv(shared_data / "sst2" / "train.tsv", sep="\t",
+                        quoting=csv.QUOTE_NONE)["sentence"].head(64).tolist()
+    ids = tokenizer(train, truncation=True, max_length=64)
+    calibration = Encoded([np.array(x) for x in ids["input_ids"]],
+                          [np.array(x) for x in ids["token_type_ids"]], np.zeros(64, int))
     out = export_model(sn, subnet, tmp_path / "minilm", tokenizer=tokenizer,
-                          formats=("hf", "onnx"), quantize="int8")
+                       formats=("hf", "onnx"), quantize="int8", calibration=calibration)
     text = pd.read_csv(shared_data / "sst2" / "validation.tsv", sep="\t",
                        quoting=csv.QUOTE_NONE)["sentence"].head(16).tolist()
     inputs = dict(tokenizer(text, padding=True, return_tensors="pt"))

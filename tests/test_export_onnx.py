@@ -1,7 +1,8 @@
-"""The optimised ONNX graph: ONNX Runtime's fusions keep every layer's own head count and
-match PyTorch (1e-4) for uniform, layer-dropped and non-uniform sub-networks of every
-family; a fused graph that does not match is not kept; int8 quantizes the fused graph; the
-dynamo exporter works as the fallback; the session options of ``OnnxClassifier``."""
+"""The optimised ONNX graph: the torch.export-based exporter with onnxscript's ONNX Runtime
+fusions keeps every layer's own head count and matches PyTorch (1e-4) for uniform,
+layer-dropped, non-uniform and block-removed sub-networks of every family; a fused graph
+that does not match is not kept; int8 is static (QDQ) quantization of the plain graph; no
+deprecated API is used; the session options of ``OnnxClassifier``."""
 
 from __future__ import annotations
 
@@ -23,10 +24,8 @@ from nasprune.core.supernet import Supernet
 from nasprune.data.encode import Encoded
 from nasprune.data.presets import TaskPreset
 from nasprune.deploy.export.backends import onnx_graph as xo
-from nasprune.deploy.export.backends.onnx import quantize_onnx
-from nasprune.deploy.export.backends.onnx_fusion import pin_head_counts
+from nasprune.deploy.export.backends.onnx import calibration_feeds, quantize_onnx
 from nasprune.deploy.export.backends.onnx_runtime import OnnxClassifier
-from nasprune.deploy.export.backends.pytorch import quantize_torch
 from nasprune.deploy.export.examples import input_names
 from nasprune.deploy.export.writer import export_model
 
@@ -73,65 +72,64 @@ def op_counts(path) -> dict:
     return counts
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_fused_graph_matches_pytorch_per_layer_heads(family, tmp_path):
+CASES = [(family, kind) for family in FAMILIES for kind in SUBNETS
+         if family == "bert" or kind in ("non-uniform", "blocks-removed")]
+
+
+@pytest.mark.parametrize("family,kind", CASES)
+def test_fused_graph_matches_pytorch_per_layer_heads(family, kind, tmp_path):
     sn = make_supernet(family)
-    for kind, subnet in SUBNETS.items():
-        out = export_model(sn, subnet, tmp_path / kind, formats=("onnx",))
-        metrics = json.loads((out / "metrics.json").read_text())
-        manifest = json.loads((out / "manifest.json").read_text())
-        report = metrics["onnx"]
-        attended = [h for h, _ in subnet.layers if h > 0]
+    subnet = SUBNETS[kind]
+    out = export_model(sn, subnet, tmp_path / kind, formats=("onnx",))
+    metrics = json.loads((out / "metrics.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    report = metrics["onnx"]
+    attended = [h for h, _ in subnet.layers if h > 0]
+    assert report["exporter"] == "torch.onnx.export(dynamo=True)"
+    assert report["max_abs_diff"] <= 1e-4 and metrics["onnx_max_abs_diff"] <= 1e-4
+    counts = op_counts(out / "model.onnx")
+    if family == "mpnet":  # the rewriter's attention patterns have no position-bias input
+        assert not report["optimized"] and manifest["onnx"]["optimized"] is False
+        assert "no attention was fused" in report["why_not_optimized"]
+        assert counts["Softmax"] == len(attended)  # the plain graph, one per attended layer
+    else:
         assert report["optimized"], (family, kind, report.get("why_not_optimized"))
-        assert report["exporter"] == "torchscript"
         assert manifest["onnx"]["optimized"] is True
+        # one fused attention node per layer with heads, each with that layer's head count
+        fused = report["fusions"].get("Attention", 0) + report["fusions"].get(
+            "MultiHeadAttention", 0)
+        assert fused == len(attended), (family, kind)
+        assert report["attention_heads"] == attended, (family, kind)
         assert report["fusions"]["SkipLayerNormalization"] >= 1
         assert report["fusions"].get("BiasGelu", 0) == sum(u > 0 for _, u in subnet.layers)
-        assert report["max_abs_diff"] <= 1e-4 and metrics["onnx_max_abs_diff"] <= 1e-4
-        counts = op_counts(out / "model.onnx")
-        if family == "mpnet":  # ORT's BERT fusion does not match MPNet's position-bias Add
-            assert "Attention" not in report["fusions"] and counts["Softmax"] == len(attended)
-        else:  # one fused Attention per layer with heads, each with that layer's head count
-            assert report["fusions"]["Attention"] == len(attended), (family, kind)
-            assert report["attention_heads"] == attended, (family, kind)
-            assert counts["Attention"] == len(attended) and "Softmax" not in counts
-        model = nasprune.load(out, backend="onnx").model
-        assert [i.name for i in model.session.get_inputs()] == input_names(sn.model.config)
-        assert all(i.shape == ["batch", "sequence"] for i in model.session.get_inputs())
-        for rows, seq, left in ((1, 5, False), (4, 23, True), (2, 40, True)):
-            batch = inputs(sn.model.config, rows, seq, seed=rows + seq, left_pad=left)
-            torch.testing.assert_close(model(**batch).logits, reference(sn, subnet, batch),
-                                       rtol=0, atol=1e-4)
-
-
-def test_pinned_head_counts_are_the_layers_own(tmp_path):
-    sn = make_supernet("bert")
-    subnet = SUBNETS["non-uniform"]
-    path = tmp_path / "plain.onnx"
-    xo.write_onnx(sn.extract(subnet), path, optimize=False)
-    proto = onnx.load(str(path))
-    # transformers 5 reshapes to (batch, seq, -1, head_dim): one Q, K, V reshape per layer
-    assert pin_head_counts(proto) == [h for h, _ in subnet.layers for _ in range(3)]
-    onnx.checker.check_model(proto)
+        assert "Softmax" not in counts
+    model = nasprune.load(out, backend="onnx").model
+    assert [i.name for i in model.session.get_inputs()] == input_names(sn.model.config)
+    assert all(i.shape == ["batch", "sequence"] for i in model.session.get_inputs())
+    for rows, seq, left in ((1, 5, False), (4, 23, True), (2, 40, True)):
+        batch = inputs(sn.model.config, rows, seq, seed=rows + seq, left_pad=left)
+        torch.testing.assert_close(model(**batch).logits, reference(sn, subnet, batch),
+                                   rtol=0, atol=1e-4)
 
 
 def test_a_fused_graph_that_does_not_match_is_not_kept(tmp_path, monkeypatch):
-    real = xo.optimize_onnx
+    real = xo.fuse_for_onnxruntime
 
     def off_by_a_bit(src, dst):  # a valid graph that computes something else
         found = real(src, dst)
         proto = onnx.load(str(dst))
         for init in proto.graph.initializer:
-            if init.name.endswith("classifier.bias"):
+            if init.name.endswith("classifier.weight"):
                 values = onnx.numpy_helper.to_array(init) + np.float32(1e-3)
                 init.CopyFrom(onnx.numpy_helper.from_array(values, init.name))
         onnx.save(proto, str(dst))
         return found
 
-    monkeypatch.setattr(xo, "optimize_onnx", off_by_a_bit)
+    monkeypatch.setattr(xo, "fuse_for_onnxruntime", off_by_a_bit)
     sn = make_supernet("bert")
     subnet = SUBNETS["non-uniform"]
-    out = export_model(sn, subnet, tmp_path / "out", formats=("onnx",), quantize="int8")
+    out = export_model(sn, subnet, tmp_path / "out", formats=("onnx",), quantize="int8",
+                       validation=(tiny_validation(), SST2))
     metrics = json.loads((out / "metrics.json").read_text())
     manifest = json.loads((out / "manifest.json").read_text())
     assert metrics["onnx"]["optimized"] is False
@@ -150,11 +148,11 @@ def test_optimizer_failure_keeps_the_plain_graph(tmp_path, monkeypatch):
     def broken(src, dst):
         raise RuntimeError("no fusion today")
 
-    monkeypatch.setattr(xo, "optimize_onnx", broken)
+    monkeypatch.setattr(xo, "fuse_for_onnxruntime", broken)
     report = xo.write_onnx(make_supernet("roberta").extract(SUBNETS["uniform"]),
                            tmp_path / "m.onnx")
     assert report["optimized"] is False
-    assert report["why_not_optimized"] == "optimizer failed: RuntimeError: no fusion today"
+    assert report["why_not_optimized"] == "fusion failed: RuntimeError: no fusion today"
     assert report["max_abs_diff"] <= 1e-3
 
 
@@ -166,19 +164,20 @@ def tiny_validation(n: int = 48, seed: int = 0) -> Encoded:
 
 
 @pytest.mark.parametrize("family", ["bert", "distilbert"])
-def test_int8_quantizes_the_fused_graph(family, tmp_path):
+def test_int8_is_static_quantization_of_the_weights(family, tmp_path):
     sn = make_supernet(family)
     subnet = SUBNETS["non-uniform"]
     out = export_model(sn, subnet, tmp_path / "out", formats=("onnx",), quantize="int8",
-                          validation=(tiny_validation(), SST2))
+                       validation=(tiny_validation(), SST2),
+                       calibration=tiny_validation(seed=5))
     metrics = json.loads((out / "metrics.json").read_text())
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["onnx"]["int8"] == {"method": "onnxruntime dynamic", "per_channel": True,
-                                        "reduce_range": True, "of": "optimised graph"}
+    assert manifest["onnx"]["int8"] == {
+        "method": "onnxruntime static (QDQ)", "per_channel": True, "reduce_range": True,
+        "of": "plain graph", "calibration": "entropy", "calibrated_on": "training texts"}
     counts = op_counts(out / "model.int8.onnx")
-    assert counts["QAttention"] == 4  # the fused attention's QKV weights are int8
-    assert counts["MatMulInteger"] >= 8  # attention output and both FFN matrices per layer
-    assert "Attention" not in counts
+    assert counts["QuantizeLinear"] >= 4 * 2 and counts["DequantizeLinear"] >= 4 * 2
+    assert "DynamicQuantizeLinear" not in counts  # no scale is computed at run time
     # correctness on a tiny random model (real accuracy: benchmarks/export_speed.py)
     assert abs(metrics["int8_change"]) <= 0.05
     batch = inputs(sn.model.config, 4, 19, seed=9, left_pad=True)
@@ -188,36 +187,11 @@ def test_int8_quantizes_the_fused_graph(family, tmp_path):
     assert (got.argmax(-1) == expected.argmax(-1)).all()
 
 
-def test_dynamo_exporter_as_the_fallback(tmp_path, monkeypatch):
-    pytest.importorskip("onnxscript")
-
-    def gone(*args, **kwargs):
-        raise RuntimeError("the TorchScript exporter was removed")
-
-    monkeypatch.setattr(xo, "_torchscript_export", gone)
-    sn = make_supernet("bert")
-    subnet = SUBNETS["blocks-removed"]  # the remote class with every stand-in module
-    path = tmp_path / "m.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)  # nothing deprecated on this path
-        report = xo.write_onnx(sn.extract(subnet), path)
-    assert report["exporter"] == "dynamo" and report["opset"] >= 18
-    assert report["why_not_torchscript"] == ("RuntimeError: the TorchScript exporter was "
-                                             "removed")
-    graph = onnx.load(str(path)).graph
-    assert [i.name for i in graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
-    assert all([d.dim_param for d in i.type.tensor_type.shape.dim] == ["batch", "sequence"]
-               for i in graph.input)
-    model = OnnxClassifier(path, sn.model.config, threads=1)
-    for rows, seq in ((1, 5), (5, 21)):
-        batch = inputs(sn.model.config, rows, seq, seed=seq, left_pad=rows > 1)
-        torch.testing.assert_close(model(**batch).logits, reference(sn, subnet, batch),
-                                   rtol=0, atol=1e-4)
-
-
-def test_unknown_exporter(tmp_path):
-    with pytest.raises(nasprune.NaspruneError, match="unknown ONNX exporter"):
-        xo.write_onnx(make_supernet("bert").model, tmp_path / "m.onnx", exporter="jit")
+def test_int8_needs_calibration_texts(tmp_path):
+    with pytest.raises(nasprune.NaspruneError, match="int8 needs calibration texts"):
+        export_model(make_supernet("bert"), SUBNETS["uniform"], tmp_path / "o",
+                     quantize="int8")
+    assert not (tmp_path / "o").exists()
 
 
 def test_session_options(tmp_path):
@@ -236,15 +210,20 @@ def test_session_options(tmp_path):
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
-def test_kept_deprecated_apis_warn_nothing_of_ours(tmp_path):
-    """The TorchScript exporter and torch.ao int8 are kept on purpose (docs/export.md);
-    their own deprecation notices are silenced by message, nothing else is."""
+def test_no_deprecated_export_or_quantization_path(tmp_path):
+    """The supported paths only: torch.export-based ONNX export, ONNX Runtime quantization;
+    nothing is silenced, and none of the deprecated paths' warnings appears."""
     sn = make_supernet("bert")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         xo.write_onnx(sn.model, tmp_path / "m.onnx")
-        quantize_onnx(tmp_path / "m.onnx", tmp_path / "q.onnx")
-        quantize_torch(sn.model)
-    deprecations = [w for w in caught if issubclass(w.category, (DeprecationWarning,
-                                                                 PendingDeprecationWarning))]
-    assert not deprecations, [f"{w.filename}:{w.lineno}: {w.message}" for w in deprecations]
+        xo.export_onnx(sn.model, tmp_path / "plain.onnx")
+        quantize_onnx(tmp_path / "plain.onnx", tmp_path / "q.onnx",
+                      calibration_feeds(tiny_validation(8), sn.model.config))
+    messages = [f"{w.category.__name__}: {w.message}" for w in caught]
+    for old in ("TorchScript", "torch.ao.quantization", "quantize_per_tensor", "TracerWarning",
+                "dynamo=False"):
+        assert not [m for m in messages if old in m], messages
+    assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+    ours = [w for w in caught if "/nasprune/" in w.filename.replace("\\", "/")]
+    assert not ours, [f"{w.filename}:{w.lineno}: {w.message}" for w in ours]

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from test_export import SUBNET, batch, make_supernet, reference_logits
+from test_export import SUBNET, batch, make_supernet, reference_logits, tiny_validation
 
 import nasprune
 from nasprune.core.families import ADAPTERS
@@ -172,7 +172,8 @@ def test_layout_option(tmp_path):
 
 def test_vanilla_export_with_onnx_and_int8(tmp_path):
     sn = make_supernet("bert")
-    out = export_model(sn, DROPPED, tmp_path / "o", formats=("onnx",), quantize="int8")
+    out = export_model(sn, DROPPED, tmp_path / "o", formats=("onnx",), quantize="int8",
+                       calibration=tiny_validation())
     inputs = batch(sn.model.config, 4, 17)
     expected = reference_logits(sn, DROPPED, inputs)
     loaded = nasprune.load(out, backend="onnx", quantized=False)

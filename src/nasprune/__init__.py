@@ -18,6 +18,16 @@ __all__ = ["NaspruneError", "ModelShape", "SearchSpace", "Subnet", "make_space",
            "DataConfig", "TrainConfig", "SearchConfig", "run", "export", "load"]
 
 
+def _run(cfg, run_dir, progress: bool = True, **kwargs) -> dict:
+    """``nasprune.pipeline.run``; ``progress=False`` also keeps transformers' load reports
+    and progress bars off (quiet means quiet)."""
+    from nasprune.core.models import quiet_transformers
+    from nasprune.pipeline import run
+
+    with quiet_transformers(enabled=not progress):
+        return run(cfg, run_dir, progress=progress, **kwargs)
+
+
 def __getattr__(name: str):  # lazy: torch is imported only when a stage runs
     if name == "export":
         from nasprune.deploy.export.writer import export_model
@@ -28,7 +38,5 @@ def __getattr__(name: str):  # lazy: torch is imported only when a stage runs
 
         return load
     if name == "run":
-        from nasprune.pipeline import run
-
-        return run
+        return _run
     raise AttributeError(f"module 'nasprune' has no attribute {name!r}")

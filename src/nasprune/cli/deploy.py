@@ -33,8 +33,8 @@ def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory holding supernet/ and search/trials.db.")],
     pick: PickOpt = _R.pick,
     out: Annotated[Path | None, opt("Export directory (default RUN_DIR/export).", PICK)] = None,
-    format: Annotated[str, opt("hf (safetensors + config), or onnx (hf files plus model.onnx).", PICK, "--format")] = "hf",
-    quantize: Annotated[Quantize | None, opt("int8: dynamic quantization of the linear layers (ONNX Runtime with --format onnx, else PyTorch at load).", PICK)] = None,
+    format: Annotated[str, opt("Export format(s), comma-separated: hf (safetensors + config, always written), onnx (plus model.onnx).", PICK, "--format")] = "hf",
+    quantize: Annotated[Quantize | None, opt("int8: ONNX Runtime static quantization calibrated on training texts (model.int8.onnx; implies onnx).", PICK)] = None,
     layout: Annotated[Layout, opt("auto: a plain transformers model when the sub-network allows it, else the remote-code class; or force vanilla / remote.", PICK)] = "auto",
     recover: Annotated[Recovery | None, opt("Recovery of the pick before export (default: the run's --recover).", PICK)] = None,
     validate: Annotated[bool, opt("Re-measure the metric of each backend on the run's validation set.", PICK)] = True,
@@ -43,7 +43,8 @@ def export(
     model card, checksums; recovered as the run's export stage would."""
     from nasprune.config import RunConfig
 
-    RunConfig(pick=pick, export_formats=(format,), quantize=_value(quantize),
+    formats = tuple(f.strip() for f in format.split(",") if f.strip())  # as run --format
+    RunConfig(pick=pick, export_formats=formats, quantize=_value(quantize),
               recover=_value(recover) or "none")  # checks them
     from nasprune.rundir import RunDir
 
@@ -52,11 +53,25 @@ def export(
 
     run = RunDir(run_dir)
     with run if run.is_run() else _nothing():
-        path = export_pick(run_dir, pick, out, formats=(format,), quantize=_value(quantize),
+        path = export_pick(run_dir, pick, out, formats=formats, quantize=_value(quantize),
                            recover=_value(recover), validate=validate, layout=_value(layout),
                            progress=lambda m: console.print(escape(m)))
     console.print(f"[green]exported[/] {escape(str(path))}")
     typer.echo((path / "metrics.json").read_text().strip())
+
+
+@app.command(epilog="Example: python -c 'from transformers import AutoModelForSequenceClassification as A; "
+             "A.from_pretrained(\"pruned\", trust_remote_code=True).save_pretrained(\"copy\")' && nasprune adopt copy")
+def adopt(
+    model_dir: Annotated[Path, typer.Argument(help="A remote-code export re-saved with save_pretrained (no manifest.json).")],
+) -> None:
+    """Check that a re-saved export loads with nasprune's own classes, then write its
+    subnet.json and manifest.json so that nasprune load / serve accept it."""
+    quiet_libraries()
+    from nasprune.deploy.export.adopt import adopt as adopt_dir
+
+    path = adopt_dir(model_dir)
+    console.print(f"[green]verified[/] {escape(str(path))}: nasprune serve accepts it")
 
 
 def _nothing():

@@ -21,7 +21,7 @@ SPACES = Registry("search space", {
     "small": "the tutorial's layers/heads/units, the same in every layer",
     "layer": "drop whole layers",
     "layerwise": "heads and units per layer",
-    "uniform": "every layer keeps the same fraction of its heads and units",
+    "uniform": "the first L layers, all heads, one FFN width (exports without remote code)",
 })
 #: Scores that order heads and FFN units before slicing (``nasprune.core.importance``):
 #: ``method(supernet, batches, max_batches) -> (head_scores, unit_scores, examples)``.

@@ -3,8 +3,9 @@ model takes as input."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from nasprune.errors import NaspruneError
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
 #: Short names for models that Python packages carry, so they work offline.
 ALIASES = PACKAGED
+#: The Hugging Face Hub model each alias is a copy of, and its license (for model cards).
+ALIAS_HUB = {name: (p.hub_id, p.license) for name, p in PACKAGED.items()}
 
 
 def resolve_model(name: str) -> str:
@@ -94,3 +97,29 @@ def quiet_libraries() -> None:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     huggingface_hub.utils.disable_progress_bars()
+
+
+@contextlib.contextmanager
+def quiet_transformers(enabled: bool = True) -> Iterator[None]:
+    """transformers' load reports and "Loading weights"/"Writing model shards" bars, and
+    huggingface_hub's bars, off inside the block and as they were after it (library mode:
+    ``nasprune.run(..., progress=False)`` prints nothing of theirs)."""
+    if not enabled:
+        yield
+        return
+    import huggingface_hub.utils as hub_utils
+    from transformers.utils import logging as tf_logging
+
+    verbosity, bars = tf_logging.get_verbosity(), tf_logging.is_progress_bar_enabled()
+    hub_bars = not hub_utils.are_progress_bars_disabled()
+    tf_logging.set_verbosity_error()
+    tf_logging.disable_progress_bar()
+    hub_utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        tf_logging.set_verbosity(verbosity)
+        if bars:
+            tf_logging.enable_progress_bar()
+        if hub_bars:
+            hub_utils.enable_progress_bars()

@@ -26,10 +26,12 @@ from nasprune.files import cache_dir
 
 @dataclass(frozen=True)
 class Packaged:
-    """An offline model: the extra that installs it, the Hub id it copies, its folder."""
+    """An offline model: the extra that installs it, the Hub id it copies and its license,
+    and how to find its folder."""
 
     extra: str
     hub_id: str
+    license: str
     locate: Callable[[str], Path]
 
 
@@ -117,8 +119,10 @@ def _assemble(parts: list[Path], root: Path, target: Path) -> None:
 
 #: Short names for models that Python packages carry.
 PACKAGED = {
-    "minilm-l6": Packaged("offline-model", "sentence-transformers/all-MiniLM-L6-v2", _minilm),
-    "mpnet-base": Packaged("mpnet", "sentence-transformers/all-mpnet-base-v2", _mpnet),
+    "minilm-l6": Packaged("offline-model", "sentence-transformers/all-MiniLM-L6-v2",
+                          "apache-2.0", _minilm),
+    "mpnet-base": Packaged("mpnet", "sentence-transformers/all-mpnet-base-v2", "apache-2.0",
+                           _mpnet),
 }
 
 

@@ -40,6 +40,8 @@ def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data
             recovery = out / RECOVERY_FILE
             return out, json.loads(recovery.read_text()) if recovery.is_file() else None
     validation = encode(tokenizer, data, "validation", cfg.train.max_length)
+    if cfg.quantize and train_encoded is None:  # int8 is calibrated on training texts
+        train_encoded = encode(tokenizer, data, "train", cfg.train.max_length)
     small, report = None, None
     if cfg.recover != "none":
         from nasprune.train.recovery.recover import RecoveryConfig, recover
@@ -62,7 +64,8 @@ def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data
         metrics={"trial": trial.id, **trial.metrics}, source_model=cfg.model,
         formats=cfg.export_formats, quantize=cfg.quantize,
         validation=(validation, data.preset) if validate else None, small=small,
-        recovery=report, layout=layout, card={**run_card_facts(run_dir), **(card or {})})
+        recovery=report, layout=layout, calibration=train_encoded if cfg.quantize else None,
+        card={**_facts(run_dir, cfg.pick), **(card or {})})
     return path, report
 
 
@@ -116,7 +119,7 @@ def export_pick(run_dir: str | Path, pick: str, out: str | Path | None = None, *
         return export_model(supernet, chosen.subnet, out or run.export, tokenizer=tokenizer,
                             metrics={"trial": chosen.id, **chosen.metrics}, formats=formats,
                             quantize=quantize, progress=say, layout=layout,
-                            card={**run_card_facts(run.path), **(card or {})})
+                            card={**_facts(run.path, pick), **(card or {})})
     from nasprune.core.models import pick_device
     from nasprune.data.tasks import load_task_data
     from nasprune.fingerprints import fingerprints
@@ -150,6 +153,13 @@ def _numbers(scores: Any) -> dict:
         return {}
     return {k: v for k, v in scores.items() if k != "epoch" and isinstance(v, (int, float))
             and not isinstance(v, bool)}
+
+
+def _facts(run_dir: str | Path, pick: str) -> dict:
+    """The run's card facts with the pick actually exported (not the run's own rule)."""
+    facts = run_card_facts(run_dir)
+    facts["recipe"] = {**facts.get("recipe", {}), "pick rule": pick}
+    return facts
 
 
 def run_card_facts(run_dir: str | Path) -> dict:

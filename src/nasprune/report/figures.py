@@ -38,7 +38,7 @@ def shape_figure(subnet: Subnet, shape: Mapping[str, int]) -> Any:
     go = require("plotly.graph_objects", "report")
     subplots = require("plotly.subplots", "report")
     heads_total, units_total = shape.get("num_heads"), shape.get("ffn")
-    layers = [f"layer {i + 1}" for i in range(subnet.num_layers)]
+    layers = [f"layer {i}" for i in range(subnet.num_layers)]  # 0-based, as encoder.layer.i
     fig = subplots.make_subplots(rows=1, cols=2, subplot_titles=(
         f"attention heads kept (of {heads_total})", f"FFN units kept (of {units_total})"))
     for col, index, total, colour in ((1, 0, heads_total, "#2563eb"),

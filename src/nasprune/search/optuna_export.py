@@ -4,8 +4,8 @@
 objective of the search minimised: ``error`` and each cost) with one trial per evaluated
 sub-network:
 
-- ``params``: the sub-network's per-layer dimensions, ``layer_01_heads``,
-  ``layer_01_units``, ... (integers from 0 to the model's heads / FFN units), so the
+- ``params``: the sub-network's per-layer dimensions, ``layer_00_heads``,
+  ``layer_00_units``, ... (integers from 0 to the model's heads / FFN units), so the
   dashboard's parallel-coordinate and importance plots read per layer;
 - ``values``: the search's objectives in their own units (``error`` a fraction, ``params``
   a count, ``flops`` per sequence, ``latency`` ms), named with ``set_metric_names``;
@@ -59,8 +59,9 @@ def storage_url(target: str | Path) -> str:
 
 
 def param_name(layer: int, part: str) -> str:
-    """``layer_01_heads``: zero-padded so the dashboard lists layers in order."""
-    return f"layer_{layer + 1:02d}_{part}"
+    """``layer_00_heads``: numbered from 0 like the model's own ``encoder.layer.N``, the
+    card and the report; zero-padded so the dashboard lists layers in order."""
+    return f"layer_{layer:02d}_{part}"
 
 
 def _datetime(seconds: float) -> datetime.datetime | None:

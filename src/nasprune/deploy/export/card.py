@@ -13,7 +13,7 @@ Every figure of the card names the split it was measured on:
     {"unpruned": {"validation": {"accuracy": 0.91}, "search": {"accuracy": 0.92}},
      "search_split": "search",          # where metrics.json "search" was measured
      "speedup": {"PyTorch, batch 32": 1.9} or 1.9,   # measured, vs. the unpruned model
-     "dataset": "nyu-mll/glue", "license": "apache-2.0",
+     "dataset": "glue", "license": "apache-2.0",   # default: GLUE tasks, the base model's
      "recipe": {"search space": "layerwise", "trials": 200, ...},
      "notes": "free text"}
 
@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from nasprune.core.subnet import ModelShape, Subnet
+from nasprune.deploy.export.card_meta import metadata
 
 SPLIT_NOTES = {
     "search": "examples held out of the training data; the sub-network was chosen on them",
     "validation": "the task's validation set, never trained on",
 }
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 @dataclass
@@ -58,13 +57,6 @@ class CardInfo:
     backends: dict = field(default_factory=dict)
     recovery: dict | None = None
     facts: dict = field(default_factory=dict)
-
-
-def _hub_id(name: str | None) -> str | None:
-    """``name`` when it can be a hub model id (not a local path)."""
-    if not name or not _HUB_ID.fullmatch(name) or Path(name).expanduser().exists():
-        return None
-    return name
 
 
 def _fmt(value: Any) -> str:
@@ -126,37 +118,10 @@ def metric_rows(info: CardInfo) -> list[tuple[str, str, str, Any]]:
     return rows
 
 
-def _metadata(info: CardInfo, rows) -> dict:
-    meta: dict[str, Any] = {"library_name": "transformers", "pipeline_tag": "text-classification"}
-    base = _hub_id(info.source_model)
-    if base:
-        meta["base_model"] = base
-    if info.facts.get("license"):
-        meta["license"] = str(info.facts["license"])
-    tags = ["nasprune", "pruned", "structured-pruning", "text-classification", info.model_type]
-    if info.layout == "remote":
-        tags.append("custom_code")
-    meta["tags"] = tags
-    if info.facts.get("dataset"):
-        meta["datasets"] = [str(info.facts["dataset"])]
-    validation = [r for r in rows if r[0].startswith("exported, PyTorch") and r[3] is not None]
-    if validation:
-        meta["metrics"] = sorted({r[2] for r in validation})
-        task = info.task or "text-classification"
-        meta["model-index"] = [{"name": info.name, "results": [{
-            "task": {"type": "text-classification"},
-            "dataset": {"name": task, "type": str(info.facts.get("dataset") or task),
-                        **({"config": task} if info.facts.get("dataset") else {}),
-                        "split": "validation"},
-            "metrics": [{"type": r[2], "value": float(r[3]), "name": f"{r[2]} (validation)"}
-                        for r in validation],
-        }]}]
-    return meta
-
-
 def _shape_table(info: CardInfo) -> list[str]:
     s = info.shape
-    lines = ["| layer | heads kept | FFN units kept | in this export |", "|---|---|---|---|"]
+    lines = ["| layer (0-based) | heads kept | FFN units kept | in this export |",
+             "|---|---|---|---|"]
     new_index = {old: new for new, old in enumerate(info.kept)}
     for i, (h, u) in enumerate(info.subnet.layers):
         if h == 0 and u == 0:
@@ -206,21 +171,44 @@ def _loading(info: CardInfo) -> list[str]:
     return [line for line in out if line is not None]
 
 
+def _what_was_removed(info: CardInfo) -> str:
+    """What the sub-network keeps, saying only what was actually removed."""
+    s, layers = info.shape, [layer for layer in info.subnet.layers if layer != (0, 0)]
+    parts = [f"{len(layers)} of {s.num_layers} encoder layers kept"]
+    fewer_heads = any(h < s.num_heads for h, _ in layers)
+    fewer_units = any(u < s.ffn for _, u in layers)
+    if fewer_heads and fewer_units:
+        parts.append("some with fewer attention heads and FFN units")
+    elif fewer_heads:
+        parts.append("some with fewer attention heads (every FFN unit kept)")
+    elif fewer_units:
+        parts.append("with fewer FFN units (every attention head kept)")
+    else:
+        parts.append("each whole (every attention head and FFN unit)")
+    return ", ".join(parts)
+
+
+def _recipe_line(key: str, value: Any) -> str:
+    """A recipe entry; a pick by trial id is no budget rule and says so."""
+    if key == "pick rule" and re.fullmatch(r"\d+", str(value)):
+        return f"- picked: trial {value} (by id, no budget rule)"
+    return f"- {key}: {_fmt(value)}"
+
+
 def model_card(info: CardInfo) -> str:
     """The ``README.md`` text."""
     import yaml
 
     rows = metric_rows(info)
-    report, facts, s = info.report, info.facts, info.shape
+    report, facts = info.report, info.facts
     cost = report.get("cost") or {}
     source = f"`{info.source_model}`" if info.source_model else "an unnamed model"
-    lines = ["---", yaml.safe_dump(_metadata(info, rows), sort_keys=False).rstrip("\n"), "---",
+    lines = ["---", yaml.safe_dump(metadata(info, rows), sort_keys=False).rstrip("\n"), "---",
              "", f"# {info.name}: a pruned {info.model_type} sequence classifier", "",
              f"A structurally pruned copy of {source}"
              + (f" for **{info.task}**" if info.task else "")
              + f", made with [nasprune](https://pypi.org/project/nasprune/) {info.version}: "
-             f"{info.subnet.kept_layers} of {s.num_layers} encoder layers kept, each with a "
-             "subset of its attention heads and FFN units. It is a smaller dense model, "
+             f"{_what_was_removed(info)}. It is a smaller dense model, "
              + ("loadable by stock transformers without remote code."
                 if info.layout == "vanilla" else "loadable with `trust_remote_code=True`."),
              "", "## Results", "", "| model | split | metric | value |", "|---|---|---|---|"]
@@ -235,8 +223,12 @@ def model_card(info: CardInfo) -> str:
         lines += [f"Validation figures: {report['validation_examples']} examples, measured "
                   "when the export was written.", ""]
     if "int8_change" in report:
-        lines += [f"int8 changes the validation {report.get('task_metric', 'metric')} by "
-                  f"{report['int8_change']:+.4f}.", ""]
+        lines += [f"int8 (ONNX Runtime static quantization, activation scales calibrated on "
+                  f"{report.get('int8_calibrated_on') or 'training texts'}) changes the "
+                  f"validation {report.get('task_metric', 'metric')} by "
+                  f"{report['int8_change']:+.4f}. Its scales are fixed in the file, so a text "
+                  "gets the same answer alone and in any batch; every figure above was "
+                  "measured in padded batches as `nasprune serve` runs them.", ""]
     lines += ["## Sub-network", "", f"`{info.subnet}` (heads/units per original layer).", ""]
     lines += _shape_table(info) + [""]
     size = [f"- parameters: {info.params:,}" + (
@@ -271,7 +263,7 @@ def model_card(info: CardInfo) -> str:
            f"model and wrote this directory on {info.created}."]
     recipe = facts.get("recipe")
     if isinstance(recipe, dict) and recipe:
-        how += ["", *[f"- {k}: {_fmt(v)}" for k, v in recipe.items()]]
+        how += ["", *[_recipe_line(k, v) for k, v in recipe.items()]]
     if facts.get("notes"):
         how += ["", str(facts["notes"])]
     lines += ["## How it was made", "", *how, ""]

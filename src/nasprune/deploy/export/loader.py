@@ -56,7 +56,27 @@ def _key(backend: str, quantized: bool) -> str:
     return f"{backend}_int8" if quantized else backend
 
 
-def _choose_backend(backend: str, manifest: dict, quantized: bool) -> str:
+def measured_faster(speed: Any, batch_size: int | None) -> str | None:
+    """The float backend the export measured faster at the batch size served (the largest
+    measured batch size not above it; 32, a full default batch, when not given), or None
+    when the export has no timing (exports before it, or written with one backend)."""
+    faster = speed.get("faster") if isinstance(speed, dict) else None
+    if not isinstance(faster, dict) or not faster:
+        return None
+    sizes = sorted(int(b) for b in faster if str(b).isdigit())
+    if not sizes:
+        return None
+    wanted = batch_size or 32
+    size = max((b for b in sizes if b <= wanted), default=sizes[0])
+    choice = faster.get(str(size))
+    return choice if choice in BACKENDS else None
+
+
+def choose_backend(backend: str, manifest: dict, quantized: bool, speed: Any = None,
+                   batch_size: int | None = None) -> str:
+    """The backend ``load`` runs: ``backend``, or for ``auto`` (``NASPRUNE_BACKEND`` if
+    set): int8 on the backend that has it; float on the one the export timed faster at
+    ``batch_size`` (``metrics.json`` ``speed``), else ONNX Runtime when exported."""
     backends = manifest.get("backends", {})
     if backend == "auto":
         backend = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
@@ -64,10 +84,12 @@ def _choose_backend(backend: str, manifest: dict, quantized: bool) -> str:
             raise NaspruneError(f"{BACKEND_ENV}={backend!r}; use one of "
                                 + ", ".join(LOAD_BACKENDS))
     if backend == "auto":
-        for name in BACKENDS:
-            if name != BASE and _key(name, quantized) in backends and BACKENDS[name].available():
-                return name
-        return BASE
+        usable = [name for name in BACKENDS if name != BASE and _key(name, quantized)
+                  in backends and BACKENDS[name].available()]
+        faster = None if quantized else measured_faster(speed, batch_size)
+        if faster is not None and (faster == BASE or faster in usable):
+            return faster
+        return usable[0] if usable else BASE
     if backend not in LOAD_BACKENDS:
         raise NaspruneError(f"unknown backend {backend!r}; choose one of "
                             + ", ".join(LOAD_BACKENDS))
@@ -137,12 +159,15 @@ def _load_tokenizer(directory: Path, config):
 
 
 def load(directory: str | os.PathLike, *, backend: str = "auto", quantized: bool | None = None,
-         verify_checksums: bool = True, threads: int | None = None) -> Export:
+         verify_checksums: bool = True, threads: int | None = None,
+         batch_size: int | None = None) -> Export:
     """Load an export after verifying it whole; no code from the directory runs.
 
     ``backend``: ``"torch"``, ``"onnx"`` or ``"auto"`` (the ``NASPRUNE_BACKEND``
-    environment variable if set, else ONNX Runtime when the export has the ONNX file for
-    the chosen precision and onnxruntime is installed, else PyTorch). ``quantized``:
+    environment variable if set; else int8 on ONNX Runtime, and float on the backend the
+    export timed faster at ``batch_size`` texts per model call (default 32), or ONNX
+    Runtime when the export has no timing; PyTorch when there is no ONNX file or no
+    onnxruntime). ``quantized``:
     default = what the export was made with (``--quantize int8``); PyTorch int8 is dynamic
     quantization applied here. ``verify_checksums=False`` skips hashing and the check for
     unlisted files (the manifest must still be well-formed).
@@ -158,7 +183,9 @@ def load(directory: str | os.PathLike, *, backend: str = "auto", quantized: bool
             raise NaspruneError(f"{directory}: {required} is missing")
     layout = manifest["layout"]
     quantized = (manifest.get("quantize") == "int8") if quantized is None else bool(quantized)
-    chosen = _choose_backend(backend, manifest, quantized)
+    metrics = read_object(directory / METRICS_FILE, "metrics") if (
+        directory / METRICS_FILE).is_file() else {}
+    chosen = choose_backend(backend, manifest, quantized, metrics.get("speed"), batch_size)
     config = _read_config(directory, layout)
     subnet = _read_subnet(directory, config, layout)
     try:
@@ -168,8 +195,6 @@ def load(directory: str | os.PathLike, *, backend: str = "auto", quantized: bool
     model = BACKENDS[chosen].load(directory, manifest, config, layout, state, quantized, threads)
     del state
     tokenizer = _load_tokenizer(directory, config)
-    metrics = read_object(directory / METRICS_FILE, "metrics") if (
-        directory / METRICS_FILE).is_file() else {}
     if threads:
         torch.set_num_threads(threads)
     return Export(model=model, tokenizer=tokenizer, subnet=subnet, metrics=metrics,
@@ -177,7 +202,8 @@ def load(directory: str | os.PathLike, *, backend: str = "auto", quantized: bool
                   config=config, layout=layout)
 
 
-def load_model_dir(model_dir: str | os.PathLike, *, threads: int | None = None):
+def load_model_dir(model_dir: str | os.PathLike, *, threads: int | None = None,
+                   batch_size: int | None = None):
     """The loader for servers: an :class:`Export` when ``model_dir`` holds any nasprune
     file (verified whole by ``load``; a damaged export is refused, never loaded another
     way), else ``(model, tokenizer)`` of a plain Hugging Face directory."""
@@ -185,7 +211,7 @@ def load_model_dir(model_dir: str | os.PathLike, *, threads: int | None = None):
     if not path.is_dir():
         raise NaspruneError(f"model directory not found: {path}")
     if nasprune_markers(path):
-        return load(path, threads=threads)
+        return load(path, threads=threads, batch_size=batch_size)
     if not (path / CONFIG).is_file():
         raise NaspruneError(f"{path} is not a model directory (no config.json)")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

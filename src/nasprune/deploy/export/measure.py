@@ -38,12 +38,60 @@ def unpack_validation(validation) -> tuple[Any, Any]:
 
 
 def measure(model, encoded, preset, pad_id: int, batch_size: int) -> dict:
-    """The task metrics of ``model`` (any backend's) on ``encoded``, on the CPU."""
+    """The task metrics of ``model`` (any backend's) on ``encoded``, on the CPU, in padded
+    length-sorted batches as ``nasprune serve`` runs it, plus ``batch_1``: how far the
+    logits of each example run alone are from those in its batch (``max_abs_diff``) and
+    how many predictions differ (``changed``); both 0 means batching never changes an
+    answer."""
+    import numpy as np
     import torch
 
-    from nasprune.train.evaluation import evaluate
+    from nasprune.train.evaluation import predict, score
 
+    cpu = torch.device("cpu")
     with torch.inference_mode():
-        return {k: float(v) for k, v in evaluate(model, encoded, preset, batch_size,
-                                                 device=torch.device("cpu"),
-                                                 pad_id=pad_id).items()}
+        batched = predict(model, encoded, batch_size, device=cpu, pad_id=pad_id)
+        alone = predict(model, encoded, 1, device=cpu, pad_id=pad_id)
+    out = {k: float(v) for k, v in score(preset, batched, encoded.labels).items()}
+    changed = 0 if preset.is_regression else int((batched.argmax(-1) != alone.argmax(-1)).sum())
+    diff = float(np.abs(batched - alone).max()) if len(batched) else 0.0
+    out["batch_1"] = {"max_abs_diff": diff, "changed": changed}
+    return out
+
+
+#: Batch sizes the export times its float backends at (1: one request; 8: the server's
+#: default chunk; 32: a full default batch) and the sequence length.
+SPEED_BATCHES = (1, 8, 32)
+SPEED_SEQ_LEN = 128
+
+
+def speed(models: dict, config, *, batches=SPEED_BATCHES, seq_len: int = SPEED_SEQ_LEN,
+          rounds: int = 3) -> dict:
+    """Median ms per batch of each model (``{"torch": ..., "onnx": ...}``: the graphs
+    written, with torch's thread count, as ``nasprune serve`` runs them) at each batch size,
+    rounds interleaved so that load from other processes hits all alike; and which is
+    faster per batch size (what ``load(backend="auto")`` reads)."""
+    import statistics
+    import time
+
+    import torch
+
+    from nasprune.deploy.export.examples import example_inputs
+
+    seq = min(seq_len, int(getattr(config, "max_position_embeddings", seq_len) or seq_len) - 2)
+    times: dict[str, dict[str, list[float]]] = {str(b): {n: [] for n in models}
+                                                for b in batches}
+    with torch.inference_mode():
+        for b in batches:
+            inputs = example_inputs(config, b, seq, seed=0)
+            inputs["attention_mask"][:] = 1
+            for model in models.values():
+                model(**inputs)  # warm-up
+            for _ in range(rounds):
+                for name, model in models.items():
+                    started = time.perf_counter()
+                    model(**inputs)
+                    times[str(b)][name].append((time.perf_counter() - started) * 1e3)
+    ms = {b: {n: statistics.median(v) for n, v in per.items()} for b, per in times.items()}
+    return {"threads": torch.get_num_threads(), "seq_len": seq, "ms_per_batch": ms,
+            "faster": {b: min(per, key=per.get) for b, per in ms.items()}}

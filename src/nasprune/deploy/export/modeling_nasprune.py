@@ -66,25 +66,27 @@ PREFIX = "nasprune_"
 
 
 def _pruned_classes(model_type: str, layout: Layout):
-    """The config and sequence-classifier classes of a family's pruned exports, named
-    ``Nasprune<Prefix>Config`` / ``Nasprune<Prefix>ForSequenceClassification`` (the names
-    that exported ``auto_map`` entries point to), subclassing the stock ones."""
-    stock_config = getattr(transformers, layout.prefix + "Config")
-    stock_model = getattr(transformers, layout.prefix + "ForSequenceClassification")
-    config_cls = type(f"Nasprune{layout.prefix}Config", (stock_config,),
-                      {"model_type": PREFIX + model_type, "__module__": __name__})
-    model_cls = type(f"Nasprune{layout.prefix}ForSequenceClassification",
-                     (_Pruned, stock_model),
-                     {"config_class": config_cls, "nasprune_layout": layout,
-                      "__module__": __name__})
-    return config_cls, model_cls
+    """The config, sequence-classifier and encoder (no head) classes of a family's pruned
+    exports, named ``Nasprune<Prefix>Config``, ``Nasprune<Prefix>ForSequenceClassification``
+    and ``Nasprune<Prefix>Model`` (the names exported ``auto_map`` entries point to),
+    subclassing the stock ones."""
+    def make(name: str, bases: tuple, attrs: dict):
+        return type(f"Nasprune{layout.prefix}{name}", bases, {**attrs, "__module__": __name__})
+
+    config_cls = make("Config", (getattr(transformers, layout.prefix + "Config"),),
+                      {"model_type": PREFIX + model_type})
+    models = [make(name, (_Pruned, getattr(transformers, layout.prefix + name)),
+                   {"config_class": config_cls, "nasprune_layout": layout})
+              for name in ("ForSequenceClassification", "Model")]
+    return config_cls, *models
 
 
-#: Stock ``model_type`` -> the pruned model class (one per layout in ``structure.LAYOUTS``).
-CLASSES = {}
+#: Stock ``model_type`` -> the pruned model class (one per layout in ``structure.LAYOUTS``),
+#: and the pruned encoder without its head (``auto_map`` ``AutoModel``).
+CLASSES, ENCODERS = {}, {}
 for _type, _layout in LAYOUTS.items():
-    _config_cls, CLASSES[_type] = _pruned_classes(_type, _layout)
-    globals()[_config_cls.__name__] = _config_cls  # exported auto_map entries name them
-    globals()[CLASSES[_type].__name__] = CLASSES[_type]
+    _config_cls, CLASSES[_type], ENCODERS[_type] = _pruned_classes(_type, _layout)
+    for _cls in (_config_cls, CLASSES[_type], ENCODERS[_type]):
+        globals()[_cls.__name__] = _cls  # exported auto_map entries name them
 #: Stock ``model_type`` -> the config class of its pruned exports.
 CONFIGS = {family: cls.config_class for family, cls in CLASSES.items()}

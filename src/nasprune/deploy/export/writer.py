@@ -13,7 +13,7 @@
     OUT/recovery.json          when export_model(recovery=...) is given
     OUT/README.md              the model card, with Hugging Face metadata
     OUT/model.onnx             --format onnx: dynamic batch and sequence axes
-    OUT/model.int8.onnx        --format onnx --quantize int8: ONNX Runtime dynamic quantization
+    OUT/model.int8.onnx        --quantize int8: ONNX Runtime static quantization (calibrated)
     OUT/manifest.json          sha256 and size of every file above, the layout and backends
 
 Layouts (``manifest.json`` ``layout``):
@@ -59,7 +59,7 @@ from nasprune.deploy.export.format import (
     WEIGHTS,
 )
 from nasprune.deploy.export.manifest import file_entries
-from nasprune.deploy.export.measure import cost_figures, measure, unpack_validation
+from nasprune.deploy.export.measure import cost_figures, measure, speed, unpack_validation
 from nasprune.deploy.export.staging import prepare_out, publish, same_modes
 from nasprune.errors import NaspruneError
 from nasprune.files import write_json
@@ -108,6 +108,7 @@ def _remote_model(small, config, cls):
     stem = Path(REMOTE_FILE).stem
     remote_config.auto_map = {
         "AutoConfig": f"{stem}.{type(remote_config).__name__}",
+        "AutoModel": f"{stem}.{remote.ENCODERS[config.model_type].__name__}",
         "AutoModelForSequenceClassification": f"{stem}.{cls.__name__}",
     }
     model = cls(remote_config)
@@ -119,18 +120,32 @@ def _remote_model(small, config, cls):
     return model.eval()
 
 
+def _calibration(calibration, encoded, config, pad_id: int) -> tuple[list, str]:
+    """(feeds, where they come from) for int8: the training texts given, else validation."""
+    from nasprune.deploy.export.backends.onnx import calibration_feeds
+
+    if calibration is not None:
+        return calibration_feeds(calibration, config, pad_id), "training texts"
+    return calibration_feeds(encoded, config, pad_id), "validation texts (none other given)"
+
+
 def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokenizer=None,
                  metrics: dict | None = None, source_model: str | None = None,
                  formats: Sequence[str] = ("hf",), quantize: str | None = None,
                  validation=None, seq_len: int = 128, batch_size: int = 64,
                  progress: Any = None, small=None, layout: str = "auto",
-                 card: dict | None = None, recovery: dict | None = None) -> Path:
+                 card: dict | None = None, recovery: dict | None = None,
+                 calibration=None, time_backends: bool = True) -> Path:
     """Write ``subnet`` of ``supernet`` as a deployable directory (see the module docstring).
 
     ``metrics``: what the search measured for this sub-network (stored as ``search``).
     ``validation``: ``(Encoded, TaskPreset)``; when given, the metric of every backend
     written (PyTorch float, ONNX float, int8) is measured on it. ``formats``: ``("hf",)`` or
-    ``("hf", "onnx")`` (``"onnx"`` alone implies the HF files too). ``quantize``: ``"int8"``.
+    ``("hf", "onnx")`` (``"onnx"`` alone implies the HF files too). ``quantize``: ``"int8"``
+    (ONNX Runtime static int8, so it implies ``"onnx"``), calibrated on ``calibration``
+    (an ``Encoded`` of training texts; without it, on ``validation``, as the card says).
+    ``time_backends``: time PyTorch and ONNX Runtime float at batch 1, 8 and 32
+    (``metrics.json`` ``speed``), so that ``load(backend="auto")`` serves the faster.
     ``progress``: optional ``callable(str)`` for status lines. ``small``: the extracted
     sub-network to write when it was changed after extraction (recovery), else extracted
     here. ``layout``: ``"auto"`` (a stock config when the sub-network has one, else remote
@@ -148,7 +163,7 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
     from nasprune.deploy.export.modeling_nasprune import PREFIX
 
     say = progress or (lambda _msg: None)
-    formats = tuple(dict.fromkeys(("hf", *formats)))
+    formats = tuple(dict.fromkeys(("hf", *formats, *(("onnx",) if quantize else ()))))
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise NaspruneError(f"unknown export format {bad[0]!r}; choose from {', '.join(FORMATS)}")
@@ -165,6 +180,9 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
     subnet = subnet.validate(supernet.shape)
     out = Path(out_dir)
     encoded, preset = unpack_validation(validation)
+    if quantize and calibration is None and encoded is None:
+        raise NaspruneError("int8 needs calibration texts: pass calibration= (training "
+                            "texts) or validation=")
     pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
     vanilla_plan = export_vanilla.plan(subnet, supernet.shape)
     if layout == "vanilla" and isinstance(vanilla_plan, str):
@@ -228,8 +246,13 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
             if encoded is not None:
                 measured[backend.name] = measure(written.runtime(), encoded, preset, pad_id,
                                                  batch_size)
-        if quantize == "int8":  # by the last backend written
-            written = (extra[-1] if extra else BACKENDS[BASE]).quantize(model, tmp, say)
+            if time_backends:  # which float backend load(backend="auto") serves
+                say(f"timing PyTorch and {backend.label} (float)")
+                report["speed"] = speed({BASE: model, backend.name: written.runtime()},
+                                         model.config)
+        if quantize == "int8":  # ONNX Runtime's static int8 (batch-independent)
+            written = BACKENDS["onnx"].quantize(model, tmp, say, _calibration(
+                calibration, encoded, model.config, pad_id))
             backends.update(written.backends)
             report.update(written.report)
             if encoded is not None:

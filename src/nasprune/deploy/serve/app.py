@@ -1,4 +1,6 @@
-"""The FastAPI app for one model: POST /v1/predict, /healthz, /readyz, /v1/model, /metrics.
+"""The FastAPI app for one model: POST /v1/predict, POST / (the body and answer of Hugging
+Face's text-classification API, for ``huggingface_hub.InferenceClient``), /healthz,
+/readyz, /v1/model, /metrics, /docs (served from this machine).
 
 Requests are parsed and checked on the event loop and handed to the dynamic batcher
 (``batcher.py``); a full queue answers 503 with ``Retry-After``, bad input is always a
@@ -19,7 +21,7 @@ from nasprune.deploy.serve.config import ServeConfig
 from nasprune.deploy.serve.guard import GuardAndCount
 from nasprune.deploy.serve.metrics import Metrics
 from nasprune.deploy.serve.predictor import Predictor
-from nasprune.deploy.serve.schemas import request_models
+from nasprune.deploy.serve.schemas import hf_answer, hf_request_model, request_models
 from nasprune.errors import require
 
 
@@ -40,6 +42,7 @@ def create_app(model: "str | Path | Predictor", config: ServeConfig | None = Non
         threads=config.torch_threads)
     description = predictor.describe()
     PredictRequest, PredictResponse = request_models(config.max_items, config.max_text_chars)
+    HFRequest = hf_request_model(config.max_items, config.max_text_chars)
 
     holder: dict[str, DynamicBatcher] = {}
     metrics = Metrics(lambda: holder["batcher"].depth() if "batcher" in holder else 0)
@@ -62,7 +65,7 @@ def create_app(model: "str | Path | Predictor", config: ServeConfig | None = Non
     # from the request's Host header, which any client can set.
     app = fastapi.FastAPI(title="nasprune", version="1", lifespan=lifespan,
                           redirect_slashes=False,
-                          docs_url="/docs" if config.token is None else None, redoc_url=None)
+                          docs_url=None, redoc_url=None)
     app.state.predictor = predictor
     app.state.batcher = batcher
     app.state.metrics = metrics
@@ -88,6 +91,16 @@ def create_app(model: "str | Path | Predictor", config: ServeConfig | None = Non
     async def model_info():
         return {**description, "serving": config.public_dict()}
 
+    if config.token is None:  # the schema is open then too (as FastAPI's own /docs was)
+        from fastapi.responses import HTMLResponse
+
+        from nasprune.deploy.serve.docs_page import docs_html
+
+        @app.get("/docs", include_in_schema=False)
+        async def docs():
+            """The API on one page built here: no CDN, so it works offline."""
+            return HTMLResponse(docs_html(app.openapi()))
+
     @app.get("/metrics")
     async def prometheus_metrics():
         body, content_type = metrics.render()
@@ -97,21 +110,21 @@ def create_app(model: "str | Path | Predictor", config: ServeConfig | None = Non
         "application/json": {"schema": PredictRequest.model_json_schema()}}}}
     retry = {"Retry-After": str(config.retry_after_s)}
 
-    @app.post("/v1/predict", response_model=PredictResponse, openapi_extra=schema)
-    async def predict(request: Request):
-        """Classify one text, one pair, or a list of texts/pairs."""
+    async def parse(request: Request, model):
         require_json(request)
         body = await read_body(request, config.max_body_bytes, config.body_timeout_s,
                                 draining)
         try:
-            parsed = PredictRequest.model_validate_json(body)
+            return model.model_validate_json(body)
         except ValidationError as exc:
             errors = json.loads(exc.json(include_url=False, include_input=False))
             raise HTTPException(422, detail=errors) from None
+
+    async def classify(request: Request, items) -> list[dict]:
         gone = asyncio.ensure_future(disconnected(request.receive))
         try:
-            results = await batcher.submit(parsed.items(), timeout=config.request_timeout_s,
-                                           cancel_when=gone)
+            return await batcher.submit(items, timeout=config.request_timeout_s,
+                                        cancel_when=gone)
         except QueueFull as exc:
             raise HTTPException(503, detail=str(exc), headers=retry) from None
         except ClientClosed:
@@ -120,7 +133,30 @@ def create_app(model: "str | Path | Predictor", config: ServeConfig | None = Non
             raise HTTPException(500, detail="inference failed") from None
         finally:
             gone.cancel()
-        return {"predictions": results}
+
+    @app.post("/v1/predict", response_model=PredictResponse, openapi_extra=schema)
+    async def predict(request: Request):
+        """Classify one text, one pair, or a list of texts/pairs."""
+        parsed = await parse(request, PredictRequest)
+        return {"predictions": await classify(request, parsed.items())}
+
+    hf_schema = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": HFRequest.model_json_schema()}}}}
+
+    @app.post("/", openapi_extra=hf_schema)
+    async def text_classification(request: Request):
+        """Hugging Face's text-classification API: ``{"inputs", "parameters"}`` in,
+        ``[[{"label", "score"}, ...]]`` (one list per input, best first) out."""
+        parsed = await parse(request, HFRequest)
+        texts, options = parsed.texts(), parsed.parameters
+        if options.truncation is False:
+            first = await asyncio.to_thread(predictor.too_long, texts)
+            if first is not None:
+                raise HTTPException(422, detail=f"inputs[{first}] is longer than "
+                                    f"{predictor.max_length} tokens and truncation is false")
+        results = await classify(request, [(t, None) for t in texts])
+        return [hf_answer(r, predictor.labels, options.function_to_apply, options.top_k)
+                for r in results]
 
     return app
 

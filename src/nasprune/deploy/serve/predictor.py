@@ -7,6 +7,7 @@ A batch is run length-sorted in chunks, each padded only to its own longest inpu
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,21 +27,32 @@ def load_for_inference(model_dir: str | Path, *, threads: int | None = None):
     ONNX Runtime) and refused if damaged; only a directory with none of them is loaded
     with ``AutoModelForSequenceClassification.from_pretrained``.
     """
+    model, tokenizer, _ = _load(model_dir, threads, None)
+    return model, tokenizer
+
+
+def _load(model_dir: str | Path, threads: int | None, batch_size: int | None):
+    """``load_for_inference`` plus ``{"backend", "precision"}`` (what ``/v1/model`` says)."""
     from nasprune.deploy.export.loader import load_model_dir
 
-    model, tokenizer = load_model_dir(model_dir, threads=threads)  # a tuple, or an Export
+    loaded = load_model_dir(model_dir, threads=threads, batch_size=batch_size)  # or a tuple
+    model, tokenizer = loaded
     if tokenizer is None:
         raise NaspruneError(f"{Path(model_dir).name} has no tokenizer files; serving needs one")
     model.eval()
-    return model, tokenizer
+    runtime = {"backend": getattr(loaded, "backend", "torch"),
+               "precision": "int8" if getattr(loaded, "quantized", False) else "float32"}
+    return model, tokenizer, runtime
 
 
 class Predictor:
     """Tokenise a batch of items and classify it; thread-confined to the worker thread."""
 
     def __init__(self, model, tokenizer, *, max_length: int = 128, chunk_size: int = 8,
-                 model_dir: Path | None = None):
+                 model_dir: Path | None = None, runtime: dict | None = None):
         self.model = model
+        self.runtime = runtime or {"backend": "torch", "precision": "float32"}
+        self._checker, self._check_lock = None, threading.Lock()  # see too_long
         self.tokenizer = tokenizer
         config = model.config
         # Never more tokens than the model has positions (a 500 on long inputs otherwise).
@@ -56,9 +68,10 @@ class Predictor:
     @classmethod
     def from_dir(cls, model_dir: str | Path, *, max_length: int = 128, chunk_size: int = 8,
                  threads: int | None = None) -> "Predictor":
-        model, tokenizer = load_for_inference(model_dir, threads=threads)
+        # the model sees chunks of chunk_size texts: the backend faster at that size runs
+        model, tokenizer, runtime = _load(model_dir, threads, chunk_size)
         return cls(model, tokenizer, max_length=max_length, chunk_size=chunk_size,
-                   model_dir=Path(model_dir))
+                   model_dir=Path(model_dir), runtime=runtime)
 
     def predict(self, items: Sequence[Item]) -> list[dict]:
         """One result per item, in order.
@@ -115,12 +128,29 @@ class Predictor:
         return batch
 
     def _result(self, logits) -> dict:
+        """``/v1/predict``'s fields, and ``logits`` (for the Hugging Face-compatible route;
+        ``/v1/predict``'s response model leaves them out)."""
+        raw = [float(x) for x in logits]
         if self.regression:
-            return {"label": None, "label_name": None, "scores": {}, "value": float(logits[0])}
+            return {"label": None, "label_name": None, "scores": {}, "value": raw[0],
+                    "logits": raw}
         probs = logits.softmax(-1).tolist()
         best = max(range(len(probs)), key=probs.__getitem__)
         return {"label": best, "label_name": self.labels[best],
-                "scores": dict(zip(self.labels, probs)), "value": None}
+                "scores": dict(zip(self.labels, probs)), "value": None, "logits": raw}
+
+    def too_long(self, texts: Sequence[str]) -> int | None:
+        """The index of the first text longer than ``max_length`` tokens, or None.
+
+        Called off the worker thread, so it uses a copy of the tokenizer of its own, under
+        a lock: a fast tokenizer is not safe to call from two threads at once."""
+        import copy
+
+        with self._check_lock:
+            if self._checker is None:
+                self._checker = copy.deepcopy(self.tokenizer)
+            lengths = [len(ids) for ids in self._checker(list(texts))["input_ids"]]
+        return next((i for i, n in enumerate(lengths) if n > self.max_length), None)
 
     def describe(self) -> dict:
         """What GET /v1/model reports: architecture, sub-network, size, known metric."""
@@ -130,6 +160,8 @@ class Predictor:
             "architecture": (getattr(config, "architectures", None) or
                              [type(self.model).__name__])[0],
             "model_type": getattr(config, "model_type", None),
+            "backend": self.runtime["backend"],  # torch or onnx
+            "precision": self.runtime["precision"],  # float32 or int8
             "num_layers": getattr(config, "num_hidden_layers", None),
             "hidden_size": getattr(config, "hidden_size", None),
             "parameters": int(sum(p.numel() for p in self.model.parameters())),

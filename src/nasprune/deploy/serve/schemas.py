@@ -1,8 +1,11 @@
-"""The JSON bodies of ``POST /v1/predict``, as pydantic models built per app so that the
-configured limits (inputs per request, characters per text) are part of the schema."""
+"""The JSON bodies of ``POST /v1/predict`` and of the Hugging Face-compatible ``POST /``,
+as pydantic models built per app so that the configured limits (inputs per request,
+characters per text) are part of the schema."""
 
 # No `from __future__ import annotations`: pydantic resolves these models' annotations
 # (``list[Prediction]`` names a class local to ``request_models``) when they are built.
+
+from typing import Annotated
 
 from nasprune.deploy.serve.predictor import Item
 
@@ -67,3 +70,52 @@ def request_models(max_items: int, max_chars: int):
         predictions: list[Prediction]
 
     return PredictRequest, PredictResponse
+
+
+def hf_request_model(max_items: int, max_chars: int):
+    """The body ``huggingface_hub.InferenceClient.text_classification`` sends:
+    ``{"inputs": text or [texts], "parameters": {"top_k", "function_to_apply",
+    "truncation"}}`` (unknown parameters are 422, as for ``/v1/predict``)."""
+    from typing import Literal
+
+    from pydantic import BaseModel, ConfigDict, Field
+
+    text = Field(min_length=1, max_length=max_chars)
+
+    class Parameters(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        top_k: int | None = Field(default=None, ge=1)
+        function_to_apply: Literal["softmax", "sigmoid", "none"] | None = None
+        truncation: bool | None = None  # None/True: cut to --max-length tokens
+
+    class TextClassificationRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        inputs: Annotated[str, text] | Annotated[list[Annotated[str, text]], Field(
+            min_length=1, max_length=max_items)]
+        parameters: Parameters = Field(default_factory=Parameters)
+
+        def texts(self) -> list[str]:
+            return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
+
+    return TextClassificationRequest
+
+
+def hf_answer(result: dict, labels: list[str], function: str | None,
+              top_k: int | None) -> list[dict]:
+    """One input's ``[{"label", "score"}, ...]``, best first, as transformers' pipeline
+    computes it: ``softmax`` (the default; ``sigmoid`` for one output), ``sigmoid`` or
+    ``none`` (the raw logits)."""
+    import math
+
+    logits = result["logits"]
+    function = function or ("sigmoid" if len(logits) == 1 else "softmax")
+    if function == "softmax":
+        peak = max(logits)
+        exps = [math.exp(x - peak) for x in logits]
+        scores = [e / sum(exps) for e in exps]
+    elif function == "sigmoid":
+        scores = [1 / (1 + math.exp(-x)) for x in logits]
+    else:
+        scores = list(logits)
+    ranked = sorted(zip(labels, scores), key=lambda pair: -pair[1])
+    return [{"label": label, "score": float(score)} for label, score in ranked[:top_k]]

@@ -1,9 +1,9 @@
 """What an export backend provides: its write step, its int8 step, its runtime loader.
 
 ``export_model`` calls ``write`` for the base backend and for each ``--format`` asked for,
-then ``quantize`` of the last of them for ``--quantize int8``; ``load`` calls ``load`` of
-the backend chosen. The manifest's ``backends`` names each backend's file under the
-backend's name and its int8 file under ``<name>_int8``.
+then ``quantize`` of the ONNX backend for ``--quantize int8`` (static, calibrated);
+``load`` calls ``load`` of the backend chosen. The manifest's ``backends`` names each
+backend's file under the backend's name and its int8 file under ``<name>_int8``.
 """
 
 from __future__ import annotations
@@ -48,8 +48,10 @@ class Backend:
         """Sections this backend adds to ``manifest.json`` (after the files)."""
         return {}
 
-    def quantize(self, model, directory: Path, say: Callable[[str], None]) -> Written:
-        """The int8 model of this backend (after ``write``)."""
+    def quantize(self, model, directory: Path, say: Callable[[str], None],
+                 calibration: tuple[list, str] | None = None) -> Written:
+        """The int8 model of this backend (after ``write``); ``calibration``: (feeds of
+        training texts, where they come from)."""
         raise NotImplementedError
 
     def load(self, directory: Path, manifest: dict, config, layout: str, state: dict,

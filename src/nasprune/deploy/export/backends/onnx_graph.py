@@ -1,58 +1,40 @@
 """A float PyTorch classifier as an ONNX graph, checked against PyTorch.
 
-``write_onnx`` writes it with dynamic batch and sequence axes, checks its parity, and runs
-ONNX Runtime's transformer optimizer on it (``onnx_fusion``), keeping the fused graph only
-when it matches PyTorch; ``export_onnx`` is the plain export without the optimizer.
-
-Exporter choice (measured with torch 2.13, onnxruntime 1.32, onnxscript 0.7; the reasons
-are in docs/export.md): the graph is traced with the TorchScript exporter, because ONNX
-Runtime's optimizer fuses attention only in that graph; the dynamo exporter
-(``exporter="dynamo"``, needs ``onnxscript``) works for every family and layout but its
-attention stays unfused (``fuse_attention: failed to match mask path``), and ``"auto"``
-falls back to it when the TorchScript exporter fails (e.g. once torch removes it). The
-deprecation warnings of the kept exporter are silenced by their exact messages only.
+``write_onnx`` writes it with dynamic batch and sequence axes using torch's supported
+exporter (``torch.onnx.export(..., dynamo=True)``, built on ``torch.export``; needs
+``onnxscript``), checks its parity, and fuses it for ONNX Runtime with onnxscript's
+rewriter (``onnxscript.rewriter.ort_fusions``: attention into one ``Attention`` or
+``MultiHeadAttention`` node per layer, with that layer's own head count read from the
+graph, residual + LayerNorm into ``SkipLayerNormalization``, bias + GELU into
+``BiasGelu``), keeping the fused graph only when it still matches PyTorch.
+``export_onnx`` is the plain export without the fusion (what int8 quantizes).
 """
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from nasprune.deploy.export.backends.onnx_fusion import optimize_onnx
 from nasprune.deploy.export.backends.onnx_runtime import OnnxClassifier
 from nasprune.deploy.export.examples import example_inputs, input_names
 from nasprune.errors import NaspruneError, require
 
-ONNX_OPSET = 17
-#: The dynamo exporter's lowest supported opset.
-DYNAMO_OPSET = 18
-EXPORTERS = ("auto", "torchscript", "dynamo")
+#: The opset written (the ``torch.export``-based exporter's lowest is 18).
+ONNX_OPSET = 18
 #: Largest logit difference to PyTorch allowed for the plain graph (an export error).
 PARITY_TOLERANCE = 1e-3
-#: Largest logit difference to PyTorch allowed for the optimised (fused) graph; above it
-#: the plain graph is kept.
+#: Largest logit difference to PyTorch allowed for the fused graph; above it the plain
+#: graph is kept.
 FUSED_TOLERANCE = 1e-4
+#: The fused op types counted in the report.
+FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization",
+             "LayerNormalization", "BiasGelu", "FastGelu", "Gelu")
 
 
 class _Logits:
-    """Wraps a classifier so that the traced signature is the input tensors -> logits."""
-
-    @staticmethod
-    def positional(model, names: Sequence[str]):
-        import torch
-
-        class Positional(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.model = model
-
-            def forward(self, *inputs):
-                return self.model(**dict(zip(names, inputs))).logits
-
-        return Positional().eval()
+    """Wraps a classifier so that the exported signature is the input tensors -> logits."""
 
     @staticmethod
     def keywords(model, names: Sequence[str]):
@@ -71,64 +53,38 @@ class _Logits:
         return Keywords().eval()
 
 
-@contextlib.contextmanager
-def _eager_attention(model):
-    """Trace with transformers' eager attention (the same function as SDPA, written as
-    MatMul/Softmax/MatMul, the pattern ONNX Runtime's optimizer fuses); restored after.
-
-    Sets ``_attn_implementation`` on every config of the model (the stock classes share
-    one; ``set_attn_implementation`` refuses nasprune's remote classes)."""
-    configs = {id(m.config): m.config for m in model.modules()
-               if hasattr(getattr(m, "config", None), "_attn_implementation")}
-    before = {key: c._attn_implementation for key, c in configs.items()}
-    changed = []
-    try:
-        for key, config in configs.items():
-            if before[key] not in (None, "eager"):
-                try:
-                    config._attn_implementation = "eager"
-                except (AttributeError, ValueError, TypeError):
-                    continue
-                changed.append(key)
-        yield
-    finally:
-        for key in changed:
-            configs[key]._attn_implementation = before[key]
-
-
-def _torchscript_export(model, names, example, path: Path, opset: int) -> None:
-    import torch
-
-    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
-    with warnings.catch_warnings(), torch.no_grad():
-        # the exporter itself is deprecated (kept on purpose, see the module docstring);
-        # tracing warns on Python branches (the padded example keeps the mask branch)
-        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript",
-                                category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message="Exporting aten::index operator",
-                                category=UserWarning)
-        torch.onnx.export(_Logits.positional(model, names), tuple(example[n] for n in names),
-                          str(path), input_names=list(names), output_names=["logits"],
-                          dynamic_axes=axes, opset_version=opset, do_constant_folding=True,
-                          dynamo=False)
-
-
-def _dynamo_export(model, names, example, path: Path, opset: int) -> None:
+def _export(model, names, example, path: Path, opset: int) -> None:
+    """``torch.onnx.export(dynamo=True)`` with named dynamic batch and sequence axes."""
     import torch
 
     require("onnxscript", "onnx")
-    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.filterwarnings("ignore", message=r".*treespec", category=FutureWarning)
-        warnings.filterwarnings("ignore", message=r"# The axis name", category=UserWarning)
+    with torch.no_grad():
         torch.onnx.export(_Logits.keywords(model, names), (), str(path),
                           kwargs={n: example[n] for n in names}, input_names=list(names),
                           output_names=["logits"],
-                          dynamic_shapes={n: {0: batch, 1: sequence} for n in names},
-                          opset_version=max(opset, DYNAMO_OPSET), dynamo=True, verbose=False,
+                          dynamic_shapes={n: {0: "batch", 1: "sequence"} for n in names},
+                          opset_version=opset, dynamo=True, verbose=False,
                           external_data=False)
+
+
+def fuse_for_onnxruntime(src: str | os.PathLike, dst: str | os.PathLike) -> dict:
+    """onnxscript's ONNX Runtime fusions on the graph at ``src``, written to ``dst``.
+
+    Returns ``{"fusions": {op type: count}, "attention_heads": [per fused layer]}``. Does
+    not check the result: :func:`write_onnx` compares it with PyTorch.
+    """
+    import onnx_ir as ir
+    from onnxscript.rewriter import ort_fusions
+
+    model = ir.load(str(src))
+    ort_fusions.optimize_for_ort(model)
+    ir.save(model, str(dst))
+    nodes = list(model.graph)
+    counts = collections.Counter(n.op_type for n in nodes)
+    heads = [int(n.attributes["num_heads"].value) for n in nodes
+             if n.op_type in ("Attention", "MultiHeadAttention") and "num_heads" in n.attributes]
+    return {"fusions": {k: counts[k] for k in FUSED_OPS if counts[k]},
+            "attention_heads": heads}
 
 
 def _probes(config) -> list[dict]:
@@ -173,48 +129,32 @@ def _same_interface(path: Path, names: Sequence[str]) -> str | None:
 
 
 def write_onnx(model, path: str | os.PathLike, *, opset: int = ONNX_OPSET,
-               optimize: bool = True, exporter: str = "auto") -> dict:
+               optimize: bool = True) -> dict:
     """Write ``model`` (a float PyTorch classifier) as ONNX with dynamic batch/sequence axes.
 
     The plain graph must match PyTorch within ``PARITY_TOLERANCE`` on inputs of other
-    shapes (else :class:`NaspruneError`). With ``optimize``, ONNX Runtime's transformer
-    optimizer fuses it (:func:`optimize_onnx`) and the fused graph replaces the plain one
-    only when it keeps the inputs and axes and matches PyTorch within ``FUSED_TOLERANCE``
-    on right-, left- and un-padded inputs; otherwise the plain graph stays and the reason is
-    returned. ``exporter``: ``"torchscript"``, ``"dynamo"`` or ``"auto"`` (TorchScript, the
-    dynamo exporter if that fails).
+    shapes (else :class:`NaspruneError`). With ``optimize``, onnxscript's ONNX Runtime
+    fusions rewrite it (:func:`fuse_for_onnxruntime`) and the fused graph replaces the plain
+    one only when it keeps the inputs and axes and matches PyTorch within
+    ``FUSED_TOLERANCE`` on right-, left- and un-padded inputs; otherwise the plain graph
+    stays and the reason is returned.
 
     Returns the report stored in ``metrics.json`` (``onnx``): ``exporter``, ``opset``,
     ``optimized``, ``max_abs_diff`` (of the graph written), ``plain_max_abs_diff``, and
-    ``fusions``/``attention_heads``/``fused_max_abs_diff`` or ``why_not_optimized``
-    (and ``why_not_torchscript`` when ``auto`` fell back).
+    ``fusions``/``attention_heads``/``fused_max_abs_diff`` or ``why_not_optimized``.
     """
-    if exporter not in EXPORTERS:
-        raise NaspruneError(f"unknown ONNX exporter {exporter!r}; choose from "
-                            + ", ".join(EXPORTERS))
     path = Path(path)
     model = model.eval().to("cpu")
     names = input_names(model.config)
     example = example_inputs(model.config, 2, 8, seed=0)
-    report: dict[str, Any] = {}
-    with _eager_attention(model):
-        if exporter in ("auto", "torchscript"):
-            try:
-                _torchscript_export(model, names, example, path, opset)
-                report.update(exporter="torchscript", opset=opset)
-            except Exception as exc:  # torch raises many types; the reason is kept
-                if exporter == "torchscript":
-                    raise NaspruneError(f"TorchScript ONNX export failed: {exc}") from exc
-                report["why_not_torchscript"] = f"{type(exc).__name__}: {_first_line(exc)}"
-        if "exporter" not in report:
-            try:
-                _dynamo_export(model, names, example, path, opset)
-            except NaspruneError:
-                raise
-            except Exception as exc:
-                raise NaspruneError(f"dynamo ONNX export failed: {type(exc).__name__}: "
-                                    f"{_first_line(exc)}") from exc
-            report.update(exporter="dynamo", opset=max(opset, DYNAMO_OPSET))
+    try:
+        _export(model, names, example, path, opset)
+    except NaspruneError:
+        raise
+    except Exception as exc:  # torch raises many types; the reason is kept
+        raise NaspruneError(f"ONNX export failed: {type(exc).__name__}: "
+                            f"{_first_line(exc)}") from exc
+    report: dict[str, Any] = {"exporter": "torch.onnx.export(dynamo=True)", "opset": opset}
     probes = _probes(model.config)
     plain = _max_diff(path, model, probes)
     if not plain <= PARITY_TOLERANCE:
@@ -225,9 +165,12 @@ def write_onnx(model, path: str | os.PathLike, *, opset: int = ONNX_OPSET,
         return report
     fused_path = path.with_name(path.stem + ".fused" + path.suffix)
     try:
-        found = optimize_onnx(path, fused_path)
+        found = fuse_for_onnxruntime(path, fused_path)
         why = _same_interface(fused_path, names)
         fused = _max_diff(fused_path, model, probes) if why is None else float("nan")
+        if why is None and not found["fusions"].get("Attention", 0) + found["fusions"].get(
+                "MultiHeadAttention", 0):
+            why = f"no attention was fused (fusions {found['fusions']})"
         if why is None and not fused <= FUSED_TOLERANCE:
             why = (f"the fused graph differs from PyTorch by {fused:.3g} "
                    f"(> {FUSED_TOLERANCE:g}); fusions {found['fusions']}")
@@ -236,8 +179,8 @@ def write_onnx(model, path: str | os.PathLike, *, opset: int = ONNX_OPSET,
             report.update(optimized=True, max_abs_diff=fused, fused_max_abs_diff=fused, **found)
         else:
             report["why_not_optimized"] = why
-    except Exception as exc:  # the optimizer's failures are many; the plain graph stays
-        report["why_not_optimized"] = f"optimizer failed: {type(exc).__name__}: {_first_line(exc)}"
+    except Exception as exc:  # the rewriter's failures are many; the plain graph stays
+        report["why_not_optimized"] = f"fusion failed: {type(exc).__name__}: {_first_line(exc)}"
     finally:
         fused_path.unlink(missing_ok=True)
     return report
@@ -248,19 +191,8 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def export_onnx(model, path: str | os.PathLike, *, opset: int = ONNX_OPSET,
-                check: bool = True) -> float:
+def export_onnx(model, path: str | os.PathLike, *, opset: int = ONNX_OPSET) -> float:
     """Write ``model`` as a plain (unfused) ONNX graph with dynamic batch/sequence axes and
     return the largest logit difference to PyTorch on inputs of other shapes (raises above
-    ``PARITY_TOLERANCE``). ``write_onnx`` is the export with the optimizer."""
-    return write_onnx(model, path, opset=opset, optimize=False, exporter="torchscript")[
-        "max_abs_diff"] if check else _plain_unchecked(model, path, opset)
-
-
-def _plain_unchecked(model, path, opset: int) -> float:
-    model = model.eval().to("cpu")
-    names = input_names(model.config)
-    with _eager_attention(model):
-        _torchscript_export(model, names, example_inputs(model.config, 2, 8, seed=0),
-                            Path(path), opset)
-    return 0.0
+    ``PARITY_TOLERANCE``). ``write_onnx`` is the export with the fusions."""
+    return write_onnx(model, path, opset=opset, optimize=False)["max_abs_diff"]

@@ -1,0 +1,41 @@
+"""One convention everywhere: layers are numbered from 0 (the model's ``encoder.layer.N``)
+in the model card, the HTML report and the Optuna study; the command line describes the
+``uniform`` space as what it is."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from nasprune.core.subnet import ModelShape, Subnet
+from nasprune.deploy.export.card import CardInfo, _shape_table
+from nasprune.search.optuna_export import param_name
+
+SHAPE = ModelShape(num_layers=3, num_heads=4, head_dim=8, hidden=32, ffn=64)
+SUBNET = Subnet(((4, 64), (2, 32), (0, 0)))
+
+
+def test_layers_are_numbered_from_zero_everywhere():
+    info = CardInfo(name="x", layout="remote", subnet=SUBNET, shape=SHAPE, model_type="bert",
+                    remote_type="nasprune_bert", source_model=None, report={}, params=1,
+                    full_params=2, file_bytes={}, version="0", created="now")
+    rows = [line.split("|")[1].strip() for line in _shape_table(info)[2:]]
+    assert rows == ["0", "1", "2"]
+    assert [param_name(i, "heads") for i in range(3)] == [
+        "layer_00_heads", "layer_01_heads", "layer_02_heads"]
+    pytest.importorskip("plotly")
+    from nasprune.report.figures import shape_figure
+
+    figure = shape_figure(SUBNET, SHAPE.to_dict())
+    assert list(figure.data[0].x) == ["layer 0", "layer 1", "layer 2"]
+
+
+def test_uniform_space_help_says_what_it_searches():
+    from nasprune.cli.common import app
+
+    text = CliRunner().invoke(app, ["run", "--help"], terminal_width=200).output
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())  # rich's panel borders
+    assert "the first L layers, all heads, one FFN width" in text
+    assert "same fraction of its heads" not in text
