@@ -19,6 +19,7 @@ from test_export import SUBNET, make_supernet
 
 import nasprune
 from nasprune.core.subnet import Subnet
+from nasprune.deploy.export import manifest as manifest_api
 from nasprune.deploy.export.loader import Export, load_model_dir
 from nasprune.deploy.export.staging import _HOST
 from nasprune.deploy.export.writer import export_model
@@ -53,13 +54,9 @@ def _write_manifest(d: Path, data) -> None:
 
 
 def _rehash(d: Path) -> None:
-    """Make the manifest agree with the files again (a consistent, deliberate edit)."""
-    manifest = _manifest(d)
-    for rel in manifest["files"]:
-        data = (d / rel).read_bytes()
-        manifest["files"][rel] = {"sha256": hashlib.sha256(data).hexdigest(),
-                                  "bytes": len(data)}
-    _write_manifest(d, manifest)
+    """Make the manifest agree with the files again through its public API (what a
+    deliberate edit, or a verified re-import, does): the function pins are kept."""
+    manifest_api.write(d, _manifest(d))
 
 
 def _flip_byte(path: Path) -> None:
@@ -87,6 +84,16 @@ def _set_entry(d: Path, rel: str, value) -> None:
 def _drop_entry(d: Path, rel: str) -> None:
     manifest = _manifest(d)
     del manifest["files"][rel]
+    _write_manifest(d, manifest)
+
+
+def _rehash_by_hand(d: Path) -> None:
+    """New file checksums written into the manifest without its own (a hand edit)."""
+    manifest = _manifest(d)
+    for rel in manifest["files"]:
+        data = (d / rel).read_bytes()
+        manifest["files"][rel] = {"sha256": hashlib.sha256(data).hexdigest(),
+                                  "bytes": len(data)}
     _write_manifest(d, manifest)
 
 
@@ -198,6 +205,33 @@ TAMPER = [
     ("rehashed-config-list", "vanilla",
      lambda d: ((d / "config.json").write_text("[]"), _rehash(d)),
      "the config is a JSON list"),
+    # the manifest checks itself; function-changing config keys are pinned
+    ("manifest-quantize-int8", "remote", lambda d: _set_manifest(d, quantize="int8"),
+     "manifest.json fails its own checksum"),
+    ("manifest-quantize-int8-vanilla", "vanilla", lambda d: _set_manifest(d, quantize="int8"),
+     "manifest.json fails its own checksum"),
+    ("manifest-extra-key", "vanilla", lambda d: _set_manifest(d, note="hi"),
+     "fails its own checksum"),
+    ("manifest-rehashed-by-hand", "remote",
+     lambda d: (_edit_config(d, hidden_act="relu"), _rehash_by_hand(d)),
+     "fails its own checksum"),
+    ("manifest-without-its-checksum", "vanilla",
+     lambda d: _write_manifest(d, {k: v for k, v in _manifest(d).items()
+                                   if k != manifest_api.SEAL}),
+     "carries no checksum of itself"),
+    ("manifest-function-not-object", "vanilla",
+     lambda d: manifest_api.write(d, {**_manifest(d), "function": ["hidden_act"]}),
+     "'function' is not an object"),
+    ("resealed-hidden-act", "vanilla", lambda d: (_edit_config(d, hidden_act="relu"), _rehash(d)),
+     "hidden_act is 'relu', but the export was made with 'gelu'"),
+    ("resealed-layer-norm-eps", "remote",
+     lambda d: (_edit_config(d, layer_norm_eps=0.1), _rehash(d)), "layer_norm_eps is 0.1"),
+    ("resealed-problem-type", "vanilla",
+     lambda d: (_edit_config(d, problem_type="regression"), _rehash(d)),
+     "problem_type is 'regression'"),
+    ("resealed-id2label", "remote",
+     lambda d: (_edit_config(d, id2label={"0": "positive", "1": "negative"}), _rehash(d)),
+     "id2label is"),
 ]
 
 
@@ -228,6 +262,27 @@ def test_manifest_lists_every_file(pristine):
         files = {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()}
         assert set(_manifest(d)["files"]) == files - {"manifest.json"}
         assert {"README.md", "tokenizer.json", "tokenizer_config.json", "subnet.json"} <= files
+
+
+def test_a_manifest_written_again_through_the_api_loads(pristine, tmp_path):
+    """What a verified re-import does: a harmless change (the card, a re-saved config with
+    the same function), the manifest written again with its fields, loaded as before."""
+    d = _copy(pristine, "remote", tmp_path)
+    before = _manifest(d)
+    (d / "README.md").write_text("# re-saved\n")
+    _edit_config(d, transformers_version="9.9.9")
+    written = manifest_api.write(d, before)
+    assert written == _manifest(d) and written["function"] == before["function"]
+    assert manifest_api.verify(d)["quantize"] == before["quantize"]
+    assert nasprune.load(d).subnet == SUBNET
+    assert before["function"]["hidden_act"] == "gelu"
+
+
+def test_an_edited_manifest_is_refused_also_without_checksums(pristine, tmp_path):
+    d = _copy(pristine, "vanilla", tmp_path)
+    _set_manifest(d, quantize="int8")
+    with pytest.raises(NaspruneError, match="fails its own checksum"):
+        nasprune.load(d, verify_checksums=False)
 
 
 def test_without_checksums_the_manifest_must_still_be_well_formed(pristine, tmp_path):
