@@ -153,8 +153,6 @@ def _print_summary(record: dict, run_dir: Path) -> None:
     out.print(scores)
 
 
-
-
 def config_keys(command) -> dict[str, str]:
     """Every key a config file may use -> its parameter: the flag without dashes
     (``lr``, ``format``) and the parameter name (``learning_rate``, ``export_format``)."""
