@@ -1,5 +1,6 @@
 """Shared fixtures: the shared real data and MiniLM (for ``slow`` tests only), toy data and
-tiny random models that build in milliseconds.
+tiny random models that build in milliseconds (their builders live in ``cases``, which the
+benchmarks import too).
 
 A test that requests ``shared_data`` or ``minilm`` must be marked ``slow``: collection
 refuses it otherwise, so ``pytest -m "not slow"`` never reads the real data or model.
@@ -11,34 +12,9 @@ import os
 from pathlib import Path
 
 import pytest
+from cases import REPO, SHARED_DATA, WORDS, tiny_bert, tiny_tokenizer  # noqa: F401
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data" / "glue"
-
-WORDS = ("the a an is was it this that movie film good bad great awful not very and but of to "
-         "in fun boring best worst love hate story acting plot").split()
-
-
-def tiny_tokenizer():
-    """A real WordPiece tokenizer over a few dozen words (unknown words map to [UNK])."""
-    from transformers import BertTokenizer
-
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz"]
-    return BertTokenizer(vocab={token: i for i, token in enumerate(vocab)})
-
-
-def tiny_bert(num_labels: int = 2, layers: int = 2, heads: int = 4, hidden: int = 32,
-              ffn: int = 64, seed: int = 0):
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=64, hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=ffn,
-                        max_position_embeddings=64, num_labels=num_labels)
-    return BertForSequenceClassification(config)
 
 
 @pytest.fixture(scope="session")

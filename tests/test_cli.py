@@ -1,125 +1,36 @@
 """The command line: every user mistake it knows is one line on stderr and exit code 2,
 refused before any work starts (nothing written, torch never loaded), never a traceback.
 
-``MISTAKES`` is also the table in docs/cli.md (a test checks that they agree)."""
+``MISTAKES`` (tests/cases/cli.py) is also the table in docs/cli.md (a test checks that
+they agree); ``generated_mistakes`` adds the nan, inf, negative, zero and huge values of
+every numeric option and the wrong kinds of path of every path option of every command."""
 
-import json
+import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from cases import REPO
+from cases.cli import ALWAYS_REFUSED, MISTAKES, files, generated_mistakes, options
 
-from conftest import REPO
-
-DATA = "{data}"  # the toy GLUE folder (conftest.toy_glue): mistakes need no real data
-SST2 = ["--task", "sst2", "--data-dir", DATA]
+#: The child runs the same nasprune as the tests (a source tree given by PYTHONPATH).
+_PYTHONPATH = {k: v for k, v in os.environ.items() if k == "PYTHONPATH"}
 
 
 def nasprune(*args, timeout=120, cwd=None):
     return subprocess.run([sys.executable, "-m", "nasprune", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, cwd=cwd,
                           env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                               "PATH": "/usr/bin:/bin", "COLUMNS": "200"})
-
-
-def _files(tmp: Path) -> dict[str, Path]:
-    tmp.mkdir(parents=True, exist_ok=True)
-    good = tmp / "good.tsv"
-    good.write_text("sentence\tlabel\n" + "".join(f"text {i}\t{i % 2}\n" for i in range(40)))
-    (tmp / "labels.tsv").write_text("sentence\tlabel\na\t0\nb\t2\n")
-    (tmp / "empty.csv").write_text("")
-    (tmp / "bad-key.toml").write_text('task = "sst2"\nepoch = 2\n')
-    (tmp / "broken.toml").write_text('task = "sst2\n')
-    run = tmp / "corrupt-run"
-    run.mkdir(exist_ok=True)
-    (run / "config.json").write_text("{not json")
-    keys = tmp / "keys-run"
-    keys.mkdir(exist_ok=True)
-    (keys / "config.json").write_text(json.dumps({"model": "m", "data": {"tsk": "sst2"}}))
-    return {"good": good, "labels": tmp / "labels.tsv", "empty": tmp / "empty.csv",
-            "bad_key": tmp / "bad-key.toml", "broken": tmp / "broken.toml",
-            "corrupt": run, "keys": keys}
-
-
-#: (id, arguments with {placeholders}, a fragment of the one-line message)
-MISTAKES = [
-    ("unknown task", ["run", "--task", "sst3"], "'sst3' is not one of"),
-    ("unknown search space", ["run", *SST2, "--space", "foo"], "'foo' is not one of"),
-    ("unknown searcher", ["run", *SST2, "--searcher", "nsga3"], "'nsga3' is not one of"),
-    ("unknown importance", ["run", *SST2, "--importance", "gain"], "'gain' is not one of"),
-    ("unknown strategy", ["run", *SST2, "--strategy", "magic"], "'magic' is not one of"),
-    ("unknown recovery", ["run", *SST2, "--recover", "magic"], "'magic' is not one of"),
-    ("unknown quantization", ["run", *SST2, "--quantize", "int4"], "'int4' is not one of"),
-    ("unknown export format", ["run", *SST2, "--format", "hf,tflite"],
-     "unknown export format 'tflite'"),
-    ("unknown backend", ["run", *SST2, "--backend", "slurm"], "'slurm' is not one of"),
-    ("unknown stage to redo", ["run", *SST2, "--redo", "train"], "'train' is not one of"),
-    ("unknown stage to stop at", ["run", *SST2, "--until", "serve"], "'serve' is not one of"),
-    ("malformed pick rule", ["run", *SST2, "--pick", "params=half"], "cannot read the pick rule"),
-    ("bad objectives", ["run", *SST2, "--objectives", "error,size"], "objectives: 'error'"),
-    ("zero epochs", ["run", *SST2, "--epochs", "0"], "epochs and learning rate must be positive"),
-    ("zero batch size", ["run", *SST2, "--batch-size", "0"], "--batch-size must be at least 1"),
-    ("zero max length", ["run", *SST2, "--max-length", "0"], "--max-length must be at least 1"),
-    ("warm-up out of range", ["run", *SST2, "--warmup-ratio", "1.5"], "warmup ratio must be in"),
-    ("zero trials", ["run", *SST2, "--trials", "0"], "--trials must be at least 1"),
-    ("zero unit step", ["run", *SST2, "--unit-step", "0"], "--unit-step must be at least 1"),
-    ("zero workers", ["run", *SST2, "--workers", "0"], "--workers must be at least 1"),
-    ("low fidelity out of range", ["run", *SST2, "--low-fidelity", "1.5"],
-     "--low-fidelity must be a fraction"),
-    ("zero search split", ["run", *SST2, "--search-split", "0"], "--search-split must be"),
-    ("fractional search count", ["run", *SST2, "--search-split", "2.5"],
-     "--search-split must be"),
-    ("search split larger than the training set",
-     ["run", *SST2, "--max-train-examples", "300", "--search-split", "5000"],
-     "leaves no training examples"),
-    ("negative recovery epochs", ["run", *SST2, "--recover-epochs", "-1"],
-     "--recover-epochs must be >= 0"),
-    ("unknown device", ["run", *SST2, "--device", "tpu"], "unknown device 'tpu'"),
-    ("not a number", ["run", *SST2, "--trials", "many"], "Invalid value for '--trials'"),
-    ("unknown option", ["run", *SST2, "--epoch", "2"], "No such option"),
-    ("unknown command", ["prune"], "No such command"),
-    ("only one custom file", ["run", "--train-file", "{good}"],
-     "give both --train-file and --validation-file"),
-    ("missing data file", ["run", "--train-file", "nope.tsv", "--validation-file", "nope.tsv",
-                           "--text-columns", "sentence"], "data file not found"),
-    ("empty data file", ["run", "--train-file", "{empty}", "--validation-file", "{empty}",
-                         "--text-columns", "sentence"], "data file is empty"),
-    ("custom data without text columns", ["run", "--train-file", "{good}",
-                                          "--validation-file", "{good}"],
-     "custom data needs --text-columns"),
-    ("misspelled column", ["run", *SST2, "--text-columns", "sentense"],
-     "did you mean 'sentence'"),
-    ("label outside the label set", ["run", "--task", "sst2", "--train-file", "{labels}",
-                                     "--validation-file", "{labels}"],
-     "label 2 is not in the label set"),
-    ("data dir without task", ["run", "--data-dir", DATA], "--data-dir needs --task"),
-    ("data dir without the task's folder", ["run", "--task", "sst2", "--data-dir", "/nonexistent"],
-     "no folder /nonexistent/sst2"),
-    ("missing search file", [*["run", *SST2], "--search-file", "nope.tsv"], "data file not found"),
-    ("no data source offline", ["run", "--task", "rte"], "no network"),
-    ("missing model path", ["run", *SST2, "--model", "./missing"], "model path does not exist"),
-    ("hub model offline", ["run", *SST2, "--max-train-examples", "300", "--model",
-                           "no-such-org/no-such-model", "--epochs", "1"],
-     "cannot load 'no-such-org/no-such-model'"),
-    ("distill strategy without a teacher", ["finetune", *SST2, "--strategy", "distill"],
-     "needs the fine-tuned model as its teacher"),
-    ("missing config file", ["run", "--config", "nope.toml"], "config file not found"),
-    ("unknown key in a config file", ["run", "--config", "{bad_key}"],
-     "unknown key(s) 'epoch' (did you mean 'epochs'?)"),
-    ("malformed config file", ["run", "--config", "{broken}"], "cannot read"),
-    ("search on a folder that is no run", ["search", "{tmp}/nowhere"], "not a run directory"),
-    ("corrupt config.json of a run", ["search", "{corrupt}"], "is not valid JSON"),
-    ("config.json with unknown keys", ["search", "{keys}"], "unknown key(s) tsk"),
-]
+                               "PATH": "/usr/bin:/bin", "COLUMNS": "200",
+                               **_PYTHONPATH})
 
 
 @pytest.mark.parametrize("args, message", [m[1:] for m in MISTAKES], ids=[m[0] for m in MISTAKES])
 def test_user_mistakes_are_one_line_and_write_nothing(tmp_path, toy_glue, args, message):
-    files = {k: str(v) for k, v in _files(tmp_path / "files").items()} | {
-        "tmp": str(tmp_path), "data": str(toy_glue)}
+    paths = {k: str(v) for k, v in files(tmp_path / "files").items()} | {
+        "tmp": str(tmp_path), "data": str(toy_glue)}  # mistakes need no real data
     run_dir = tmp_path / "run"
-    argv = [a.format(**files) for a in args]
+    argv = [a.format(**paths) for a in args]
     if argv[0] == "run":
         argv += ["--run-dir", str(run_dir)]
     result = nasprune(*argv, cwd=tmp_path)
@@ -168,3 +79,66 @@ def test_error_text_with_brackets_is_printed_as_is():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 2 and "pip install 'nasprune[onnx]' :smile:" in out.stderr
+
+
+# ------------------------------------------------- every number and path option, generated
+
+
+def test_every_number_and_path_option_declares_its_check():
+    """A new option without a checked type fails here: its mistakes would reach the work."""
+    found = options()
+    assert len(found) > 60  # the generator really walks the app
+    undeclared = [f"{command} {param.name}" for command, param, parser, _ in found
+                  if parser is None]
+    assert not undeclared
+    for _, param, parser, numeric in found:
+        if numeric:
+            assert not any(parser.accepts(float(v)) for v in ALWAYS_REFUSED), param.name
+
+
+def _parse(argv: list[str]):
+    """Parse ``argv`` as the command line would, without running the command."""
+    import typer.main
+
+    from nasprune.cli import app
+
+    command = typer.main.get_command(app).commands[argv[0]]
+    return command.make_context(argv[0], list(argv[1:]))
+
+
+def test_generated_mistakes_are_refused_while_parsing(tmp_path):
+    """Hundreds of cases, in-process: each is refused by the parser (so before any work),
+    with one line that names the option; the real processes are the benchmark's."""
+    paths = files(tmp_path / "files")
+    cases = generated_mistakes(tmp_path, paths)
+    assert len(cases) > 250
+    wrong = []
+    for case, argv, words in cases:
+        try:
+            _parse(argv)
+            wrong.append(f"{case}: accepted")
+        except Exception as exc:  # noqa: BLE001 - the parser's error, checked below
+            message = exc.format_message() if hasattr(exc, "format_message") else repr(exc)
+            if words not in message or "\n" in message or "Value error" in message:
+                wrong.append(f"{case}: {type(exc).__name__}: {message}")
+    assert not wrong, "\n".join(wrong[:20])
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--pick", "params<0.5"],  # strict: a sub-network under half the parameters
+    ["run", "--pick", "params<=20M"], ["run", "--pick", "latency<=12ms"],
+    ["run", "--pick", "error<=5%"], ["run", "--search-split", "0.2"],
+    ["run", "--search-split", "500"], ["serve", ".", "--port", "0"],
+    ["serve", ".", "--max-wait-ms", "0"], ["run", "--recover-epochs", "0"],
+    ["finetune", "--max-length", "512", "--model", "minilm-l6"],
+])
+def test_edge_values_are_accepted(argv):
+    assert _parse(argv).params
+
+
+def test_max_length_is_checked_against_a_local_model_in_either_order(tiny_model_dir):
+    for argv in (["finetune", "--model", str(tiny_model_dir), "--max-length", "100"],
+                 ["finetune", "--max-length", "100", "--model", str(tiny_model_dir)]):
+        with pytest.raises(Exception, match="100 tokens, but the model has 64 positions"):
+            _parse(argv)
+    assert _parse(["finetune", "--model", str(tiny_model_dir), "--max-length", "64"]).params

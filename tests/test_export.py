@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cases.exports import SUBNET, make_supernet  # noqa: F401 - also imported from here
 
 import nasprune
 from nasprune.core.extract import shrink_structure
 from nasprune.core.families import ADAPTERS
-from nasprune.core.families.tiny import tiny_model
 from nasprune.core.models import uses_token_types
 from nasprune.core.subnet import Subnet
 from nasprune.core.supernet import Supernet
@@ -34,16 +34,7 @@ from conftest import tiny_tokenizer
 
 torch.set_num_threads(2)
 FAMILIES = list(ADAPTERS)  # every registered family
-# every case at once: fewer heads and units, no attention, no FFN, a removed layer
-SUBNET = Subnet(((2, 32), (0, 48), (3, 0), (0, 0)))
 SST2 = TaskPreset("sst2", ("sentence",), ("negative", "positive"))
-
-
-def make_supernet(family: str = "bert") -> Supernet:
-    sn = Supernet(tiny_model(family, layers=4, heads=4, head_dim=8, ffn=64, vocab=100))
-    sn.reorder_by_importance([], method="magnitude")  # prefixes are not the original order
-    sn.model.eval()
-    return sn
 
 
 def batch(config, rows: int = 3, seq: int = 11, seed: int = 5) -> dict:

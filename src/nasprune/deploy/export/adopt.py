@@ -8,7 +8,7 @@ is never loaded unverified). ``adopt`` checks that it *is* one of nasprune's pru
 (a ``nasprune_<family>`` config whose weights load strictly into nasprune's own class and
 compute finite logits), replaces the code files by the installed nasprune's copies (the
 code that ``trust_remote_code=True`` will run), writes ``subnet.json`` from the config and
-a new manifest over every file (``manifest.file_entries``), then verifies and loads the
+a new manifest over every file (``manifest.write``), then verifies and loads the
 result with ``nasprune.load``. Nothing from the directory is executed.
 """
 
@@ -29,7 +29,8 @@ from nasprune.deploy.export.format import (
     SUBNET_FILE,
     WEIGHTS,
 )
-from nasprune.deploy.export.manifest import file_entries, read_object, verify
+from nasprune.deploy.export.manifest import read_object, verify
+from nasprune.deploy.export.manifest import write as write_manifest
 from nasprune.errors import NaspruneError
 from nasprune.files import write_json
 
@@ -95,11 +96,10 @@ def adopt(directory: str | os.PathLike) -> Path:
     import torch
 
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    write_json(directory / MANIFEST, {
+    write_manifest(directory, {  # files, function pins and seal as every export has them
         "format": FORMAT, "format_version": FORMAT_VERSION, "nasprune": __version__,
         "created": created, "torch": torch.__version__, "model_type": family,
         "layout": "remote", "subnet": str(subnet), "quantize": None,
-        "backends": {"torch": WEIGHTS}, "adopted": {"on": created, "code": REMOTE_FILE},
-        "files": file_entries(directory)})
+        "backends": {"torch": WEIGHTS}, "adopted": {"on": created, "code": REMOTE_FILE}})
     load(directory)  # the whole check, as nasprune serve will do it
     return directory

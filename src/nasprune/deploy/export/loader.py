@@ -19,7 +19,13 @@ from nasprune.core.subnet import Subnet, SubnetError
 from nasprune.deploy.export import vanilla as export_vanilla
 from nasprune.deploy.export.backends import BACKENDS, BASE, LOAD_BACKENDS
 from nasprune.deploy.export.format import CONFIG, METRICS_FILE, SUBNET_FILE, WEIGHTS
-from nasprune.deploy.export.manifest import nasprune_markers, read_manifest, read_object, verify
+from nasprune.deploy.export.manifest import (
+    check_function,
+    nasprune_markers,
+    read_manifest,
+    read_object,
+    verify,
+)
 from nasprune.errors import NaspruneError
 
 #: Environment variable that overrides ``backend="auto"`` (e.g. for ``nasprune serve``).
@@ -101,16 +107,17 @@ def choose_backend(backend: str, manifest: dict, quantized: bool, speed: Any = N
     return backend
 
 
-def _read_config(directory: Path, layout: str):
+def _read_config(directory: Path, manifest: dict):
     """The stock-family config of an export (``model_type`` ``nasprune_bert`` is read as a
-    ``BertConfig`` carrying ``nasprune_subnet``)."""
+    ``BertConfig`` carrying ``nasprune_subnet``), its pinned keys as the manifest says."""
     from transformers import CONFIG_MAPPING
 
     from nasprune.deploy.export.modeling_nasprune import CLASSES as families
     from nasprune.deploy.export.modeling_nasprune import PREFIX
 
-    path = directory / CONFIG
+    path, layout = directory / CONFIG, manifest["layout"]
     data = read_object(path, "config")
+    check_function(manifest, data, path)
     model_type = data.get("model_type")
     family = model_type
     if layout == "remote" and isinstance(model_type, str) and model_type.startswith(PREFIX):
@@ -186,7 +193,7 @@ def load(directory: str | os.PathLike, *, backend: str = "auto", quantized: bool
     metrics = read_object(directory / METRICS_FILE, "metrics") if (
         directory / METRICS_FILE).is_file() else {}
     chosen = choose_backend(backend, manifest, quantized, metrics.get("speed"), batch_size)
-    config = _read_config(directory, layout)
+    config = _read_config(directory, manifest)
     subnet = _read_subnet(directory, config, layout)
     try:
         state = load_file(str(directory / WEIGHTS))

@@ -17,13 +17,23 @@ refuses, with one line naming the problem (:class:`NaspruneError`):
   :data:`TOLERATED` (``recovery.json``, which the pipeline may write after the export and
   which only reports).
 
-The manifest itself is not signed: whoever can rewrite it can rewrite the checksums. It
-catches damage, stale or mixed files and additions, not a deliberate forger.
+The manifest checks itself, too: ``manifest_sha256`` is the sha256 of the rest of it (as
+canonical JSON), so an edit of any entry (``"quantize": null`` -> ``"int8"``) is refused,
+and so is a manifest without it. ``function`` pins the config keys that change what the
+model computes (:data:`FUNCTION_KEYS`) to their values at export: a config edit of one of
+them is refused even when the manifest is written again (``write``, e.g. after a re-save).
+The checksum is not a signature (no secret): whoever rewrites the manifest with ``write``
+or by hand can make any edit consistent. It catches damage, stale or mixed files, additions
+and edits, not a deliberate forger.
+
+The public API is ``write(directory, fields)`` (list the files, pin, seal) and
+``verify(directory)``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from pathlib import Path, PurePosixPath
@@ -43,7 +53,14 @@ from nasprune.deploy.export.format import (
     WEIGHTS,
 )
 from nasprune.errors import NaspruneError
-from nasprune.files import read_json, read_json_or_none
+from nasprune.files import read_json, read_json_or_none, write_json
+
+#: The manifest's checksum of itself (sha256 of the rest, as canonical JSON).
+SEAL = "manifest_sha256"
+#: Config keys that change what an export computes without changing its weights' shapes;
+#: ``manifest.json`` ``function`` pins them (a key that is absent is pinned as null).
+FUNCTION_KEYS = ("hidden_act", "activation", "layer_norm_eps", "problem_type", "id2label",
+                 "label2id", "position_embedding_type")
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 #: The manifest ``backends`` entries that name a file of their own (a backend's float and
@@ -75,6 +92,44 @@ def file_entries(directory: Path) -> dict[str, dict]:
         if rel != MANIFEST:
             files[rel] = {"sha256": sha256(path), "bytes": path.stat().st_size}
     return files
+
+
+def _digest(manifest: dict) -> str:
+    rest = {k: v for k, v in manifest.items() if k != SEAL}
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def function_of(config: dict) -> dict:
+    """The :data:`FUNCTION_KEYS` of a parsed ``config.json``."""
+    return {key: config.get(key) for key in FUNCTION_KEYS}
+
+
+def check_function(manifest: dict, config: dict, path: Path) -> None:
+    """Refuse a config (parsed ``path``) whose pinned keys differ from the manifest's."""
+    for key, pinned in manifest["function"].items():
+        if config.get(key) != pinned:
+            raise NaspruneError(f"{path}: {key} is {config.get(key)!r}, but the export was "
+                                f"made with {pinned!r} (it changes what the model computes); "
+                                "re-export instead of editing the config")
+
+
+def write(directory: str | os.PathLike, fields: dict) -> dict:
+    """Write ``directory/manifest.json``: ``fields`` (format, layout, backends, ...) plus
+    every file's size and sha256, the ``function`` pins and the seal; return it.
+
+    The pins come from ``fields["function"]`` when given (a manifest written again keeps
+    what the export was made with), else from ``config.json``. ``verify`` it afterwards.
+    """
+    directory = Path(directory)
+    manifest = {k: v for k, v in fields.items() if k not in ("files", SEAL)}
+    if "function" not in manifest:
+        manifest["function"] = function_of(read_object(directory / CONFIG, "config"))
+    manifest["files"] = file_entries(directory)
+    manifest = json.loads(json.dumps(manifest, default=str))  # as it will be read back
+    manifest[SEAL] = _digest(manifest)
+    write_json(directory / MANIFEST, manifest)
+    return manifest
 
 
 # ---------------------------------------------------------------------- which directory
@@ -173,7 +228,18 @@ def read_manifest(directory: Path) -> dict:
                                 f"holds nasprune files ({', '.join(others)}); refusing to "
                                 "load an unverifiable export, re-export it")
         raise NaspruneError(f"{directory}: {MANIFEST} is missing; not a nasprune export")
-    return check_manifest(read_json(path, "manifest"), path)
+    raw = read_json(path, "manifest")
+    manifest = check_manifest(raw, path)
+    if SEAL not in raw:
+        raise NaspruneError(f"{path} carries no checksum of itself (written by an older "
+                            "nasprune, or edited); re-export it")
+    if raw[SEAL] != _digest(raw):
+        raise NaspruneError(f"{path} fails its own checksum (edited after export); "
+                            "re-export instead of editing it")
+    function = raw.get("function")
+    if not isinstance(function, dict) or not set(function) <= set(FUNCTION_KEYS):
+        raise _bad(path, "'function' is not an object of config keys")
+    return manifest
 
 
 def _unlisted(directory: Path, files: dict) -> list[str]:

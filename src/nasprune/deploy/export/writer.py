@@ -50,7 +50,6 @@ from nasprune.deploy.export.format import (
     FORMAT,
     FORMAT_VERSION,
     LAYOUT_CHOICES,
-    MANIFEST,
     METRICS_FILE,
     QUANTIZE,
     RECOVERY_FILE,
@@ -58,7 +57,7 @@ from nasprune.deploy.export.format import (
     SUBNET_FILE,
     WEIGHTS,
 )
-from nasprune.deploy.export.manifest import file_entries
+from nasprune.deploy.export.manifest import write as write_manifest
 from nasprune.deploy.export.measure import cost_figures, measure, speed, unpack_validation
 from nasprune.deploy.export.staging import prepare_out, publish, same_modes
 from nasprune.errors import NaspruneError
@@ -282,11 +281,11 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
             reason=vanilla_plan if isinstance(vanilla_plan, str) else "layout 'remote' requested",
             kept=vanilla_plan.kept if vanilla else (), has_tokenizer=tokenizer is not None,
             backends=backends, recovery=recovery, facts=dict(card or {}))))
-        write_json(tmp / MANIFEST, {
+        write_manifest(tmp, {
             "format": FORMAT, "format_version": FORMAT_VERSION, "nasprune": __version__,
             "created": created, "torch": torch.__version__, "model_type": model_type,
             "layout": "vanilla" if vanilla else "remote", "subnet": str(subnet),
-            "quantize": quantize, "backends": backends, "files": file_entries(tmp),
+            "quantize": quantize, "backends": backends,
             **{k: v for backend in extra for k, v in backend.manifest(report, quantize).items()},
         })
         same_modes(tmp, tmp / CARD_FILE)  # written with open, as the manifest was before

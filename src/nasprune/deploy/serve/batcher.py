@@ -4,6 +4,13 @@ One task groups queued requests (up to ``max_batch_size`` inputs or ``max_wait_m
 waiting) and runs the model on a single worker thread, so the event loop keeps accepting
 requests while the model computes; each caller awaits its own future. A full queue is
 refused at once (``QueueFull``) instead of letting latency grow without bound.
+
+Under sustained overload the batcher sheds (``Overloaded``, HTTP 503) what cannot be
+answered before its deadline: the time per item is measured on every batch, so a request
+is refused on arrival when the work queued ahead of it would outlast its deadline, and
+dropped before its batch starts when that batch would. A request handed to the model is
+always answered with its result (never 503 while its batch still computes), so no batch is
+computed for a client that was already answered.
 """
 
 from __future__ import annotations
@@ -32,6 +39,11 @@ class DeadlineExceeded(QueueFull):
     """A request was not answered within its deadline (HTTP 503, like a full queue)."""
 
 
+class Overloaded(QueueFull):
+    """The request could not finish before its deadline (estimated from the measured time
+    per item): shed at once instead of queued in vain (HTTP 503, like a full queue)."""
+
+
 class ClientClosed(Exception):
     """The client closed its connection before it was answered (counted as status 499)."""
 
@@ -42,6 +54,23 @@ class _Pending:
     future: asyncio.Future
     deadline: float | None = None  # loop time; still queued then = dropped, never computed
     running: bool = False  # handed to the model
+    queued: bool = True  # counted in DynamicBatcher._queued_items
+
+
+class _PerItem:
+    """Seconds per item of the recent batches (an exponential moving average)."""
+
+    def __init__(self, weight: float = 0.3):
+        self.weight = weight
+        self.seconds: float | None = None  # unknown until the first batch ran
+
+    def observe(self, elapsed: float, items: int) -> None:
+        value = elapsed / max(items, 1)
+        self.seconds = value if self.seconds is None else (
+            self.weight * value + (1 - self.weight) * self.seconds)
+
+    def of(self, items: int) -> float:
+        return 0.0 if self.seconds is None else self.seconds * items
 
 
 class DynamicBatcher:
@@ -50,8 +79,8 @@ class DynamicBatcher:
     The first request of a batch waits at most ``max_wait_ms`` for company; requests
     that arrive while the model is busy are taken together as soon as it is free. A
     request is never split, so one bigger than ``max_batch_size`` runs alone. A request
-    whose caller went away (its future is cancelled) or whose deadline passed while it
-    waited is dropped before the model sees it.
+    whose caller went away (its future is cancelled), whose deadline passed while it waited,
+    or that its batch would finish too late for is dropped before the model sees it.
     """
 
     def __init__(self, predict, *, max_batch_size: int, max_wait_ms: float, max_queue: int,
@@ -65,6 +94,9 @@ class DynamicBatcher:
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._carry: _Pending | None = None
+        self.per_item = _PerItem()
+        self._queued_items = 0  # items submitted and not yet handed to the model
+        self._busy_until = 0.0  # loop time the running batch is expected to end
 
     @property
     def running(self) -> bool:
@@ -106,22 +138,33 @@ class DynamicBatcher:
         if self._queue is None:
             raise QueueFull("server is not ready")
         loop = asyncio.get_running_loop()
+        if timeout is not None:
+            ahead = self.expected_wait(0, loop.time())
+            if ahead > 0 and ahead + self.per_item.of(len(items)) > timeout:
+                self._count_dropped("shed")
+                raise Overloaded(f"overloaded: about {ahead:.1f} s of work is queued ahead, "
+                                 f"too much for the request timeout of {timeout:g} s")
         deadline = loop.time() + timeout if timeout is not None else None
         pending = _Pending(items, loop.create_future(), deadline)
         try:
             self._queue.put_nowait(pending)
         except asyncio.QueueFull:
             raise QueueFull("queue is full") from None
+        self._queued_items += len(items)
         waiters = {pending.future} if cancel_when is None else {pending.future, cancel_when}
         try:
             done, _ = await asyncio.wait(waiters, timeout=timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
+            if not done and pending.running:  # computing: its result is on its way
+                done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:  # cancelled (e.g. at the end of a shutdown): drop it
+            self._unqueue(pending)
             pending.future.cancel()
             raise
         if pending.future.done():
             return pending.future.result()
         was_running = pending.running
+        self._unqueue(pending)
         pending.future.cancel()
         if cancel_when is not None and cancel_when in done:
             if not was_running:
@@ -131,6 +174,21 @@ class DynamicBatcher:
         if not was_running:
             self._count_dropped("deadline")
         raise DeadlineExceeded(f"not answered within the request timeout of {timeout:g} s")
+
+    def expected_wait(self, items: int, now: float) -> float:
+        """Seconds until ``items`` more would be answered: the rest of the running batch
+        plus everything queued, at the measured time per item (0 before the first batch).
+
+        Only work *ahead* of a request sheds it, and the first request of a batch always
+        runs: an idle model measures again, so one slow batch cannot shed all later ones."""
+        if self.per_item.seconds is None:
+            return 0.0
+        return max(self._busy_until - now, 0.0) + self.per_item.of(self._queued_items + items)
+
+    def _unqueue(self, pending: _Pending) -> None:
+        if pending.queued:
+            pending.queued = False
+            self._queued_items -= len(pending.items)
 
     def _count_dropped(self, reason: str) -> None:
         if self._metrics is not None:
@@ -173,17 +231,27 @@ class DynamicBatcher:
         return batch
 
     def _still_wanted(self, batch: list[_Pending], now: float) -> list[_Pending]:
-        """Drop callers that went away and requests whose deadline passed in the queue."""
-        kept = []
+        """Drop callers that went away, requests whose deadline passed in the queue, and
+        those the batch would (by the measured time per item) finish too late for."""
+        kept: list[_Pending] = []
+        ends = now + self.per_item.of(sum(len(p.items) for p in batch))
         for p in batch:
             if p.future.done():
+                self._unqueue(p)
                 continue
             if p.deadline is not None and now >= p.deadline:
                 p.future.set_exception(DeadlineExceeded(
                     "not answered within the request timeout (dropped from the queue)"))
                 self._count_dropped("deadline")
+            elif kept and p.deadline is not None and ends > p.deadline:
+                p.future.set_exception(Overloaded(
+                    "overloaded: would not be answered within the request timeout (dropped "
+                    "from the queue)"))
+                self._count_dropped("shed")
+            else:
+                kept.append(p)
                 continue
-            kept.append(p)
+            self._unqueue(p)
         return kept
 
     async def _run(self) -> None:
@@ -195,6 +263,8 @@ class DynamicBatcher:
             items = [item for p in batch for item in p.items]
             for p in batch:
                 p.running = True
+                self._unqueue(p)
+            self._busy_until = loop.time() + self.per_item.of(len(items))
             if self._metrics is not None:
                 self._metrics.batch_size.observe(len(items))
                 self._metrics.computed_batches.inc()
@@ -213,11 +283,15 @@ class DynamicBatcher:
                     if not p.future.done():
                         p.future.set_exception(exc)
                 continue
+            elapsed = time.perf_counter() - started
+            self.per_item.observe(elapsed, len(items))
             if self._metrics is not None:
-                self._metrics.inference.observe(time.perf_counter() - started)
+                self._metrics.inference.observe(elapsed)
             offset = 0
             for p in batch:
                 n = len(p.items)
                 if not p.future.done():
                     p.future.set_result(results[offset:offset + n])
+                elif self._metrics is not None:  # its client left while it was computed
+                    self._metrics.computed_for_answered.inc()
                 offset += n

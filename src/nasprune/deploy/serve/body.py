@@ -9,14 +9,36 @@ import math
 
 from nasprune.deploy.serve.batcher import ClientClosed
 
+#: The charsets a JSON body may declare (RFC 7159 section 8.1; Python codec names).
+CHARSETS = ("utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be")
+
+
+def _charset(request) -> str:
+    """The declared charset of the body as a Python codec name (``utf-8`` if none)."""
+    import codecs
+
+    for param in request.headers.get("content-type", "").split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            name = value.strip().strip('"').lower()
+            try:
+                return codecs.lookup(name).name
+            except LookupError:
+                return name
+    return "utf-8"
+
 
 def require_json(request) -> None:
-    """415 unless the body is declared JSON (a web page may POST text/plain cross-site)."""
+    """415 unless the body is declared JSON (a web page may POST text/plain cross-site)
+    in a Unicode charset (UTF-8, -16 or -32)."""
     from fastapi import HTTPException
 
     declared = request.headers.get("content-type", "")
     if declared.split(";", 1)[0].strip().lower() != "application/json":
         raise HTTPException(415, detail="Content-Type must be application/json")
+    if _charset(request) not in CHARSETS:
+        raise HTTPException(415, detail=f"unsupported charset {_charset(request)!r}: JSON "
+                            "must be UTF-8, UTF-16 or UTF-32")
 
 
 async def disconnected(receive) -> None:
@@ -54,8 +76,9 @@ async def _receive_until(receive, timeout: float, draining: asyncio.Event | None
 
 
 async def read_body(request, limit: int, timeout: float = math.inf,
-                     draining: asyncio.Event | None = None) -> bytes:
-    """The request body within ``timeout`` seconds.
+                     draining: asyncio.Event | None = None) -> bytes | str:
+    """The request body within ``timeout`` seconds: bytes when UTF-8, else the text
+    decoded from the declared charset (400 when it is not valid in it).
 
     413 as soon as it is known to exceed ``limit`` bytes, 408 when it is not complete in
     time, 503 when shutdown begins during the upload, ``ClientClosed`` when the client
@@ -92,4 +115,11 @@ async def read_body(request, limit: int, timeout: float = math.inf,
         if len(body) > limit:
             raise too_big
         if not message.get("more_body", False):
-            return bytes(body)
+            charset = _charset(request)
+            if charset == "utf-8":
+                return bytes(body)
+            try:
+                return bytes(body).decode(charset).removeprefix("\ufeff")
+            except UnicodeDecodeError:
+                raise HTTPException(400, detail=f"the body is not valid {charset}",
+                                    headers=close) from None

@@ -17,6 +17,10 @@ _log = logging.getLogger("nasprune.deploy.serve")
 class GuardAndCount:
     """Pure ASGI middleware: bearer-token check, request counts, predict latency.
 
+    The token is checked as ``Bearer TOKEN`` with the scheme in any case; a request with
+    more than one ``Authorization`` header is answered 400 (proxies disagree on which
+    one counts).
+
     ``/healthz`` and ``/readyz`` stay open so that probes need no secret. It also
 
     - answers with ``Connection: close`` whenever the request body was not read to its
@@ -32,7 +36,7 @@ class GuardAndCount:
     def __init__(self, app, token: str | None, metrics: Metrics,
                  draining: asyncio.Event | None = None, retry_after_s: int = 1):
         self.app = app
-        self.expected = f"Bearer {token}".encode() if token else None
+        self.token = token.encode() if token else None
         self.metrics = metrics
         self.draining = draining
         self.retry_after = str(retry_after_s).encode()
@@ -44,6 +48,7 @@ class GuardAndCount:
         path = scope["path"]
         label = _path_label(path)
         headers = dict(scope["headers"])
+        authorization = [v for k, v in scope["headers"] if k.lower() == b"authorization"]
         state = {"status": None, "body_done": not _has_body(headers), "gone": False}
 
         async def receive_and_note():
@@ -65,20 +70,27 @@ class GuardAndCount:
 
         started = time.perf_counter()
         try:
-            if self.expected is not None and path not in self.OPEN_PATHS:
-                given = headers.get(b"authorization", b"")
-                if not hmac.compare_digest(given, self.expected):
+            if self.token is not None and path not in self.OPEN_PATHS:
+                refusal = None
+                if len(authorization) > 1:  # which one would count is up to each proxy
+                    refusal = (400, "more than one Authorization header", {})
+                elif not _bearer_matches(authorization[0] if authorization else b"",
+                                         self.token):
+                    refusal = (401, "missing or wrong bearer token",
+                               {"WWW-Authenticate": "Bearer"})
+                if refusal is not None:
                     from starlette.responses import JSONResponse
 
-                    response = JSONResponse({"detail": "missing or wrong bearer token"},
-                                            status_code=401,
-                                            headers={"WWW-Authenticate": "Bearer"})
+                    status, detail, extra = refusal
+                    response = JSONResponse({"detail": detail}, status_code=status,
+                                            headers=extra)
                     await response(scope, receive_and_note, send_and_note)
                     return
             await self.app(scope, receive_and_note, send_and_note)
         except ClientClosed as exc:
             state["gone"] = True
-            _log.info("%s %s: %s", _client(scope), path, exc)
+            if "nasprune.status" not in scope:  # else the connection guard answered it
+                _log.info("%s %s: %s", _client(scope), path, exc)
         except asyncio.CancelledError:
             if self.draining is None or not self.draining.is_set():
                 raise
@@ -89,12 +101,18 @@ class GuardAndCount:
                 await _plain(send_and_note, 503, b"server is shutting down",
                              [(b"retry-after", self.retry_after), (b"connection", b"close")])
         finally:
-            code = state["status"]
+            code = scope.get("nasprune.status", state["status"])  # 413 by the guard
             if state["gone"] and (code is None or code < 400):
                 code = 499  # the client left before (or while) it was answered
             self.metrics.requests.labels(path=label, status=str(code or 500)).inc()
             if path == "/v1/predict":
                 self.metrics.latency.observe(time.perf_counter() - started)
+
+
+def _bearer_matches(header: bytes, token: bytes) -> bool:
+    """``Authorization: Bearer TOKEN``; the scheme is case-insensitive (RFC 9110)."""
+    scheme, _, credentials = header.strip().partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), token)
 
 
 def _has_body(headers: dict) -> bool:

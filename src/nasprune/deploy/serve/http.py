@@ -4,8 +4,10 @@
   address is one line at once instead of a traceback after loading.
 - ``guarded_protocol``: uvicorn's HTTP protocol plus a header deadline (a connection must
   deliver a complete request head within ``header_timeout`` of opening or of its previous
-  response, else it is closed), a header size limit, and a cap on open connections
-  (connections beyond it get 503 and are closed at once).
+  response, else it is closed), a header size limit (counted up to the end of the head, also
+  when the whole head arrives in one read), a chunked body that declares more than
+  ``max_body_bytes`` answered 413 as soon as the chunk size is read, and a cap on open
+  connections (connections beyond it get 503 and are closed at once).
 - ``DrainingServer``: on SIGINT/SIGTERM, uploads still in progress are cut (503), running
   requests get ``drain_timeout`` seconds to finish, and whatever is left is cancelled.
 """
@@ -92,6 +94,48 @@ def _raw_response(status: int, reason: str) -> bytes:
             f"{reason}").encode()
 
 
+class _ChunkSizes:
+    """Follows the framing of a chunked body as it arrives, only to add up the chunk sizes
+    it declares (uvicorn's parser decodes the body; this one only counts)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.declared = 0
+        self.line = b""
+        self.skip = 0  # bytes of chunk data (and its CRLF) still to pass over
+        self.done = False
+
+    def feed(self, data: bytes) -> bool:
+        """False as soon as the declared sizes exceed ``limit``."""
+        i = 0
+        while i < len(data) and not self.done:
+            if self.skip:
+                step = min(self.skip, len(data) - i)
+                self.skip -= step
+                i += step
+                continue
+            newline = data.find(b"\n", i)
+            self.line += data[i:] if newline < 0 else data[i:newline]
+            if newline < 0 or len(self.line) > 1024:  # a malformed line: the parser says so
+                self.done = len(self.line) > 1024
+                return True
+            i = newline + 1
+            try:
+                size = int(self.line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                self.done = True  # not a size line: uvicorn's parser answers 400
+                return True
+            self.line = b""
+            if size == 0:
+                self.done = True
+                return True
+            self.declared += size
+            if self.declared > self.limit:
+                return False
+            self.skip = size + 2
+        return True
+
+
 class _ConnectionGuard:
     """Mixed into uvicorn's HTTP protocol class (httptools or h11, whichever it uses).
 
@@ -103,6 +147,7 @@ class _ConnectionGuard:
 
     header_timeout: float = 10.0
     max_header_bytes: int = 32_768
+    max_body_bytes: int = 1_000_000
     max_connections: int = 512
     on_close: Callable[[str], None] = staticmethod(lambda reason: None)
 
@@ -111,6 +156,8 @@ class _ConnectionGuard:
         self._guard_timer: asyncio.TimerHandle | None = None
         self._guard_cycle = None
         self._guard_bytes = 0
+        self._guard_tail = b""
+        self._guard_chunks: _ChunkSizes | None = None
         if len(self.connections) > self.max_connections:  # type: ignore[attr-defined]
             self._guard_close("max_connections", 503, "Service Unavailable")
             return
@@ -120,6 +167,8 @@ class _ConnectionGuard:
         self._guard_cancel()
         self._guard_cycle = self.cycle  # type: ignore[attr-defined]
         self._guard_bytes = 0
+        self._guard_tail = b""
+        self._guard_chunks = None
         self._guard_timer = self.loop.call_later(  # type: ignore[attr-defined]
             self.header_timeout, self._guard_expired)
 
@@ -130,15 +179,32 @@ class _ConnectionGuard:
 
     def data_received(self, data: bytes) -> None:
         waiting = self._guard_timer is not None
+        end = None  # where the request head ends in ``data``
+        if waiting:
+            found = (self._guard_tail + data).find(b"\r\n\r\n")
+            end = found + 4 - len(self._guard_tail) if found >= 0 else None
+            head = self._guard_bytes + (len(data) if end is None else end)
+            if head > self.max_header_bytes:
+                self._guard_close("header_too_large", 431, "Request Header Fields Too Large")
+                return
+            self._guard_bytes = head
+            self._guard_tail = (self._guard_tail + data)[-3:]
+        elif self._guard_chunks is not None and not self._guard_chunks.feed(data):
+            self._body_too_large()
+            return
         super().data_received(data)  # type: ignore[misc]
         if not waiting or self.transport.is_closing():  # type: ignore[attr-defined]
             return
         if self.cycle is not self._guard_cycle:  # type: ignore[attr-defined]
             self._guard_cancel()  # a complete request head arrived in time
-            return
-        self._guard_bytes += len(data)
-        if self._guard_bytes > self.max_header_bytes:
-            self._guard_close("header_too_large", 431, "Request Header Fields Too Large")
+            if _chunked(self.cycle.scope):  # type: ignore[attr-defined]
+                self._guard_chunks = _ChunkSizes(self.max_body_bytes)
+                if not self._guard_chunks.feed(data[end or len(data):]):
+                    self._body_too_large()
+
+    def _body_too_large(self) -> None:
+        self.cycle.scope["nasprune.status"] = 413  # type: ignore[attr-defined]
+        self._guard_close("body_too_large", 413, "Content Too Large")
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # type: ignore[misc]
@@ -168,13 +234,19 @@ class _ConnectionGuard:
         self.on_close(reason)
 
 
+def _chunked(scope) -> bool:
+    return any(name == b"transfer-encoding" and b"chunked" in value.lower()
+               for name, value in scope.get("headers", ()))
+
+
 def guarded_protocol(*, header_timeout: float, max_header_bytes: int, max_connections: int,
+                     max_body_bytes: int = 1_000_000,
                      on_close: Callable[[str], None] | None = None) -> type:
     """uvicorn's HTTP protocol class (httptools if installed, else h11) with the guard."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     attrs = {"header_timeout": header_timeout, "max_header_bytes": max_header_bytes,
-             "max_connections": max_connections}
+             "max_body_bytes": max_body_bytes, "max_connections": max_connections}
     if on_close is not None:
         attrs["on_close"] = staticmethod(on_close)
     return type("NaspruneHTTPProtocol", (_ConnectionGuard, AutoHTTPProtocol), attrs)

@@ -36,17 +36,24 @@ class Metrics:
             registry=self.registry)
         self.dropped = prom.Counter(
             "nasprune_dropped_requests",
-            "Requests dropped from the queue before the model saw them: their client went "
-            "away (client_closed) or their --request-timeout passed (deadline)",
+            "Requests dropped before the model saw them: their client went away "
+            "(client_closed), their --request-timeout passed in the queue (deadline), or "
+            "they could not finish before it by the measured time per item (shed)",
             ["reason"], registry=self.registry)
-        for reason in ("client_closed", "deadline"):
+        for reason in ("client_closed", "deadline", "shed"):
             self.dropped.labels(reason=reason)
+        self.computed_for_answered = prom.Counter(
+            "nasprune_computed_for_answered_requests",
+            "Requests whose result came after they were answered otherwise (their client "
+            "left while the model computed them): work done in vain", registry=self.registry)
         self.connections_closed = prom.Counter(
             "nasprune_connections_closed",
             "Connections the server closed: request head too slow (header_timeout) or too "
-            "large (header_too_large), or over --max-connections (max_connections)",
+            "large (header_too_large), a chunked body declaring more than --max-body-bytes "
+            "(body_too_large), or over --max-connections (max_connections)",
             ["reason"], registry=self.registry)
-        for reason in ("header_timeout", "header_too_large", "max_connections"):
+        for reason in ("header_timeout", "header_too_large", "body_too_large",
+                       "max_connections"):
             self.connections_closed.labels(reason=reason)
         self.open_connections = prom.Gauge(
             "nasprune_open_connections", "Open HTTP connections", registry=self.registry)

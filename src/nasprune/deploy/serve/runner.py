@@ -32,7 +32,7 @@ def _uvicorn_server(app, config: ServeConfig, log_level: str | None = None):
     metrics: Metrics = app.state.metrics
     protocol = guarded_protocol(
         header_timeout=config.header_timeout_s, max_header_bytes=config.max_header_bytes,
-        max_connections=config.max_connections,
+        max_connections=config.max_connections, max_body_bytes=config.max_body_bytes,
         on_close=lambda reason: metrics.connections_closed.labels(reason=reason).inc())
     uv_config = uvicorn.Config(
         app, host=config.host, port=config.port, log_level=log_level or config.log_level,
