@@ -48,12 +48,14 @@ def test_options_are_resolved_again_when_the_search_changes():
 def test_the_api_and_the_cli_record_the_same_run(strategy, tmp_path, tiny_model_dir, toy_glue):
     api = RunConfig(model=str(tiny_model_dir),
                     data=DataConfig(task="sst2", data_dir=str(toy_glue)),
-                    train=TrainConfig(epochs=1, strategy=strategy, progress=False),
+                    train=TrainConfig(epochs=1, strategy=strategy, progress=False,
+                                      max_length=64),  # the tiny model's positions
                     search=SearchConfig(space="small", calibration_examples=32), force=True)
     run(api, tmp_path / "api", progress=False, until="finetune")
     done = CliRunner().invoke(app, [
         "-q", "run", "--model", str(tiny_model_dir), "--task", "sst2", "--data-dir",
-        str(toy_glue), "--epochs", "1", "--strategy", strategy, "--space", "small",
+        str(toy_glue), "--epochs", "1", "--max-length", "64", "--strategy", strategy,
+        "--space", "small",
         "--calibration-examples", "32", "--force", "--until", "finetune",
         "--run-dir", str(tmp_path / "cli")])
     assert done.exit_code == 0, done.output

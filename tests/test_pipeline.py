@@ -98,7 +98,7 @@ def test_cli_run_and_search_commands(tmp_path, tiny_model_dir, shared_data):
     base = [sys.executable, "-m", "nasprune"]
     common = ["--model", str(tiny_model_dir), "--task", "sst2", "--data-dir", str(shared_data),
               "--max-train-examples", "64", "--max-eval-examples", "32", "--epochs", "1",
-              "--run-dir", str(tmp_path), "--force"]
+              "--max-length", "64", "--run-dir", str(tmp_path), "--force"]
     done = subprocess.run([*base, "run", *common, "--until", "finetune"], capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr

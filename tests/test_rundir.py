@@ -162,6 +162,7 @@ def test_config_file_flags_override_and_replay_gives_the_same_trials(tmp_path, t
     toml = tmp_path / "run.toml"
     toml.write_text(f'model = "{tiny_model_dir}"\ntask = "sst2"\ndata-dir = "{toy_glue}"\n'
                     'max-train-examples = 128\nmax_eval_examples = 64\nepochs = 1\n'
+                    'max-length = 64\n'
                     'trials = 20\ncalibration-examples = 32\nspace = "small"\n'
                     'searcher = "random"\nforce = true\nrecover = "none"\n')
     first = tmp_path / "first"

@@ -170,7 +170,7 @@ def check_pick(ctx: typer.Context, param, value):
     if not text or text.lower() in ("largest", "smallest") or text.isdigit():
         return value
     from nasprune.errors import NaspruneError
-    from nasprune.search.pick import KNOWN_METRICS, parse_rule
+    from nasprune.pickrule import KNOWN_METRICS, parse_rule
 
     try:
         name, _, one = parse_rule(value, dict.fromkeys(KNOWN_METRICS, 1.0))

@@ -67,7 +67,7 @@ def export(
 @app.command(epilog="Example: python -c 'from transformers import AutoModelForSequenceClassification as A; "
              "A.from_pretrained(\"pruned\", trust_remote_code=True).save_pretrained(\"copy\")' && nasprune adopt copy")
 def adopt(
-    model_dir: Annotated[Path, typer.Argument(help="A remote-code export re-saved with save_pretrained (no manifest.json).")],
+    model_dir: Annotated[Path, typer.Argument(help="A remote-code export re-saved with save_pretrained (no manifest.json).", parser=InDir())],
 ) -> None:
     """Check that a re-saved export loads with nasprune's own classes, then write its
     subnet.json and manifest.json so that nasprune load / serve accept it."""

@@ -80,7 +80,7 @@ def adopt(directory: str | os.PathLike) -> Path:
     if onnx:
         raise NaspruneError(f"{directory}: {onnx[0]} cannot be checked against re-saved "
                             "weights; remove it, or re-export with --format onnx")
-    config = _read_config(directory, "remote")
+    config = _read_config(directory, None, "remote")
     _check_loads(directory, config, "remote")
     _copy_remote_code(directory)  # the code trust_remote_code runs: the installed copy
     family = config.model_type

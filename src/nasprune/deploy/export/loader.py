@@ -107,17 +107,20 @@ def choose_backend(backend: str, manifest: dict, quantized: bool, speed: Any = N
     return backend
 
 
-def _read_config(directory: Path, manifest: dict):
+def _read_config(directory: Path, manifest: dict | None, layout: str | None = None):
     """The stock-family config of an export (``model_type`` ``nasprune_bert`` is read as a
-    ``BertConfig`` carrying ``nasprune_subnet``), its pinned keys as the manifest says."""
+    ``BertConfig`` carrying ``nasprune_subnet``), its pinned keys as the manifest says
+    (``manifest=None`` and a ``layout``: a directory being adopted, which has none yet)."""
     from transformers import CONFIG_MAPPING
 
     from nasprune.deploy.export.modeling_nasprune import CLASSES as families
     from nasprune.deploy.export.modeling_nasprune import PREFIX
 
-    path, layout = directory / CONFIG, manifest["layout"]
+    path = directory / CONFIG
+    layout = manifest["layout"] if manifest is not None else layout
     data = read_object(path, "config")
-    check_function(manifest, data, path)
+    if manifest is not None:
+        check_function(manifest, data, path)
     model_type = data.get("model_type")
     family = model_type
     if layout == "remote" and isinstance(model_type, str) and model_type.startswith(PREFIX):
