@@ -4,7 +4,8 @@
 (``sandwich``, ``sandwich-kd``, ``random-linear``, ``distill``) also train sub-networks of
 the search space, so that every sub-network keeps its accuracy (``base``). A strategy is a
 ``base.Strategy`` subclass taking its options as keyword arguments; adding one is a new file
-here plus one line in ``STRATEGIES``.
+here plus one line in ``STRATEGIES`` (and its name in ``SAMPLES_SPACE`` / ``NEEDS_TEACHER``
+when its class says so).
 """
 
 from __future__ import annotations
