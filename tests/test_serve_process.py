@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cases import metric
 
 from nasprune.deploy.serve.process import ServerProcess
 
@@ -36,13 +37,6 @@ def start_server(model_dir: Path, log: Path) -> ServerProcess:
     return ServerProcess(model_dir, log, "--threads", "1", "--log-level", "info",
                          "--header-timeout", str(HEADER_TIMEOUT), "--body-timeout",
                          str(BODY_TIMEOUT), "--drain-timeout", str(DRAIN), start_timeout=120)
-
-
-def _metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
 
 
 def _assert_no_traceback(output: str) -> None:
@@ -185,7 +179,7 @@ def test_slow_and_partial_header_clients_are_closed_on_time(server):
     assert still_open == 0, {k: len(v) for k, v in closed_at.items()}
     for kind, times in closed_at.items():
         assert times and max(times) < HEADER_TIMEOUT + 5, (kind, times)
-    assert _metric(server.metrics(),
+    assert metric(server.metrics(),
                    'nasprune_connections_closed_total{reason="header_timeout"}') >= 80
 
 
@@ -213,7 +207,7 @@ def test_mid_upload_disconnect_is_not_a_server_error(server):
         sock.close()
     predict_499 = 'nasprune_requests_total{path="/v1/predict",status="499"}'
     deadline = time.monotonic() + 10
-    while _metric(server.metrics(), predict_499) < _metric(before, predict_499) + 10:
+    while metric(server.metrics(), predict_499) < metric(before, predict_499) + 10:
         assert time.monotonic() < deadline, server.metrics()
         time.sleep(0.05)
     text = server.metrics()

@@ -10,7 +10,7 @@ import socket
 import sys
 from pathlib import Path
 
-from tests.cases import WORDS
+from tests.cases import WORDS, metric  # noqa: F401 (re-exported for the checks)
 
 from nasprune.deploy.serve.process import ServerProcess
 
@@ -41,13 +41,6 @@ class Server(ServerProcess):
 
     def open_files(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
-
-
-def metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
 
 
 def tracebacks(text: str) -> int:

@@ -32,3 +32,11 @@ def tiny_bert(num_labels: int = 2, layers: int = 2, heads: int = 4, hidden: int 
                         num_attention_heads=heads, intermediate_size=ffn,
                         max_position_embeddings=64, num_labels=num_labels)
     return BertForSequenceClassification(config)
+
+
+def metric(text: str, name: str) -> float:
+    """The value of sample ``name`` (with its labels) in Prometheus text, 0 when absent."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
