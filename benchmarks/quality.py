@@ -80,8 +80,12 @@ MODELS = {"minilm-l6": "MiniLM-L6", "mpnet-base": "MPNet-base"}
 DEFAULT_MODEL = "minilm-l6"  # its stage files keep their first names (no model prefix)
 
 
+def run_prefix(model: str, task: str) -> str:
+    return f"{'' if model == DEFAULT_MODEL else model + '-'}{task}"
+
+
 def run_name(model: str, task: str, seed: int) -> str:
-    return f"{'' if model == DEFAULT_MODEL else model + '-'}{task}-s{seed}"
+    return f"{run_prefix(model, task)}-s{seed}"
 
 
 def settings_of(model: str, task: str, seed: int, args) -> dict:
@@ -570,7 +574,7 @@ def markdown(rows: list[dict], details: dict, stage_times: dict) -> str:
                              f"{p['encoder_fraction']:.1%} | {p['validation']:.3f} | "
                              f"{s['b1']:.2f}x / {s['b32']:.2f}x |")
         lines += search_times(model, task, stage_times)
-        lines += ["", f"![Pareto fronts]({NAME}-{run_name(model, task, 0)[:-3]}.png)", ""]
+        lines += ["", f"![Pareto fronts]({NAME}-{run_prefix(model, task)}.png)", ""]
         if task == "rte":
             lines += ["RTE has 277 validation pairs (one is 0.36 points) and 249 search pairs: "
                       "differences of 2-3 points are within noise.", ""]
@@ -587,7 +591,7 @@ def search_times(model: str, task: str, stage_times: dict) -> list[str]:
     against the default search (arm (d)), per seed, on the same machine."""
     lines = []
     for run, done in stage_times.items():
-        if run.rpartition("-s")[0] != run_name(model, task, 0)[:-3]:
+        if run.rpartition("-s")[0] != run_prefix(model, task):
             continue
         a, d = done.get("a:search"), done.get("d:search")
         if a and d:
@@ -660,7 +664,7 @@ def plot(model: str, task: str, seed: int, stages: Stages) -> None:
             for arm, key in (("a", "a:trials"), ("b", "b:trials"), ("d", "d:trials"))
             if key in stages.done}
     if runs:
-        plot_pareto(runs, RESULTS / f"{NAME}-{run_name(model, task, seed)[:-3]}.png",
+        plot_pareto(runs, RESULTS / f"{NAME}-{run_prefix(model, task)}.png",
                     x="encoder_params", log_x=False, split="search",
                     title=f"{MODELS[model]} {task.upper()} (seed {seed}): fronts before recovery")
 

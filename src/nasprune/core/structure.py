@@ -198,8 +198,7 @@ HEAD_ORDER_KEY = "nasprune_head_order"
 
 
 def _bias_of_kept_heads(module: nn.Module, args: tuple, kwargs: dict):
-    """Forward pre-hook: MPNet's one position bias ``(batch, heads, q, k)`` for all layers,
-    gathered for this layer's heads (head ``j`` is original head ``order[j]``)."""
+    """Forward pre-hook: MPNet's shared position bias gathered for this layer's heads."""
     index = module.nasprune_heads[: module.num_attention_heads]
     if len(args) > 2 and args[2] is not None:
         args = (*args[:2], args[2].index_select(1, index), *args[3:])
@@ -229,14 +228,16 @@ class MPNetLayout(BertLayout):
         import torch
 
         order = getattr(model.config, HEAD_ORDER_KEY, None)
+        heads = self.size(model.config, "heads")
         for i, layer in enumerate(self.layers(model)):
             if isinstance(layer, SkipLayer) or isinstance(layer.attention, SkipAttention):
                 continue
             attn = layer.get_submodule(self.attention_path)
-            heads = self.size(model.config, "heads")
-            index = torch.tensor(order[i] if order else range(heads), dtype=torch.long,
-                                 device=attn.get_submodule("q").weight.device)
-            attn.register_buffer("nasprune_heads", index, persistent=False)
+            wanted = list(order[i]) if order else list(range(heads))
+            if getattr(attn, "nasprune_heads", torch.empty(0)).tolist() != wanted:
+                device = layer.get_submodule(self.paths["query"]).weight.device
+                attn.register_buffer("nasprune_heads", torch.tensor(wanted, device=device),
+                                     persistent=False)
             if _bias_of_kept_heads not in attn._forward_pre_hooks.values():
                 attn.register_forward_pre_hook(_bias_of_kept_heads, with_kwargs=True)
 
