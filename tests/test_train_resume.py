@@ -1,4 +1,5 @@
-"""A stopped training run continues after its last finished epoch, with the same result."""
+"""A stopped training run continues from its last checkpoint (after an epoch, or inside one
+once ``CHECKPOINT_SECONDS`` have passed), with the same result."""
 
 from __future__ import annotations
 
@@ -44,6 +45,52 @@ def test_resumed_run_equals_the_uninterrupted_one(tmp_path):
         [h["accuracy"] for h in expected["history"]]
     for (name, a), (_, b) in zip(whole.state_dict().items(), resumed_model.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def _stopping(strategy, at_step: int):
+    """``strategy`` with a stop (Ctrl-C, the end of a session) before its ``at_step``-th step."""
+    backward, calls = strategy.backward, []
+
+    def stop_then(*args):
+        calls.append(1)
+        if len(calls) == at_step:
+            raise Stop
+        return backward(*args)
+    strategy.backward = stop_then
+    return strategy
+
+
+@pytest.mark.parametrize("name", ["standard", "sandwich"])
+def test_a_run_stopped_inside_an_epoch_resumes_from_its_last_step(tmp_path, monkeypatch, name):
+    """A checkpoint after every step (``CHECKPOINT_SECONDS`` 0); stopped at step 21 of 48
+    (epoch 2 of 3, 16 steps each) and resumed, the run ends where the whole one did,
+    sampled sub-networks included (``sandwich`` draws them from its own generator)."""
+    from nasprune.train import resume
+    from nasprune.train.strategies import make_strategy
+
+    monkeypatch.setattr(resume, "CHECKPOINT_SECONDS", 0.0)
+    cfg = TrainConfig(epochs=3, batch_size=16, learning_rate=3e-3, seed=0, progress=False,
+                      strategy=name)
+    whole = tiny_bert()
+    expected = train(whole, tiny_tokenizer(), toy_data(), cfg, tmp_path / "whole",
+                     strategy=make_strategy(name, {}))
+    with pytest.raises(Stop):
+        train(tiny_bert(), tiny_tokenizer(), toy_data(), cfg, tmp_path / "part",
+              strategy=_stopping(make_strategy(name, {}), 21))
+    state = torch.load(tmp_path / "part" / STATE_FILE, weights_only=False)
+    assert (state["loop"]["done"], state["loop"]["epoch"]) == (20, 1)  # inside epoch 2
+    steps = []
+    resumed_model = tiny_bert()
+    strategy = make_strategy(name, {})
+    backward = strategy.backward
+    strategy.backward = lambda *a: steps.append(1) or backward(*a)
+    resumed = train(resumed_model, tiny_tokenizer(), toy_data(), cfg, tmp_path / "part",
+                    strategy=strategy)
+    assert len(steps) == 48 - 20  # nothing trained twice, nothing skipped
+    assert [h["accuracy"] for h in resumed["history"]] == \
+        [h["accuracy"] for h in expected["history"]]
+    for (key, a), (_, b) in zip(whole.state_dict().items(), resumed_model.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=key)
 
 
 def test_a_state_of_other_options_is_not_used(tmp_path):

@@ -27,7 +27,14 @@ from nasprune.files import write_json
 from nasprune.progress import ProgressBar
 from nasprune.train.batches import grouped_batches
 from nasprune.train.evaluation import evaluate
-from nasprune.train.resume import STATE_FILE, clear_state, load_state, run_key, save_state
+from nasprune.train.resume import (
+    STATE_FILE,
+    Timer,
+    clear_state,
+    load_state,
+    run_key,
+    save_state,
+)
 from nasprune.train.strategies import make_strategy
 from nasprune.train.strategies.base import Strategy, TrainContext
 
@@ -102,29 +109,47 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
         "epoch": 0, "done": 0, "seen": 0, "train_seconds": 0.0, "history": [], "best": None}
     history, best = loop["history"], loop["best"]
     seen, train_seconds, done = loop["seen"], loop["train_seconds"], loop["done"]
+    epoch_start = loop.get("epoch_start", done)  # ``done`` when the current epoch began
+    rng = getattr(strategy, "rng", None)  # a super-network strategy's sampler
+    if rng and loop.get("strategy_rng"):
+        rng.setstate(loop["strategy_rng"])
+    timer = Timer()
+
+    def checkpoint() -> None:
+        save_state(state_file, key, model, optimizer, scheduler,
+                   {"epoch": epoch, "epoch_start": epoch_start, "done": done, "seen": seen,
+                    "history": history, "train_seconds": train_seconds, "best": best,
+                    "strategy_rng": rng.getstate() if rng else None})
+        timer.reset()
+
     model.train()
     with ProgressBar(cfg.progress, total_batches, done, strategy.label) as bar:
         epoch = loop["epoch"]
-        if epoch:
-            bar.print(f"resumed after epoch {epoch} ({state_file})")
+        if done:
+            bar.print(f"resumed at step {done} of {total_batches} ({state_file})")
         while done < total_batches:
             groups = grouped_batches(train_enc, cfg.batch_size, cfg.seed + epoch,
                                      cfg.group_by_length)
-            start = time.perf_counter()
-            for indices in groups[: total_batches - done]:
+            skip = done - epoch_start  # batches of this epoch trained before a resume
+            for indices in groups[skip: skip + total_batches - done]:
+                start = time.perf_counter()
                 batch = collate(train_enc, indices, pad_id, token_types)
                 batch = {k: v.to(device) for k, v in batch.items()}
                 loss = strategy.backward(model, batch, done / total_batches)
                 done += 1
                 seen += len(indices)
-                if done % cfg.grad_accum == 0 or done == total_batches:
+                stepped = done % cfg.grad_accum == 0 or done == total_batches
+                if stepped:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
+                train_seconds += time.perf_counter() - start
                 bar.update(done, f"loss {loss:.4f}")
-            train_seconds += time.perf_counter() - start
+                if stepped and timer.due() and done < epoch_start + len(groups):
+                    checkpoint()
             epoch += 1
+            epoch_start = done
             scores = evaluate(model, val_enc, data.preset, cfg.eval_batch_size, device, pad_id)
             record = {"epoch": epoch, **scores}
             chosen = scores
@@ -144,9 +169,7 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
                 save_model(model, tokenizer, out_dir / "model", strategy.save_extra)
             if on_epoch:
                 on_epoch(record)
-            save_state(state_file, key, model, optimizer, scheduler,
-                       {"epoch": epoch, "done": done, "seen": seen, "history": history,
-                        "train_seconds": train_seconds, "best": best})
+            checkpoint()
 
     result = {
         "task": data.preset.name,

@@ -1,8 +1,10 @@
-"""Epoch checkpoints of a training run: a stopped fine-tuning or recovery distillation
-(Ctrl-C, a crash, the end of a session) continues after its last finished epoch instead of
-starting again.
+"""Checkpoints of a training run: a stopped fine-tuning, super-network distillation or
+recovery distillation (Ctrl-C, a crash, the end of a session) continues from its last
+checkpoint instead of starting again.
 
-After every epoch the loop writes its state file (``resume.pt`` in a training's output
+After every epoch, and inside an epoch whenever ``CHECKPOINT_SECONDS`` of compute have
+passed since the last one (at an optimiser step: a base-sized model's epoch can take an
+hour on a CPU), the loop writes its state file (``resume.pt`` in a training's output
 folder, ``.<export>.recovery.pt`` beside an export) atomically: the weights, the
 optimiser and schedule, the random states and the loop's own counters, under a key of
 everything that determines the run (its options, the data, the model's shape). A run with
@@ -17,12 +19,29 @@ import hashlib
 import json
 import os
 import random
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 STATE_FILE = "resume.pt"
+#: Most seconds of training between two checkpoints inside an epoch
+#: (``NASPRUNE_CHECKPOINT_SECONDS`` overrides; 0 checkpoints after every optimiser step).
+CHECKPOINT_SECONDS = float(os.environ.get("NASPRUNE_CHECKPOINT_SECONDS", 600))
+
+
+class Timer:
+    """Says when a checkpoint inside an epoch is due: ``CHECKPOINT_SECONDS`` after the last."""
+
+    def __init__(self):
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last >= CHECKPOINT_SECONDS
+
+    def reset(self) -> None:
+        self.last = time.monotonic()
 
 
 def run_key(*parts) -> str:
@@ -32,6 +51,7 @@ def run_key(*parts) -> str:
 
 
 def save_state(path: Path, key: str, model, optimizer, scheduler, loop: dict) -> None:
+    """Write the state atomically (a temporary file renamed into place)."""
     state = {"key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "loop": loop,
              "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
