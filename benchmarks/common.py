@@ -13,9 +13,13 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "glue"
-RESULTS = REPO / "benchmarks" / "results"
-#: Checkpoints that benchmarks produce and reuse (not committed).
-CHECKPOINTS = REPO / "runs" / "bench"
+#: Result files (committed). ``NASPRUNE_BENCH_RESULTS`` points a run started from a frozen
+#: copy of the code at the checkout's own folder.
+RESULTS = Path(os.environ.get("NASPRUNE_BENCH_RESULTS", REPO / "benchmarks" / "results"))
+#: Checkpoints, run directories and trial stores that benchmarks produce and reuse: outside
+#: the repository, so a campaign continues in a later session (never committed).
+CHECKPOINTS = Path(os.environ.get("NASPRUNE_BENCH_HOME",
+                                  Path.home() / ".cache" / "nasprune" / "bench"))
 #: Fine-tuning of the shared checkpoints (finetune_speed.py writes them, search_cost.py and
 #: quality.py reuse them).
 SETTINGS = {

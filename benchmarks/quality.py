@@ -26,8 +26,12 @@ pick over the unpruned model at batch 1 and 32 (same process, interleaved). Hype
 searched points, plus the arm's recovered picks) and on validation (the search split's
 front re-measured there, plus the recovered picks).
 
-Every piece is a stage that writes its result under ``runs/bench/quality/`` and is skipped
-when that result exists, so the benchmark can be stopped and resumed at any point:
+Every piece is a stage whose result is recorded in ``results/quality-stages/`` at once
+(commit it) and skipped when that record exists; checkpoints and trial stores live in
+``$NASPRUNE_BENCH_HOME/quality`` (default ``~/.cache/nasprune/bench``), outside the
+repository, and training stages checkpoint inside epochs, so the benchmark can be stopped
+and resumed at any point, in a later session too (``benchmarks/campaign.py`` runs the
+base-model items in order):
 
     nohup python benchmarks/quality.py > runs/quality.log 2>&1 &     # all tasks, seeds, arms
     python benchmarks/quality.py --tasks sst2 --seeds 0 --arms a,b   # a part
@@ -419,6 +423,7 @@ def run_seed(task: str, seed: int, args) -> list[dict]:
         return kd
 
     teacher = stages("teacher", lambda: finetune_stage(cfg, data, std))
+    device = teacher.get("device", "cpu")
     metric = data.preset.metric
     unpruned = {"validation": teacher["best"][metric], "search": teacher["best"]["search"][metric]}
     results = {}
@@ -443,12 +448,13 @@ def run_seed(task: str, seed: int, args) -> list[dict]:
                       for b, p in r["picks"].items()}
     rows = []
     for arm, r in results.items():
-        rows += [{"model": args.model, **row}
+        rows += [{"model": args.model, "device": device, **row}
                  for row in summary_rows(task, seed, arm, r, unpruned, stages)]
     detail = {arm: {"picks": r["picks"], "front": front_detail(r, stages, arm)}
               for arm, r in results.items()}
     out = RESULTS / f"{NAME}-stages" / f"{name}-detail.json"
-    out.write_text(json.dumps(detail, indent=1, default=str))
+    kept = json.loads(out.read_text()) if out.is_file() else {}  # arms run in other calls
+    out.write_text(json.dumps({**kept, **detail}, indent=1, default=str))
     return rows
 
 
@@ -708,6 +714,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="auto: CUDA when present")
     parser.add_argument("--report", action="store_true", help="only rewrite the result files")
     smoke = parser.add_argument_group("a smaller run, for checking the script only")
     smoke.add_argument("--train-examples", type=int, default=None)
@@ -739,7 +746,10 @@ def main() -> None:
     rows_file = RESULTS / f"{NAME}-stages" / "rows.json"
     done_rows = json.loads(rows_file.read_text()) if rows_file.is_file() else {}
     for task, seed in order:
-        done_rows[run_name(args.model, task, seed)] = run_seed(task, seed, args)
+        name = run_name(args.model, task, seed)
+        rows = run_seed(task, seed, args)
+        ran = {r["arm"] for r in rows}  # rows of arms run in other calls are kept
+        done_rows[name] = [r for r in done_rows.get(name, []) if r["arm"] not in ran] + rows
         rows_file.parent.mkdir(parents=True, exist_ok=True)
         rows_file.write_text(json.dumps(done_rows, indent=1))
         report(tasks, all_seeds, [r for v in done_rows.values() for r in v])

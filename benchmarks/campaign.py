@@ -1,0 +1,228 @@
+"""The base-model evidence campaign: ``quality.py`` items on MPNet-base that take many
+CPU-hours, run in priority order across as many sessions as it takes.
+
+    python benchmarks/campaign.py run      # make campaign: resume what remains, in order
+    python benchmarks/campaign.py status   # make campaign-status: done / running / waiting
+
+Each item is one ``quality.py`` call (model, task, seed, arm). Its state lives in
+``$NASPRUNE_BENCH_HOME`` (default ``~/.cache/nasprune/bench``), outside the repository;
+every finished stage is recorded in ``results/quality-stages/`` at once and every finished
+item in ``results/quality.{json,md}``, so a stopped campaign loses only the stage in flight
+(training stages checkpoint at least every 10 minutes). An item that waits on a decision
+(``after``) is skipped until it is settled in ``SETTLED``. ``results/cost.json`` holds the
+measured examples per second of each stage, from which ``status`` estimates what remains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import CHECKPOINTS, RESULTS, SETTINGS
+
+HERE = Path(__file__).resolve().parent
+STAGES = RESULTS / "quality-stages"
+LOCK = CHECKPOINTS / "campaign.lock"
+#: Decisions that items wait for: the default recipe (arm d) is settled by the fast-recipe
+#: issue; its rows are run once, with the defaults they will be published with.
+SETTLED = {"defaults": False}
+TRIALS = 100
+SEARCH_SHARE = 0.1  # the search split's share of the training rows
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    model: str
+    task: str
+    seed: int
+    arm: str
+    after: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.task}-s{self.seed}-{self.arm}"
+
+    @property
+    def run(self) -> str:  # quality.py's run name
+        return f"{self.model}-{self.task}-s{self.seed}"
+
+
+#: In priority order (the tutorial's arm does not depend on the defaults, so it goes first).
+ITEMS = (
+    Item("mpnet-base", "rte", 0, "a"),
+    Item("mpnet-base", "rte", 0, "d", after="defaults"),
+    Item("mpnet-base", "sst2", 0, "d", after="defaults"),
+    Item("mpnet-base", "rte", 1, "d", after="defaults"),
+    Item("mpnet-base", "rte", 2, "d", after="defaults"),
+    Item("mpnet-base", "sst2", 1, "d", after="defaults"),
+    Item("mpnet-base", "sst2", 0, "a"),
+)
+
+
+def rows() -> dict:
+    path = STAGES / "rows.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def done(item: Item, recorded: dict) -> bool:
+    return any(r["arm"] == item.arm for r in recorded.get(item.run, []))
+
+
+def running() -> dict | None:
+    """The item in flight, from the lock file, if its process is alive."""
+    if not LOCK.is_file():
+        return None
+    info = json.loads(LOCK.read_text())
+    try:
+        os.kill(info["pid"], 0)
+    except (ProcessLookupError, PermissionError):
+        return None
+    return info
+
+
+# ------------------------------------------------------------------------- estimates
+
+
+def train_examples(task: str) -> int:
+    """Training rows of the benchmark's setting, the search split held out."""
+    total = SETTINGS[task]["max_train_examples"] or {"rte": 2490, "sst2": 60614}[task]
+    return round(total * (1 - SEARCH_SHARE))
+
+
+def cost() -> dict:
+    """Measured examples per second per (model, stage), from the recorded stages: teacher
+    (fine-tuning), supernet (super-network distillation), search (candidate evaluation,
+    examples of the search split per second), recovery (pick distillation and export)."""
+    rates: dict[str, dict[str, dict]] = {}
+    for path in sorted(STAGES.glob("*-s?.json")):
+        model = "mpnet-base" if path.stem.startswith("mpnet-base-") else "minilm-l6"
+        task = path.stem.rsplit("-s", 1)[0].rsplit("-", 1)[-1]
+        record = json.loads(path.read_text())
+        teacher = record.get("teacher", {}).get("result") or {}
+        if not teacher.get("examples_per_second"):
+            continue
+        n, search_n = teacher["train_examples"], teacher.get("search_examples") or 0
+        epochs = teacher["config"]["epochs"]
+        measured = {"teacher": teacher["examples_per_second"]}
+        for stage, examples in (("a:search", TRIALS * search_n), ("d:search", TRIALS * search_n),
+                                ("d:supernet", n), ("d:pick50", 3 * n)):
+            if stage in record and record[stage]["seconds"] > 0 and examples:
+                measured[stage.split(":")[1].replace("pick50", "recovery")] = \
+                    examples / record[stage]["seconds"]
+        for stage, rate in measured.items():
+            rates.setdefault(model, {}).setdefault(stage, {})[f"{path.stem}"] = {
+                "examples_per_second": round(rate, 2), "task": task, "epochs": epochs}
+    return rates
+
+
+def rate(rates: dict, model: str, stage: str) -> tuple[float | None, str]:
+    """The mean measured rate, or MiniLM-L6's scaled by the models' FLOPs per token."""
+    own = [r["examples_per_second"] for r in rates.get(model, {}).get(stage, {}).values()]
+    if own:
+        return sum(own) / len(own), "measured"
+    base = [r["examples_per_second"] for r in rates.get("minilm-l6", {}).get(stage, {}).values()]
+    if not base or model == "minilm-l6":
+        return None, "unknown"
+    return sum(base) / len(base) / FLOPS_RATIO[model], "scaled from MiniLM-L6"
+
+
+#: FLOPs per token of each model's encoder over MiniLM-L6's: 12 x (4 x 768^2 + 2 x 768 x
+#: 3072) / 6 x (4 x 384^2 + 2 x 384 x 1536) = 8 (attention over the sequence left out).
+FLOPS_RATIO = {"mpnet-base": 8.0, "minilm-l6": 1.0}
+
+
+def estimate(item: Item, rates: dict) -> tuple[float | None, str]:
+    """Seconds the item still needs from nothing (stages already recorded are not counted)."""
+    record = STAGES / f"{item.run}.json"
+    have = json.loads(record.read_text()) if record.is_file() else {}
+    n = train_examples(item.task)
+    search_n = round(n / (1 - SEARCH_SHARE) * SEARCH_SHARE)
+    need = [("teacher", n * SETTINGS[item.task]["epochs"])] if "teacher" not in have else []
+    if item.arm == "a":
+        need += [("search", TRIALS * search_n)] if "a:search" not in have else []
+    else:
+        need += [(s, k) for s, k, key in (("supernet", n, "d:supernet"),
+                                         ("search", TRIALS * search_n, "d:search"),
+                                         ("recovery", 3 * 3 * n, "d:pick20"))
+                 if key not in have]
+    total, how = 0.0, set()
+    for stage, examples in need:
+        r, source = rate(rates, item.model, stage)
+        if r is None:
+            return None, f"no rate for {stage}"
+        total += examples / r
+        how.add(source)
+    return total, ", ".join(sorted(how)) or "nothing left"
+
+
+# ------------------------------------------------------------------------------ run
+
+
+def status() -> int:
+    recorded, now, rates = rows(), running(), cost()
+    print(f"campaign state: {CHECKPOINTS}")
+    left = 0.0
+    for item in ITEMS:
+        seconds, how = estimate(item, rates)
+        if done(item, recorded):
+            spent = sum(r["seconds"] for r in recorded[item.run] if r["arm"] == item.arm
+                        and r["split"] == "validation")
+            state = f"done      {spent / 60:.0f} min measured (shared stages included)"
+        else:
+            if now and now["item"] == item.name:
+                label = f"running   since {time.strftime('%H:%M', time.localtime(now['start']))}"
+            elif item.after and not SETTLED[item.after]:
+                label = f"waiting   on {item.after!r}"
+            else:
+                label = "waiting  "
+            left += seconds or 0.0
+            est = f"~{seconds / 3600:.1f} h" if seconds is not None else "?"
+            state = f"{label}; still needs {est} ({how})"
+        print(f"  {item.name:<24} {state}")
+    print(f"estimated compute left: ~{left / 3600:.1f} h on this machine's cores")
+    return 0
+
+
+def run(threads: int) -> int:
+    if running():
+        print(f"a campaign is already running (pid {running()['pid']}): see `make campaign-status`")
+        return 1
+    for item in ITEMS:
+        if done(item, rows()):
+            continue
+        if item.after and not SETTLED[item.after]:
+            print(f"{item.name}: waits on {item.after!r}", flush=True)
+            continue
+        CHECKPOINTS.mkdir(parents=True, exist_ok=True)
+        LOCK.write_text(json.dumps({"pid": os.getpid(), "item": item.name, "start": time.time()}))
+        print(f"{time.strftime('%F %T')} {item.name}: starting", flush=True)
+        argv = [sys.executable, str(HERE / "quality.py"), "--model", item.model, "--tasks",
+                item.task, "--seeds", str(item.seed), "--arms", item.arm,
+                "--threads", str(threads)]
+        code = subprocess.run(argv).returncode
+        LOCK.unlink(missing_ok=True)
+        if code:
+            print(f"{item.name}: quality.py exited with {code}; run again to resume", flush=True)
+            return code
+        print(f"{time.strftime('%F %T')} {item.name}: done", flush=True)
+        (RESULTS / "cost.json").write_text(json.dumps(cost(), indent=1) + "\n")
+    status()
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("run", "status"))
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args()
+    return run(args.threads) if args.command == "run" else status()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
