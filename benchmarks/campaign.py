@@ -1,10 +1,10 @@
-"""The base-model evidence campaign: ``quality.py`` items on MPNet-base that take many
+"""The base-model evidence campaign: ``benchmarks.quality`` items on MPNet-base that take many
 CPU-hours, run in priority order across as many sessions as it takes.
 
     python benchmarks/campaign.py run      # make campaign: resume what remains, in order
     python benchmarks/campaign.py status   # make campaign-status: done / running / waiting
 
-Each item is one ``quality.py`` call (model, task, seed, arm). Its state lives in
+Each item is one ``python -m benchmarks.quality`` call (model, task, seed, arm). Its state lives in
 ``$NASPRUNE_BENCH_HOME`` (default ``~/.cache/nasprune/bench``), outside the repository;
 every finished stage is recorded in ``results/quality-stages/`` at once and every finished
 item in ``results/quality.{json,md}``, so a stopped campaign loses only the stage in flight
@@ -49,7 +49,7 @@ class Item:
         return f"{self.model}-{self.task}-s{self.seed}-{self.arm}"
 
     @property
-    def run(self) -> str:  # quality.py's run name
+    def run(self) -> str:  # the quality run name
         return f"{self.model}-{self.task}-s{self.seed}"
 
 
@@ -202,13 +202,14 @@ def run(threads: int) -> int:
         CHECKPOINTS.mkdir(parents=True, exist_ok=True)
         LOCK.write_text(json.dumps({"pid": os.getpid(), "item": item.name, "start": time.time()}))
         print(f"{time.strftime('%F %T')} {item.name}: starting", flush=True)
-        argv = [sys.executable, str(HERE / "quality.py"), "--model", item.model, "--tasks",
+        argv = [sys.executable, "-m", "benchmarks.quality", "--model", item.model, "--tasks",
                 item.task, "--seeds", str(item.seed), "--arms", item.arm,
                 "--threads", str(threads)]
-        code = subprocess.run(argv).returncode
+        code = subprocess.run(argv, cwd=HERE.parent).returncode
         LOCK.unlink(missing_ok=True)
         if code:
-            print(f"{item.name}: quality.py exited with {code}; run again to resume", flush=True)
+            print(f"{item.name}: the quality benchmark exited with {code}; run again to "
+                  "resume", flush=True)
             return code
         print(f"{time.strftime('%F %T')} {item.name}: done", flush=True)
         (RESULTS / "cost.json").write_text(json.dumps(cost(), indent=1) + "\n")

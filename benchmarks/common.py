@@ -21,7 +21,7 @@ RESULTS = Path(os.environ.get("NASPRUNE_BENCH_RESULTS", REPO / "benchmarks" / "r
 CHECKPOINTS = Path(os.environ.get("NASPRUNE_BENCH_HOME",
                                   Path.home() / ".cache" / "nasprune" / "bench"))
 #: Fine-tuning of the shared checkpoints (finetune_speed.py writes them, search_cost.py and
-#: quality.py reuse them).
+#: the quality benchmark reuse them).
 SETTINGS = {
     "sst2": {"max_train_examples": 8000, "epochs": 2},
     "rte": {"max_train_examples": None, "epochs": 5},

@@ -14,8 +14,8 @@ A second, model-free pass sends ``--noop-trials`` candidates whose evaluation re
 once through every backend: its time per candidate is the pure round-trip cost of the
 backend (what a real cluster adds per candidate, independent of the model).
 
-The model is the fine-tuned checkpoint at ``runs/bench/finetune-rte/model`` when it exists,
-else the raw MiniLM-L6 with a new, untrained classifier head: accuracy is irrelevant here
+The model is the fine-tuned checkpoint at ``$NASPRUNE_BENCH_HOME/finetune-rte/model`` when it
+exists, else the raw MiniLM-L6 with a new, untrained classifier head: accuracy is irrelevant here
 (every backend evaluates the same weights on the same inputs; the benchmark checks that
 they return the same candidates and metrics).
 
