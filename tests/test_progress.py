@@ -28,3 +28,19 @@ def test_lines_are_spaced_and_disabled_means_silent():
         off.update(3)
         off.print("x")
     assert quiet.getvalue() == ""
+
+
+def test_importance_scoring_shows_its_progress(capsys):
+    """Importance ordering walks its calibration batches inside code we do not own; the
+    pipeline's reordering says how far it is (it was silent for minutes on a base model)."""
+    from cases.exports import make_supernet
+    from test_training import toy_data
+
+    from cases import tiny_tokenizer
+    from nasprune.data.encode import encode
+    from nasprune.pipeline.stages import reorder_on_calibration
+
+    train = encode(tiny_tokenizer(), toy_data(), "train")
+    reorder_on_calibration(make_supernet(), train, 96, progress=True)
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("importance")]
+    assert lines and lines[-1].startswith("importance (fisher): 3/3")

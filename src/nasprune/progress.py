@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: Seconds between two progress lines outside a terminal.
 EVERY = 30.0
@@ -69,3 +73,12 @@ class ProgressBar:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def tracked(items: Iterable[T], total: int, label: str, enabled: bool = True) -> Iterator[T]:
+    """``items`` with progress shown as a consumer we do not own takes them (importance
+    scoring walks its calibration batches: minutes on a base-sized model)."""
+    with ProgressBar(enabled, total, 0, label) as bar:
+        for done, item in enumerate(items, 1):
+            yield item
+            bar.update(done)

@@ -4,6 +4,7 @@ or trained from the fine-tuned teacher), search. Each reuses its output when it 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ from nasprune.data.encode import Encoded, encode, subset
 from nasprune.data.tasks import TaskData
 from nasprune.errors import NaspruneError
 from nasprune.files import write_json
+from nasprune.progress import tracked
 from nasprune.rundir import FINETUNE_DIR, METRICS, MODEL, SUPERTRAIN_DIR, RunDir
 from nasprune.train.batches import iter_batches
 from nasprune.train.finetune import load_classifier
@@ -64,12 +66,13 @@ def sanity_check(cfg: RunConfig, data: TaskData, run_dir: Path, tokenizer) -> No
 
 
 def reorder_on_calibration(supernet, train_encoded: Encoded, examples: int, pad_id: int = 0, *,
-                           seed: int = 0, method: str = "fisher") -> dict:
+                           seed: int = 0, method: str = "fisher", progress: bool = False) -> dict:
     """Importance-reorder ``supernet`` on a fixed subset of the training split: the one
     place the search's calibration set is drawn, for the pipeline and the benchmarks."""
     calibration = subset(train_encoded, examples, seed)
-    return supernet.reorder_by_importance(iter_batches(calibration, 32, supernet.model, pad_id),
-                                          method=method)
+    batches = tracked(iter_batches(calibration, 32, supernet.model, pad_id),
+                      math.ceil(len(calibration) / 32), f"importance ({method})", progress)
+    return supernet.reorder_by_importance(batches, method=method)
 
 
 def supernet_stage(cfg: RunConfig, data: TaskData, run_dir: Path, train_encoded: Encoded):
@@ -94,7 +97,7 @@ def supernet_stage(cfg: RunConfig, data: TaskData, run_dir: Path, train_encoded:
             supernet.model.to(device)
             reorder_on_calibration(supernet, train_encoded, cfg.search.calibration_examples,
                                    tokenizer.pad_token_id or 0, seed=cfg.data.seed,
-                                   method=cfg.search.importance)
+                                   method=cfg.search.importance, progress=cfg.train.progress)
         tmp = out.with_name(out.name + ".tmp")  # written whole, then renamed
         shutil.rmtree(tmp, ignore_errors=True)
         supernet.save(tmp)

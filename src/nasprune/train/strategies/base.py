@@ -15,6 +15,7 @@ again: the weights are trained for this order).
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from nasprune.data.encode import Encoded, subset
 from nasprune.data.presets import TaskPreset
 from nasprune.errors import NaspruneError
 from nasprune.files import read_json, write_json
+from nasprune.progress import tracked
 from nasprune.train.batches import iter_batches
 
 #: Written next to ``order.json``: which strategy and space trained this checkpoint.
@@ -128,8 +130,10 @@ class SupernetStrategy(Strategy):
         self.rng = random.Random(seed)
         if o["importance"] != "none":
             calib = subset(train, int(o["calibration_examples"]), seed)
-            batches = iter_batches(calib, int(o["calibration_batch_size"]), model,
-                                   context.pad_id)
+            size = int(o["calibration_batch_size"])
+            batches = tracked(iter_batches(calib, size, model, context.pad_id),
+                              math.ceil(len(calib) / size), f"importance ({o['importance']})",
+                              context.config.progress)
             self.supernet.reorder_by_importance(batches, method=o["importance"])
         model.train()
 
