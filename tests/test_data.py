@@ -226,3 +226,21 @@ def test_missing_labels_and_empty_texts_are_refused_or_dropped(tmp_path):
     data = load_task_data(DataConfig(**cfg, drop_invalid=True))
     assert data.preset.label_names == ("0", "1")  # never a 'nan' or '' class
     assert len(data.train) == 3 and data.extra["dropped_invalid"]["train"] == 3
+
+
+def test_a_maximum_length_chosen_from_the_data(tmp_path, monkeypatch):
+    """The 99th percentile of the training lengths, up to a multiple of 8, at most the
+    model's positions: 99 short sentences and one long one keep the short length."""
+    from nasprune.data.encode import chosen_max_length
+
+    monkeypatch.setenv("NASPRUNE_CACHE", str(tmp_path / "cache"))
+    words = ["good film"] * 99 + [" ".join(["plot"] * 300)]
+    frame = pd.DataFrame({"sentence": words, "label": [1, 0] * 50})
+    path = write(frame, tmp_path / "t.tsv")
+    data = load_task_data(DataConfig(task="sst2", train_file=str(path), validation_file=str(path),
+                                     search_file=str(path)))
+    tok = tiny_tokenizer()
+    short = len(tok("good film")["input_ids"])
+    assert chosen_max_length(tok, data, 512) == -(-short // 8) * 8
+    assert chosen_max_length(tok, data, 512, percentile=100) == 304  # 302 tokens, rounded up
+    assert chosen_max_length(tok, data, 64, percentile=100) == 64  # never past the positions

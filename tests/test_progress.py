@@ -33,10 +33,10 @@ def test_lines_are_spaced_and_disabled_means_silent():
 def test_importance_scoring_shows_its_progress(capsys):
     """Importance ordering walks its calibration batches inside code we do not own; the
     pipeline's reordering says how far it is (it was silent for minutes on a base model)."""
+    from cases import tiny_tokenizer
     from cases.exports import make_supernet
     from test_training import toy_data
 
-    from cases import tiny_tokenizer
     from nasprune.data.encode import encode
     from nasprune.pipeline.stages import reorder_on_calibration
 

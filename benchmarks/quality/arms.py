@@ -29,7 +29,7 @@ def run_config(task: str, seed: int, args, **changes) -> RunConfig:
                       max_eval_examples=args.eval_examples)
     epochs = args.epochs or setting["epochs"]
     train = TrainConfig(epochs=float(epochs), batch_size=16, learning_rate=5e-5,
-                        seed=seed, threads=args.threads, progress=False,
+                        seed=seed, threads=args.threads, progress=True,
                         max_length=args.max_length)
     cfg = RunConfig(model=args.model, data=data, train=train,
                     search=SearchConfig(trials=args.trials, seed=seed,

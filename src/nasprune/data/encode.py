@@ -76,6 +76,23 @@ def encode(tokenizer, data: TaskData, split: str, max_length: int = 128,
     return Encoded(ids, types, labels)
 
 
+#: The share of training examples a length chosen from the data keeps whole.
+LENGTH_PERCENTILE = 99.0
+
+
+def chosen_max_length(tokenizer, data: TaskData, limit: int,
+                      percentile: float = LENGTH_PERCENTILE) -> int:
+    """A maximum length from the data, for a run that names none: the ``percentile`` of the
+    training split's token lengths, rounded up to a multiple of 8, at most ``limit`` (the
+    model's positions). RTE's pairs need ~200 tokens where SST-2's sentences need ~50: one
+    fixed length either truncates one task or pads the other."""
+    lengths = encode(tokenizer, data, "train", limit).lengths()
+    if not len(lengths):
+        return min(limit, 128)
+    wanted = int(np.ceil(np.percentile(lengths, percentile) / 8.0) * 8)
+    return max(8, min(limit, wanted))
+
+
 def _unpack(stored, labels: np.ndarray) -> Encoded:
     offsets = stored["offsets"]
     ids, types = stored["ids"], stored["types"]
