@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 from nasprune.cli import app
 from nasprune.config import SUPERNET_EPOCHS, DataConfig, RunConfig, SearchConfig, TrainConfig
 from nasprune.errors import NaspruneError
-from nasprune.fingerprints import fingerprints
 from nasprune.pipeline import run
 from nasprune.rundir import RunDir
+from nasprune.rundir.fingerprints import fingerprints
 from nasprune.train.strategies import needs_teacher
 
 

@@ -117,7 +117,7 @@ def _load_config(ctx: typer.Context, value: Path | None):
     defaults, so flags on the command line override them."""
     if value is None:
         return value
-    from nasprune.config_file import read_config_file
+    from nasprune.cli.config_file import read_config_file
 
     names = config_keys(ctx.command)
     try:

@@ -1,6 +1,6 @@
 """The run directory: its layout (every path in one place), its configuration, one writer
 at a time, the record of finished stages (``fingerprints.json``) and its log. What a
-fingerprint covers, and when a rerun is refused, is ``nasprune.fingerprints``.
+fingerprint covers, and when a rerun is refused, is ``nasprune.rundir.fingerprints``.
 
     RUN/config.json        the RunConfig of the last command that ran (absolute paths)
     RUN/summary.json       what the run measured (``nasprune run`` prints it)
@@ -12,7 +12,7 @@ fingerprint covers, and when a rerun is refused, is ``nasprune.fingerprints``.
     RUN/export/            manifest.json, ...        the exported pick
     RUN/fingerprints.json  stage -> {hash, options}
     RUN/log.txt            what each command did: options, stages, timings, warnings
-    RUN/.lock              held (fcntl, ``runlock``) by the one process writing the run
+    RUN/.lock              held (fcntl, ``rundir.lock``) by the one process writing the run
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nasprune import runlock
 from nasprune.errors import NaspruneError
 from nasprune.files import write_json
+from nasprune.rundir.lock import give_back, take
 
 if TYPE_CHECKING:
     from nasprune.config import RunConfig
@@ -112,7 +112,7 @@ class RunDir:
     # ------------------------------------------------------------------ lock
     def lock(self) -> RunDir:
         """Become the one writer of this run directory, or fail at once naming the holder."""
-        self._lock_file = runlock.take(self.path)
+        self._lock_file = take(self.path)
         return self
 
     @property
@@ -122,7 +122,7 @@ class RunDir:
     def release(self) -> None:
         if self._lock_file is not None:
             self._lock_file = None
-            runlock.give_back(self.path)
+            give_back(self.path)
 
     def __enter__(self) -> RunDir:
         return self.lock()

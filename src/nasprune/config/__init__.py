@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from nasprune import pickrule
+from nasprune.config import pickrule
 from nasprune.core import COSTS, IMPORTANCE, SPACES
 from nasprune.deploy.export.backends import FORMATS
 from nasprune.deploy.export.format import QUANTIZE
