@@ -7,13 +7,14 @@ import torch
 import transformers as tf
 from torch import nn
 
-from nasprune.core.families import ADAPTERS
+from nasprune.core.families import FAMILIES
 from nasprune.core.families.base import get_adapter
 from nasprune.core.families.tiny import tiny_model
-from nasprune.core.subnet import encoder_params
+from nasprune.core.structure.blocks import Block
+from nasprune.core.structure.layouts import LAYOUTS, BertLayout
+from nasprune.core.subnet import Subnet, encoder_params
+from nasprune.core.supernet import Supernet
 from nasprune.errors import NaspruneError
-
-FAMILIES = list(ADAPTERS)  # every registered family
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -24,12 +25,65 @@ def model(request):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_each_family_is_picked_by_the_model_type_it_is_registered_under(family):
-    """The registry's key is the ``config.model_type`` that selects the adapter: a model of
-    that family gets exactly that class (not a parent's), and no two keys share one."""
+    """The key in ``LAYOUTS`` is the ``config.model_type`` that selects the layout: a model
+    of that family gets exactly its layout, and no two keys share one."""
     built = tiny_model(family, layers=1, heads=2, head_dim=4, ffn=8)
     assert built.config.model_type == family
-    assert type(get_adapter(built)) is ADAPTERS[family]
-    assert len({ADAPTERS[f] for f in FAMILIES}) == len(FAMILIES)
+    assert get_adapter(built).layout is LAYOUTS[family]
+    assert len({id(LAYOUTS[f]) for f in FAMILIES}) == len(FAMILIES)
+
+
+def test_what_is_derived_from_the_layouts_agrees_with_them():
+    """One registration per family: the families, the remote-code classes and the stock
+    export all hold exactly the ``LAYOUTS`` keys."""
+    from nasprune.deploy.export import modeling_nasprune
+
+    assert FAMILIES == tuple(LAYOUTS)
+    assert list(modeling_nasprune.CLASSES) == list(modeling_nasprune.CONFIGS) == list(LAYOUTS)
+    for family, layout in LAYOUTS.items():
+        assert modeling_nasprune.CLASSES[family].nasprune_layout is layout
+        assert getattr(tf, layout.prefix + "Config")().model_type == family
+
+
+def test_a_bert_shaped_family_is_one_layout_entry(monkeypatch):
+    """CamemBERT is not registered; one ``LAYOUTS`` entry makes it a family that is
+    adapted, costed, viewed and extracted like the others."""
+    monkeypatch.setitem(LAYOUTS, "camembert", BertLayout("Camembert"))
+    model = tiny_model("camembert", layers=2, heads=4, head_dim=8, ffn=32)
+    supernet = Supernet(model)
+    assert supernet.adapter.family == "camembert"
+    in_layers = sum(p.numel() for layer in supernet.adapter.layers for p in layer.parameters())
+    assert in_layers == encoder_params(supernet.shape.full, supernet.shape)
+    subnet = Subnet(((2, 16), (0, 8)))
+    ids = torch.randint(5, 100, (2, 7))
+    with torch.no_grad(), supernet.use(subnet) as net:
+        viewed = net(input_ids=ids).logits
+    with torch.no_grad():
+        torch.testing.assert_close(supernet.extract(subnet)(input_ids=ids).logits, viewed)
+
+
+class _NoBiases(Block):
+    def params(self, heads, units, head_dim, hidden):
+        return 4 * hidden * heads * head_dim + 2 * hidden * units
+
+
+def test_the_cost_formula_is_the_layouts(monkeypatch):
+    """A family with another block shape states its own cost through its layout."""
+    layout = BertLayout("Bert")
+    layout.block = _NoBiases()
+    monkeypatch.setitem(LAYOUTS, "bert", layout)
+    shape = get_adapter(tiny_model("bert", layers=2, heads=4, head_dim=8, ffn=32)).shape
+    assert shape.block is layout.block
+    no_biases = 4 * 32 * 32 + 2 * 32 * 32 + 4 * 32 * 16  # (4 heads, 32 units), (2 heads, 0)
+    assert encoder_params(Subnet(((4, 32), (2, 0))), shape) == no_biases
+
+
+def test_a_model_is_bound_once(monkeypatch):
+    """``get_adapter`` sits on hot paths: the layout binds a model on the first call only."""
+    model = tiny_model("mpnet", layers=2, heads=4, head_dim=8, ffn=32)
+    get_adapter(model)
+    monkeypatch.setattr(type(LAYOUTS["mpnet"]), "bind", lambda *_: pytest.fail("bound again"))
+    get_adapter(model)
 
 
 class TestAdapterContract:

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 from nasprune.cli import app
 from nasprune.config import SUPERNET_EPOCHS, DataConfig, RunConfig, SearchConfig, TrainConfig
 from nasprune.errors import NaspruneError
-from nasprune.fingerprints import fingerprints
 from nasprune.pipeline import run
 from nasprune.rundir import RunDir
+from nasprune.rundir.fingerprints import fingerprints
 from nasprune.train.strategies import needs_teacher
 
 
@@ -75,3 +75,43 @@ def test_the_api_and_the_cli_record_the_same_run(strategy, tmp_path, tiny_model_
         with pytest.raises(NaspruneError, match=r"finetune stage made with other options: "
                                                 r"--space \('small' -> 'layerwise'\)"):
             run(api, tmp_path / "api", progress=False, until="search")
+
+
+def test_every_flag_of_a_run_is_declared_on_its_field_and_nothing_else():
+    """One declaration per option (``config.options.option``): the flags of ``nasprune run``
+    are exactly the declared ones plus the command's own, and each declared stage is a
+    stage of the run directory."""
+    import typer
+
+    from nasprune.config import OPTIONS
+    from nasprune.rundir import ORDER
+
+    command = typer.main.get_command(app).commands["run"]
+    flags = {flag for p in command.params for flag in p.opts}
+    declared = ({o.flag for o in OPTIONS.values() if o.flag}
+                | {f for o in OPTIONS.values() for f in o.sub_flags.values()})
+    assert declared <= flags
+    assert flags - declared == {"--config", "--run-dir", "--until", "--redo"}
+    assert {o.stage for o in OPTIONS.values()} - {None} <= set(ORDER)
+
+
+def test_a_field_that_declares_nothing_is_refused():
+    from dataclasses import dataclass
+
+    from nasprune.config.options import options
+
+    @dataclass
+    class Undeclared:
+        x: int = 0
+
+    with pytest.raises(TypeError, match="Undeclared.x does not declare"):
+        options(Undeclared)
+
+
+def test_the_default_run_keeps_its_fingerprints():
+    """Stages made by an earlier version with the same options are reused: the hashes of
+    the default run are pinned (a change here makes every existing run directory stale)."""
+    assert {k: v["hash"] for k, v in fingerprints(RunConfig()).items()} == {
+        "finetune": "72ebad9eb918c210", "supertrain": "04950c74713d8ff3",
+        "supernet": "fe3e194cf9ac113a", "search": "76548c1d104a2b4a",
+        "export": "4c11bfb1d65b0832"}

@@ -8,14 +8,13 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from nasprune.core.cost import CostModel, count_params, dummy_inputs
-from nasprune.core.families import ADAPTERS
+from nasprune.core.families import FAMILIES
 from nasprune.core.families.base import get_adapter
 from nasprune.core.families.tiny import tiny_model
 from nasprune.core.subnet import Subnet
 from nasprune.core.supernet import Supernet
 from nasprune.errors import NaspruneError
 
-FAMILIES = list(ADAPTERS)  # every registered family
 SUBNETS = [
     Subnet(((4, 48), (4, 48), (4, 48))),
     Subnet(((2, 20), (1, 48), (4, 7))),

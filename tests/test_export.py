@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cases.exports import SUBNET, make_supernet  # noqa: F401 - also imported from here
+from cases.exports import SUBNET, make_supernet, remote_code_logits  # noqa: F401 - also imported from here
 
 import nasprune
+import nasprune.core.structure as structure
 from nasprune.core.extract import shrink_structure
-from nasprune.core.families import ADAPTERS
+from nasprune.core.families import FAMILIES
 from nasprune.core.models import uses_token_types
 from nasprune.core.subnet import Subnet
 from nasprune.core.supernet import Supernet
@@ -33,7 +34,6 @@ from nasprune.train.evaluation import evaluate
 from conftest import tiny_tokenizer
 
 torch.set_num_threads(2)
-FAMILIES = list(ADAPTERS)  # every registered family
 SST2 = TaskPreset("sst2", ("sentence",), ("negative", "positive"))
 
 
@@ -136,7 +136,7 @@ def test_remote_files_import_only_torch_and_transformers(bert_export):
 
     _, out = bert_export
     shipped = [Path(f) for f in get_relative_import_files(out / "modeling_nasprune.py")]
-    assert [f.name for f in shipped] == ["structure.py"]
+    assert sorted({f.name for f in shipped}) == list(structure.SHIPPED)  # the whole folder
     allowed = {"torch", "transformers", *sys.stdlib_module_names}
     for path in (out / "modeling_nasprune.py", *shipped):
         assert path.is_file() and set(get_imports(path)) <= allowed, path
@@ -147,20 +147,7 @@ def test_trust_remote_code_loads_without_nasprune(bert_export, tmp_path):
     sn, out = bert_export
     inputs = batch(sn.model.config)
     expected = reference_logits(sn, SUBNET, inputs)
-    script = (
-        "import sys, json, torch\n"
-        "sys.modules['nasprune'] = None  # not installed, as far as this process knows\n"
-        "from transformers import AutoModelForSequenceClassification as A\n"
-        f"m = A.from_pretrained({str(out)!r}, trust_remote_code=True).eval()\n"
-        f"inputs = {{k: torch.tensor(v) for k, v in json.loads({json.dumps(json.dumps({k: v.tolist() for k, v in inputs.items()}))}).items()}}\n"  # noqa: E501
-        "with torch.no_grad():\n"
-        "    print(json.dumps([type(m).__name__, m(**inputs).logits.tolist()]))\n"
-    )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            env=env, timeout=120, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    name, logits = json.loads(result.stdout.strip().splitlines()[-1])
+    name, logits = remote_code_logits(out, inputs, tmp_path)
     assert name == "NaspruneBertForSequenceClassification"
     torch.testing.assert_close(torch.tensor(logits), expected, rtol=1e-4, atol=1e-5)
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import nasprune
-from nasprune.core.families import ADAPTERS
+from nasprune.core.families import FAMILIES
 from nasprune.core.families.tiny import tiny_model
 from nasprune.core.models import uses_token_types
 from nasprune.core.subnet import Subnet
@@ -30,7 +30,6 @@ from nasprune.deploy.export.examples import input_names
 from nasprune.deploy.export.writer import export_model
 
 torch.set_num_threads(2)
-FAMILIES = list(ADAPTERS)  # every registered family
 SUBNETS = {  # 4 layers of 4 heads / 64 units
     "uniform": Subnet(((2, 32),) * 4),  # fewer heads: the remote class
     "layer-dropped": Subnet(((4, 64), (4, 64), (0, 0), (0, 0))),  # the stock class

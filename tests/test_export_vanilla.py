@@ -14,14 +14,13 @@ import torch
 from test_export import SUBNET, batch, make_supernet, reference_logits, tiny_validation
 
 import nasprune
-from nasprune.core.families import ADAPTERS
+from nasprune.core.families import FAMILIES
 from nasprune.core.subnet import ModelShape, Subnet
 from nasprune.deploy.export.vanilla import VanillaPlan, plan
 from nasprune.deploy.export.writer import export_model
 
 from conftest import tiny_tokenizer
 
-FAMILIES = list(ADAPTERS)  # every registered family
 UNIFORM = Subnet(((4, 32),) * 4)  # all 4 heads, 32 of 64 units, every layer
 DROPPED = Subnet(((4, 48), (0, 0), (4, 48), (0, 0)))  # layers 1 and 3 removed whole
 SHAPE = ModelShape(num_layers=4, num_heads=4, head_dim=8, hidden=32, ffn=64)

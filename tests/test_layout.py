@@ -22,9 +22,9 @@ FORBIDDEN = {
     "deploy": {"search", "report", "pipeline", "cli"},
     "report": {"deploy", "pipeline", "cli"},
 }
-#: Modules everyone may import: no torch, no stage logic.
-SHARED = {"errors", "files", "registry", "progress", "config", "config_file", "rundir",
-          "runlock", "fingerprints", "pickrule"}
+#: Modules everyone may import: no torch, no stage logic. Two groups (the run directory,
+#: the configuration) and the leaf utilities.
+SHARED = {"rundir", "config", "errors", "files", "registry", "progress"}
 #: The one part of a stage the shared modules may import: its registries' names and plain
 #: constants (``config`` checks every name against them without loading torch).
 NAMES = {"nasprune.core", "nasprune.train.strategies", "nasprune.train.recovery",

@@ -18,7 +18,7 @@ import torch
 
 from nasprune.core import packaged
 from nasprune.core.families.tiny import tiny_model
-from nasprune.core.structure import HEAD_ORDER_KEY
+from nasprune.core.structure.layouts import HEAD_ORDER_KEY
 from nasprune.core.subnet import Subnet
 from nasprune.core.supernet import Supernet
 from nasprune.errors import NaspruneError
@@ -63,8 +63,8 @@ def test_each_layer_gathers_the_shared_bias_in_its_head_order():
     assert getattr(sn.model.config, HEAD_ORDER_KEY) == [[3, 2, 1, 0]] * 3
     torch.testing.assert_close(hidden(), before, rtol=0, atol=1e-5)
     # without the per-layer order the reordered weights meet the wrong bias: the check bites
-    for layer in sn.adapter.layers:
-        layer.attention.attn.nasprune_heads.copy_(torch.arange(4))
+    setattr(sn.model.config, HEAD_ORDER_KEY, None)
+    sn.adapter.layout.bind(sn.model)
     assert (hidden() - before).abs().max() > 1e-2  # vs. the 1e-5 it is exact to
 
 
@@ -112,6 +112,26 @@ def test_a_stock_export_puts_the_heads_back_in_their_original_order(tmp_path):
     with sn.use(subnet) as model:
         torch.testing.assert_close(_logits(stock, inputs), _logits(model, inputs),
                                    rtol=0, atol=1e-4)
+
+
+def test_a_remote_code_export_loads_with_from_pretrained_in_a_fresh_process(tmp_path):
+    """transformers 5 builds the model on the meta device inside ``from_pretrained``: the
+    head order bound there must survive it (it was a tensor made on the meta device)."""
+    from cases.exports import remote_code_logits
+
+    from nasprune.deploy.export.writer import export_model
+
+    from conftest import tiny_tokenizer
+
+    sn = Supernet(_strong_bias_model())
+    _reversed_heads(sn)
+    subnet = Subnet(((2, 20), (0, 0), (3, 30)))  # fewer heads: the remote layout
+    out = export_model(sn, subnet, tmp_path / "export", tokenizer=tiny_tokenizer())
+    name, logits = remote_code_logits(out, _inputs(), tmp_path)
+    assert name == "NaspruneMPNetForSequenceClassification"
+    with sn.use(subnet) as model:
+        torch.testing.assert_close(torch.tensor(logits), _logits(model, _inputs()),
+                                   rtol=0, atol=1e-5)
 
 
 # ------------------------------------------------------------------ the packaged model

@@ -8,7 +8,7 @@ import torch
 
 from nasprune.cli import common as cli_app
 from nasprune.core import IMPORTANCE, SPACES
-from nasprune.core.families import ADAPTERS
+from nasprune.core.families import FAMILIES
 from nasprune.core.families.tiny import tiny_model
 from nasprune.core.spaces import make_space
 from nasprune.core.subnet import Subnet
@@ -24,7 +24,7 @@ from nasprune.train.strategies import STRATEGIES, make_strategy
 
 from conftest import tiny_tokenizer
 
-REGISTRIES = {"spaces": SPACES, "importance": IMPORTANCE, "families": ADAPTERS,
+REGISTRIES = {"spaces": SPACES, "importance": IMPORTANCE,
               "strategies": STRATEGIES, "recovery": RECOVERY_METHODS, "searchers": SEARCHERS,
               "executors": EXECUTORS, "export backends": BACKENDS}
 MEMBERS = [(kind, name) for kind, registry in REGISTRIES.items() for name in registry]
@@ -95,7 +95,7 @@ def test_every_importance_method_reorders_without_changing_the_function(name):
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("family", ADAPTERS)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_extracts_what_it_views(family):
     torch.manual_seed(0)
     supernet = Supernet(tiny_model(family, layers=2, heads=4, head_dim=8, ffn=32).eval())

@@ -141,8 +141,8 @@ def test_config_file_keys_are_the_flags_or_their_parameter_names(tmp_path):
     import typer
 
     from nasprune.cli import app
+    from nasprune.cli.config_file import read_config_file
     from nasprune.cli.run import config_keys
-    from nasprune.config_file import read_config_file
 
     names = config_keys(typer.main.get_command(app).commands["run"])
     toml = tmp_path / "run.toml"

@@ -19,10 +19,11 @@ import pytest
 from nasprune.core.spaces import make_space
 from nasprune.core.subnet import ModelShape, Subnet, encoder_params
 from nasprune.errors import NaspruneError
+from nasprune.rundir import RunDir
 from nasprune.search.executors.base import Done
 from nasprune.search.runner import run_search
 from nasprune.search.searchers import make_searcher
-from nasprune.search.store import STORE_RELPATH, TrialStore
+from nasprune.search.store import TrialStore
 
 SHAPE = ModelShape(num_layers=4, num_heads=4, head_dim=8, hidden=32, ffn=64)
 WEIGHTS = (0.4, 0.3, 0.2, 0.1)
@@ -58,7 +59,7 @@ def layerwise():
 
 def test_store_round_trip_and_reopen(tmp_path):
     store = TrialStore.for_run(tmp_path)
-    assert store.path == tmp_path / STORE_RELPATH
+    assert store.path == RunDir(tmp_path).store
     s = Subnet(((2, 32), (0, 0)))
     t = store.add(s, {"error": 0.2, "params": 10}, wall_s=0.5, searcher="random",
                   fidelity=0.25, low_metrics={"error": 0.2}, low_fidelity=0.25, promoted=False)
@@ -327,7 +328,7 @@ def test_resume_after_killed_process(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, str(script), str(run_dir), str(log), str(n), "0.1"],
                             env=env)
-    db = run_dir / STORE_RELPATH
+    db = RunDir(run_dir).store
     deadline = time.time() + 120
     stored = 0
     while time.time() < deadline and proc.poll() is None:

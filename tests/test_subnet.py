@@ -14,7 +14,6 @@ from nasprune.core.subnet import (
     SubnetError,
     encoder_flops,
     encoder_params,
-    layer_params,
 )
 
 MINILM = ModelShape(num_layers=6, num_heads=12, head_dim=32, hidden=384, ffn=1536)
@@ -153,9 +152,10 @@ def test_unknown_space():
 
 def test_costs_are_additive_and_monotone():
     full = MINILM.full
-    assert encoder_params(full, MINILM) == 6 * layer_params(12, 1536, MINILM)
+    layer = MINILM.block.params(12, 1536, MINILM.head_dim, MINILM.hidden)
+    assert encoder_params(full, MINILM) == 6 * layer
     # MiniLM-L6's published encoder size: 6 x 1,774,464
-    assert layer_params(12, 1536, MINILM) == 1_774_464
+    assert layer == 1_774_464
     assert encoder_params(Subnet(((0, 0),) * 6), MINILM) == 0
     half = Subnet(((6, 768),) * 6)
     assert encoder_flops(half, MINILM) < encoder_flops(full, MINILM)

@@ -9,14 +9,13 @@ import torch
 import transformers as tf
 
 from nasprune.core.extract import load_prefix_weights, shrink_structure, subnet_of
-from nasprune.core.families import ADAPTERS
+from nasprune.core.families import FAMILIES
 from nasprune.core.families.base import get_adapter
 from nasprune.core.families.tiny import tiny_model
 from nasprune.core.subnet import Subnet, encoder_params
 from nasprune.core.supernet import Supernet
 from nasprune.errors import NaspruneError
 
-FAMILIES = list(ADAPTERS)  # every registered family
 # heads 4 x 8, FFN 48, 3 layers: a mix of partial, removed blocks and a removed layer
 SUBNETS = [
     Subnet(((4, 48), (4, 48), (4, 48))),

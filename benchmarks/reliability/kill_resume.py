@@ -22,7 +22,7 @@ def run_kill_resume(work: Path, kills: int, trials: int, seed: int) -> tuple[dic
     to 0.1 s per candidate), SIGKILLed ``kills`` times at random points and resumed."""
     from tests.test_store_resume import SCRIPT
 
-    from nasprune.search.store import STORE_RELPATH
+    from nasprune.rundir import RunDir
 
     rng = random.Random(seed)
     script = work / "search.py"
@@ -34,7 +34,7 @@ def run_kill_resume(work: Path, kills: int, trials: int, seed: int) -> tuple[dic
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def stored(run_dir: Path) -> list[str]:
-        db = run_dir / STORE_RELPATH
+        db = RunDir(run_dir).store
         if not db.exists():
             return []
         try:

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from nasprune.core.families.tiny import tiny_model
@@ -27,6 +30,27 @@ def make_supernet(family: str = "bert") -> Supernet:
     sn.reorder_by_importance([], method="magnitude")  # prefixes are not the original order
     sn.model.eval()
     return sn
+
+
+def remote_code_logits(out: Path, inputs: dict, cache: Path) -> tuple[str, list]:
+    """What a user with only transformers gets: ``from_pretrained(out,
+    trust_remote_code=True)`` in a fresh process where nasprune cannot be imported; the
+    model's class name and its logits on ``inputs``."""
+    given = json.dumps({k: v.tolist() for k, v in inputs.items()})
+    script = (
+        "import sys, json, torch\n"
+        "sys.modules['nasprune'] = None  # not installed, as far as this process knows\n"
+        "from transformers import AutoModelForSequenceClassification as A\n"
+        f"m = A.from_pretrained({str(out)!r}, trust_remote_code=True).eval()\n"
+        f"inputs = {{k: torch.tensor(v) for k, v in json.loads({given!r}).items()}}\n"
+        "with torch.no_grad():\n"
+        "    print(json.dumps([type(m).__name__, m(**inputs).logits.tolist()]))\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(cache / "modules")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=120, cwd=cache)
+    assert result.returncode == 0, result.stderr[-2000:]
+    name, logits = json.loads(result.stdout.strip().splitlines()[-1])
+    return name, logits
 
 
 def pristine_exports(root: Path) -> dict[str, Path]:

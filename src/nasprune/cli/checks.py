@@ -169,8 +169,8 @@ def check_pick(ctx: typer.Context, param, value):
     text = (value or "").strip().lstrip("#")
     if not text or text.lower() in ("largest", "smallest") or text.isdigit():
         return value
+    from nasprune.config.pickrule import KNOWN_METRICS, parse_rule
     from nasprune.errors import NaspruneError
-    from nasprune.pickrule import KNOWN_METRICS, parse_rule
 
     try:
         name, _, one = parse_rule(value, dict.fromkeys(KNOWN_METRICS, 1.0))

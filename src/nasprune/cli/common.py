@@ -130,6 +130,31 @@ DropInvalidOpt = Annotated[bool, opt("Drop rows with an empty text or a missing 
 SearchFileOpt = Annotated[Path | None, opt("Your own search split (same columns as the training file) instead of holding one out.", DATA, parser=InFile())]
 
 
+def items(text: str) -> tuple[str, ...]:
+    """A comma-separated flag value as its items (empty items ignored)."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def run_config(values: dict, command, strategy_options: dict):
+    """The ``RunConfig`` of a command's parsed ``values``: every option declared with a flag
+    (``nasprune.config.OPTIONS``) takes its flag's value, a list flag split at commas; the
+    rest keep their defaults but the progress bars (``-q``) and ``strategy_options``."""
+    from nasprune.config import OPTIONS, RunConfig
+
+    param = {flag: p.name for p in command.params for flag in p.opts}
+    tree: dict = {"data": {}, "train": {"strategy_options": strategy_options,
+                                        "progress": progress_enabled()}, "search": {}}
+    for o in OPTIONS.values():
+        if o.flag is None:
+            continue
+        value = _value(values[param[o.flag]])
+        value = str(value) if isinstance(value, Path) else value
+        *section, name = o.key.split(".")
+        (tree[section[0]] if section else tree)[name] = (
+            items(value) if o.listed and isinstance(value, str) else value)
+    return RunConfig.from_dict(tree)
+
+
 def data_config(task, data_dir, train_file, validation_file, text_columns, label_column,
                 regression, max_train_examples, max_eval_examples, seed=0, search_split=0.1,
                 search_file=None, distill_file=None, drop_invalid=False):
@@ -139,7 +164,7 @@ def data_config(task, data_dir, train_file, validation_file, text_columns, label
         task=_value(task), data_dir=str(data_dir) if data_dir else None,
         train_file=str(train_file) if train_file else None,
         validation_file=str(validation_file) if validation_file else None,
-        text_columns=tuple(c.strip() for c in text_columns.split(",")) if text_columns else None,
+        text_columns=items(text_columns) if text_columns else None,
         label_column=label_column, regression=regression,
         max_train_examples=max_train_examples, max_eval_examples=max_eval_examples, seed=seed,
         search_split=search_split, search_file=str(search_file) if search_file else None,

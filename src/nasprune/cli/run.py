@@ -69,11 +69,12 @@ from nasprune.cli.common import (
     _value,
     app,
     check_pick,
-    data_config,
     fail,
+    items,
     opt,
     progress_enabled,
     quiet_libraries,
+    run_config,
 )
 from nasprune.cli.summary import print_summary
 from nasprune.config import SUPERNET_EPOCHS
@@ -87,10 +88,6 @@ from nasprune.train.strategies import needs_teacher
 # ---- run / search: the pipeline (nasprune.pipeline) ----
 
 
-def _objectives(text: str) -> tuple[str, ...]:
-    return tuple(o.strip() for o in text.split(",") if o.strip())
-
-
 # where candidates are evaluated (nasprune.search.executors; docs/distributed.md)
 BackendOpt = Annotated[Backend, opt("Where candidates are evaluated: " + EXECUTORS.describe(), RES)]
 AddressOpt = Annotated[str | None, opt("ray: cluster to join, 'auto' or 'ray://head:10001' (default: a private local Ray).", RES)]
@@ -98,11 +95,6 @@ WORKERS, CPUS, GPUS = Number(True, 1, 1024), Number(False, 0, 1024, low_open=Tru
 WorkersOpt = Annotated[int, opt("process/ray: parallel workers, each holding the super-network once.", RES, parser=WORKERS)]
 CpusPerWorkerOpt = Annotated[float, opt("process/ray: CPUs (and torch threads) per worker.", RES, parser=CPUS)]
 GpusPerWorkerOpt = Annotated[float, opt("ray: GPUs per worker (fractions share a GPU).", RES, parser=GPUS)]
-
-
-def _executor_options(backend, address, workers, cpus_per_worker, gpus_per_worker) -> dict:
-    return {"backend": _value(backend), "address": address, "workers": workers,
-            "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker}
 
 
 def config_keys(command) -> dict[str, str]:
@@ -117,7 +109,7 @@ def _load_config(ctx: typer.Context, value: Path | None):
     defaults, so flags on the command line override them."""
     if value is None:
         return value
-    from nasprune.config_file import read_config_file
+    from nasprune.cli.config_file import read_config_file
 
     names = config_keys(ctx.command)
     try:
@@ -137,6 +129,7 @@ ConfigOpt = Annotated[Path | None, typer.Option(
              "--max-train-examples 4000 --epochs 2 --run-dir runs/sst2   (or: nasprune run "
              "--config examples/demo.toml)")
 def run(
+    ctx: typer.Context,
     config: ConfigOpt = None,
     model: ModelOpt = _R.model,
     task: TaskOpt = None,
@@ -190,29 +183,8 @@ def run(
     """Fine-tune → distil the super-network → search → Pareto → recover → export, in one
     resumable run directory (--strategy standard skips the distillation). Everything is
     checked before anything is written."""
-    from nasprune.config import RunConfig, SearchConfig, TrainConfig
-
-    strategy = _value(strategy)
-    cfg = RunConfig(
-        model=model,
-        data=data_config(task, data_dir, train_file, validation_file, text_columns,
-                         label_column, regression, max_train_examples, max_eval_examples, seed,
-                         search_split, search_file, distill_file, drop_invalid),
-        train=TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                          grad_accum=grad_accum, warmup_ratio=warmup_ratio,
-                          max_length=max_length, seed=seed, device=device, threads=threads,
-                          strategy=strategy,
-                          strategy_options=_strategy_options(strategy, supernet_epochs),
-                          progress=progress_enabled()),
-        search=SearchConfig(space=_value(space), searcher=_value(searcher), trials=trials,
-                            objectives=_objectives(objectives), any_heads=any_heads,
-                            unit_step=unit_step, low_fidelity=low_fidelity,
-                            importance=_value(importance),
-                            calibration_examples=calibration_examples,
-                            seed=seed, **_executor_options(backend, address, workers,
-                                                           cpus_per_worker, gpus_per_worker)),
-        pick=pick, export_formats=_objectives(export_format), quantize=_value(quantize),
-        recover=_value(recover), recover_epochs=recover_epochs, force=force)
+    values = dict(locals())  # each option of the configuration reads its flag's value
+    cfg = run_config(values, ctx.command, _strategy_options(_value(strategy), supernet_epochs))
     quiet_libraries()
     from nasprune.pipeline import run as run_pipeline
 
@@ -258,7 +230,7 @@ def search(
     cfg = RunDir(run_dir).config()
     writer = RunDir(run_dir).lock()  # a second writer is refused before the slow imports
     given = {"space": _value(space), "searcher": _value(searcher), "trials": trials,
-             "objectives": _objectives(objectives) if objectives else None,
+             "objectives": items(objectives) if objectives else None,
              "any_heads": any_heads, "unit_step": unit_step, "low_fidelity": low_fidelity,
              "importance": _value(importance), "calibration_examples": calibration_examples,
              "seed": seed, "backend": _value(backend), "address": address, "workers": workers,

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from nasprune.core.families.base import Adapter, get_adapter
-from nasprune.core.structure import SUBNET_KEY, shrink
+from nasprune.core.structure.layouts import SUBNET_KEY
+from nasprune.core.structure.shrink import shrink
 from nasprune.core.subnet import Subnet
 from nasprune.errors import NaspruneError
 

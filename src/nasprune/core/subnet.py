@@ -8,7 +8,9 @@ counts. Everything here is plain Python: no torch, testable in milliseconds.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from nasprune.core.structure.blocks import POST_NORM, Block
 
 
 class SubnetError(ValueError):
@@ -17,20 +19,22 @@ class SubnetError(ValueError):
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The encoder dimensions that sub-networks and costs are expressed in."""
+    """The encoder dimensions that sub-networks and costs are expressed in, and the shape of
+    a layer's blocks (the family layout's ``block``), which gives its costs."""
 
     num_layers: int
     num_heads: int
     head_dim: int
     hidden: int
     ffn: int
+    block: Block = field(default=POST_NORM, compare=False, repr=False)
 
     @property
     def full(self) -> Subnet:
         return Subnet(tuple((self.num_heads, self.ffn) for _ in range(self.num_layers)))
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "block"}
 
 
 @dataclass(frozen=True)
@@ -91,33 +95,12 @@ class Subnet:
 # --------------------------------------------------------------------------- costs
 
 
-def layer_params(heads: int, units: int, shape: ModelShape) -> int:
-    """Exact parameter count of one post-LayerNorm encoder layer (BERT family)."""
-    d, hidden = shape.head_dim, shape.hidden
-    attn = 0
-    if heads:
-        inner = heads * d
-        attn = 3 * (hidden * inner + inner) + inner * hidden + hidden + 2 * hidden
-    ffn = 0
-    if units:
-        ffn = hidden * units + units + units * hidden + hidden + 2 * hidden
-    return attn + ffn
-
-
 def encoder_params(subnet: Subnet, shape: ModelShape) -> int:
-    return sum(layer_params(h, u, shape) for h, u in subnet.layers)
+    """Exact parameter count of the encoder layers (``shape.block``'s formula)."""
+    return sum(shape.block.params(h, u, shape.head_dim, shape.hidden) for h, u in subnet.layers)
 
 
 def encoder_flops(subnet: Subnet, shape: ModelShape, seq_len: int = 128) -> int:
     """Multiply-accumulates x 2 of the encoder for one sequence (LayerNorm/softmax ignored)."""
-    d, hidden, s = shape.head_dim, shape.hidden, seq_len
-    total = 0
-    for h, u in subnet.layers:
-        if h:
-            inner = h * d
-            total += 2 * s * hidden * 3 * inner  # q, k, v projections
-            total += 2 * 2 * s * s * inner  # scores and weighted sum
-            total += 2 * s * inner * hidden  # attention output
-        if u:
-            total += 2 * 2 * s * hidden * u  # FFN in and out
-    return total
+    return sum(shape.block.flops(h, u, shape.head_dim, shape.hidden, seq_len)
+               for h, u in subnet.layers)

@@ -29,7 +29,8 @@ from nasprune.core.families.base import Adapter, get_adapter
 from nasprune.core.importance import reorder
 from nasprune.core.masks import Masks
 from nasprune.core.models import load_pretrained
-from nasprune.core.structure import Edit, layer_plan, set_attrs
+from nasprune.core.structure.shrink import layer_plan
+from nasprune.core.structure.stand_ins import Edit, set_attrs
 from nasprune.core.subnet import Subnet
 from nasprune.errors import NaspruneError
 from nasprune.files import read_json, write_json

@@ -75,7 +75,7 @@ def prepare(cfg: RunConfig, run_dir: str | Path, redo: str | None = None
 
 def _prepare(cfg: RunConfig, run: RunDir, redo: str | None):
     from nasprune.core.models import check_model
-    from nasprune.fingerprints import check, fingerprints
+    from nasprune.rundir.fingerprints import check, fingerprints
     from nasprune.train.strategies import make_strategy
 
     cfg = absolute(cfg)

@@ -122,7 +122,7 @@ def export_pick(run_dir: str | Path, pick: str, out: str | Path | None = None, *
                             card={**_facts(run.path, pick), **(card or {})})
     from nasprune.core.models import pick_device
     from nasprune.data.tasks import load_task_data
-    from nasprune.fingerprints import fingerprints
+    from nasprune.rundir.fingerprints import fingerprints
 
     cfg = run.config()
     cfg = replace(cfg, pick=pick, export_formats=tuple(formats), quantize=quantize,

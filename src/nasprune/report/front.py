@@ -17,8 +17,9 @@ from nasprune.errors import NaspruneError
 from nasprune.report.plots import plot_pareto
 from nasprune.report.run import run_config, run_title
 from nasprune.report.text import compact, human
+from nasprune.rundir import PARETO, PARETO_PLOT, RunDir
 from nasprune.search.pareto import front_of, full_reference, trials_hypervolume
-from nasprune.search.store import SEARCH_DIR, Trial, TrialStore
+from nasprune.search.store import Trial, TrialStore
 
 #: Columns of ``pareto.csv`` (besides id, sub-network and fidelity), when measured.
 CSV_METRICS = ("error", "metric", "params", "encoder_params", "flops", "latency")
@@ -93,7 +94,7 @@ def pareto_summary(
     full = full_reference(full_trials, full_subnet)
     front = front_of(full_trials, objectives, full)
     hv = trials_hypervolume(full_trials, objectives, full)
-    out = Path(out_dir) if out_dir is not None else Path(run_dir) / SEARCH_DIR
+    out = Path(out_dir) if out_dir is not None else RunDir(run_dir).pareto_dir
     config = run_config(run_dir)
     chosen, rule = None, None
     if isinstance(pick, Trial):
@@ -117,10 +118,10 @@ def pareto_summary(
     if chosen is not None:
         label = f"pick {rule!r}: trial {chosen.id}\n{compact(chosen.subnet)}" if rule \
             else None
-    png = plot_pareto(full_trials, out / "pareto.png", x=x, full=full,
+    png = plot_pareto(full_trials, out / PARETO_PLOT, x=x, full=full,
                       title=f"{heading}: {title}" if heading else title,
                       log_x=False, split=split, pick=chosen, pick_label=label)
-    csv_path = write_front_csv(front, out / "pareto.csv", full, split)
+    csv_path = write_front_csv(front, out / PARETO, full, split)
     return ParetoSummary(front, trials, objectives, full, hv, png, csv_path, meta, chosen, rule)
 
 

@@ -32,9 +32,7 @@ from nasprune.errors import require
 from nasprune.report.markup import esc
 from nasprune.report.run import RunContents, check_run_dir, run_title
 from nasprune.report.sections import page_sections
-
-#: Default file name inside the run directory.
-REPORT_NAME = "report.html"
+from nasprune.rundir import RunDir
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;
@@ -61,7 +59,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> str:
     path = check_run_dir(run_dir).resolve()
     offline = require("plotly.offline", "report")
     run = RunContents(path)
-    out_path = Path(out).resolve() if out is not None else path / REPORT_NAME
+    out_path = Path(out).resolve() if out is not None else RunDir(path).report_file
     heading = run_title(path, run.config) or path.name
     sections = page_sections(run, out_path)
     from nasprune import __version__
@@ -86,7 +84,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     Raises ``NaspruneError`` when ``run_dir`` is not a run directory or Plotly is missing.
     """
     text = build_report(run_dir, out)
-    target = Path(out) if out is not None else Path(run_dir) / REPORT_NAME
+    target = Path(out) if out is not None else RunDir(run_dir).report_file
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -13,11 +13,9 @@ from typing import Any
 from nasprune.core.subnet import Subnet
 from nasprune.errors import NaspruneError
 from nasprune.files import read_json_or_none
+from nasprune.rundir import EVIDENCE, RunDir
 from nasprune.search.pareto import full_reference
-from nasprune.search.store import STORE_RELPATH, Trial, TrialStore
-
-#: What makes a folder a run directory (any one of these).
-_MARKERS = ("config.json", "summary.json", "finetune/metrics.json", str(STORE_RELPATH))
+from nasprune.search.store import Trial, TrialStore
 
 
 def as_dict(value: Any) -> dict:
@@ -28,7 +26,7 @@ def as_dict(value: Any) -> dict:
 def run_config(run_dir: str | Path) -> dict[str, Any]:
     """``RUN/config.json`` as a plain dict (``{}`` when the run has none, e.g. a search
     made through the Python API)."""
-    return as_dict(read_json_or_none(Path(run_dir) / "config.json"))
+    return as_dict(read_json_or_none(RunDir(run_dir).config_file))
 
 
 def model_name(model: str | None) -> str | None:
@@ -54,9 +52,9 @@ def check_run_dir(run_dir: str | Path) -> Path:
     if not path.is_dir():
         raise NaspruneError(f"{run_dir} is not a directory: give a run directory "
                             "(the --run-dir of nasprune run)")
-    if not any((path / marker).exists() for marker in _MARKERS):
+    if not RunDir(path).has_evidence():
         raise NaspruneError(f"{run_dir} is not a run directory: it has none of "
-                            f"{', '.join(_MARKERS)}")
+                            f"{', '.join(EVIDENCE)}")
     return path
 
 
@@ -64,18 +62,18 @@ class RunContents:
     """What the report reads from a run directory (each part None when absent)."""
 
     def __init__(self, path: Path):
-        self.path = path
+        self.path, run = path, RunDir(path)
         self.config = run_config(path)
-        self.summary = as_dict(read_json_or_none(path / "summary.json"))
-        self.finetune = as_dict(read_json_or_none(path / "finetune" / "metrics.json"))
-        self.export = as_dict(read_json_or_none(path / "export" / "metrics.json"))
-        self.export_subnet = as_dict(read_json_or_none(path / "export" / "subnet.json"))
-        self.recovery = as_dict(read_json_or_none(path / "export" / "recovery.json"))
+        self.summary = as_dict(read_json_or_none(run.summary_file))
+        self.finetune = as_dict(read_json_or_none(run.finetune_metrics))
+        self.export = as_dict(read_json_or_none(run.export_metrics))
+        self.export_subnet = as_dict(read_json_or_none(run.export_subnet))
+        self.recovery = as_dict(read_json_or_none(run.export_recovery))
         self.trials: list[Trial] = []
         self.meta: dict[str, Any] = {}
         self.full: dict[str, float] = {}
         self.full_trial: Trial | None = None
-        if (path / STORE_RELPATH).is_file():
+        if run.store.is_file():
             with TrialStore.open_existing(path) as store:
                 self.trials = [t for t in store.trials() if t.is_full_fidelity]
                 self.meta = store.meta()

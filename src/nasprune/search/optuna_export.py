@@ -32,8 +32,9 @@ from typing import Any
 from nasprune.core import COSTS
 from nasprune.errors import NaspruneError
 from nasprune.files import read_json_or_none
+from nasprune.rundir import RunDir
 from nasprune.search.pareto import full_reference
-from nasprune.search.store import STORE_RELPATH, Trial, TrialStore
+from nasprune.search.store import Trial, TrialStore
 
 #: Metrics whose fraction of the unpruned model is added as a user attribute.
 
@@ -103,7 +104,7 @@ def export_to_optuna(run_dir: str | Path, storage: str | Path, study_name: str |
 
     run_dir = Path(run_dir)
     url = storage_url(storage)
-    store_path = (run_dir / STORE_RELPATH).resolve()
+    store_path = RunDir(run_dir).store.resolve()
     if url.startswith("sqlite:///") and Path(url[len("sqlite:///"):]).resolve() == store_path:
         raise NaspruneError(f"{storage} is the run's own trial store: give another file, "
                             "e.g. sqlite:///optuna.db")
@@ -177,5 +178,5 @@ def export_to_optuna(run_dir: str | Path, storage: str | Path, study_name: str |
 
 
 def _run_config(run_dir: Path) -> dict:
-    value = read_json_or_none(run_dir / "config.json")
+    value = read_json_or_none(RunDir(run_dir).config_file)
     return value if isinstance(value, dict) else {}

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from nasprune.config.pickrule import parse_rule
 from nasprune.errors import NaspruneError
-from nasprune.pickrule import parse_rule
 from nasprune.search.pareto import cost_name, front_of, full_reference, metrics_of
 
 

@@ -8,7 +8,7 @@ The file is opened in WAL mode and every trial is written in its own transaction
 killed search loses at most the candidates in flight and readers (``nasprune pareto``)
 never block the writer.
 
-Layout: ``RUN_DIR/search/trials.db`` (:data:`STORE_RELPATH`). Metric units: ``error``
+Layout: ``RUN_DIR/search/trials.db`` (``RunDir.store``). Metric units: ``error``
 and ``metric`` fractions, ``params``/``encoder_params`` counts, ``flops`` per sequence,
 ``latency`` milliseconds.
 """
@@ -25,11 +25,7 @@ from typing import Any
 
 from nasprune.core.subnet import Subnet
 from nasprune.errors import NaspruneError
-
-#: Where a run directory keeps its search: ``RUN_DIR / STORE_RELPATH``.
-STORE_RELPATH = Path("search") / "trials.db"
-#: Folder (inside the run directory) for the front's table and plot.
-SEARCH_DIR = Path("search")
+from nasprune.rundir import RunDir
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (
@@ -108,12 +104,12 @@ class TrialStore:
     @classmethod
     def for_run(cls, run_dir: str | Path) -> TrialStore:
         """The store of a run directory (created if missing)."""
-        return cls(Path(run_dir) / STORE_RELPATH)
+        return cls(RunDir(run_dir).store)
 
     @classmethod
     def open_existing(cls, run_dir: str | Path) -> TrialStore:
         """The store of a run directory that must already hold a search."""
-        path = Path(run_dir) / STORE_RELPATH
+        path = RunDir(run_dir).store
         if not path.exists():
             raise NaspruneError(f"no search results in {run_dir} (expected {path})")
         return cls(path)

@@ -1,17 +1,13 @@
 """Model families: how each supported transformer encoder exposes the parts that sub-networks
 slice (q/k/v, attention output, FFN in/out, LayerNorms), so that the super-network never
-looks at family-specific code. ``ADAPTERS`` maps a ``config.model_type`` to its adapter;
-adding a family is its ``Layout`` in ``core/structure.py`` (names and layer layout, shared
-with exported remote code), an ``Adapter`` subclass naming it, and one line here.
+looks at family-specific code.
+
+A family is registered once, by its ``Layout`` in ``LAYOUTS``
+(``core/structure/layouts.py``, keyed by ``config.model_type``, shipped with exported
+remote code); ``FAMILIES`` and the adapters (``base.get_adapter``) are derived from it.
 """
 
-from nasprune.registry import Registry
+from nasprune.core.structure.layouts import LAYOUTS
 
-ADAPTERS = Registry("model family", {
-    "bert": "nasprune.core.families.bert:BertAdapter",
-    "roberta": "nasprune.core.families.bert:RobertaAdapter",
-    "xlm-roberta": "nasprune.core.families.bert:XLMRobertaAdapter",
-    "electra": "nasprune.core.families.bert:ElectraAdapter",
-    "distilbert": "nasprune.core.families.distilbert:DistilBertAdapter",
-    "mpnet": "nasprune.core.families.bert:MPNetAdapter",
-})
+#: The supported ``config.model_type`` values, in ``LAYOUTS``' order.
+FAMILIES: tuple[str, ...] = tuple(LAYOUTS)

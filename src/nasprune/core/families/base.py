@@ -2,43 +2,33 @@
 
 Every supported family is a post-LayerNorm encoder whose layers have the same pieces
 (q/k/v, attention output, FFN in/out, two LayerNorms) under different attribute names.
-An adapter is that naming (its ``structure.Layout``, shared with the exported remote code)
-plus the family's name, so that ``supernet`` (slicing views, extraction) never looks at
-family-specific code.
+An adapter is one class: a model plus its family's ``Layout`` (``LAYOUTS``, shared with
+the exported remote code), so that ``supernet`` (slicing views, extraction) never looks
+at family-specific code.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from nasprune.core.families import ADAPTERS
-from nasprune.core.structure import Edit, Layout
+from nasprune.core.structure.layouts import LAYOUTS, Layout
+from nasprune.core.structure.stand_ins import Edit
 from nasprune.core.subnet import ModelShape
 from nasprune.errors import NaspruneError
 
 
 class Adapter:
-    """How to reach the encoder parts of one model family.
+    """How to reach the encoder parts of one model of ``family`` (a ``LAYOUTS`` key).
 
-    Subclasses set ``family`` and ``layout``; the shape comes from the config. The model
-    passed in may be a task model (``...ForSequenceClassification``) or a bare base model.
+    The shape comes from the config. The model may be a task model
+    (``...ForSequenceClassification``) or a bare base model.
     """
 
-    family = "abstract"
-    layout: Layout
-
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, family: str):
         self.model = model
         self.config = model.config
-
-    @classmethod
-    def tiny_config(cls, hidden: int, layers: int, heads: int, ffn: int, common: dict):
-        """A small config of this family (see ``tiny.tiny_model``), by the layout's names."""
-        import transformers
-
-        sizes = {"layers": layers, "heads": heads, "hidden": hidden, "ffn": ffn}
-        return getattr(transformers, cls.layout.prefix + "Config")(
-            **{cls.layout.fields[k]: v for k, v in sizes.items()}, **common)
+        self.family = family
+        self.layout: Layout = LAYOUTS[family]
 
     # -- model-level
     @property
@@ -53,7 +43,7 @@ class Adapter:
     def shape(self) -> ModelShape:
         layers, heads, head_dim, hidden, ffn = self.layout.dims(self.config)
         return ModelShape(num_layers=layers, num_heads=heads, head_dim=head_dim, hidden=hidden,
-                          ffn=ffn)
+                          ffn=ffn, block=self.layout.block)
 
     # -- per-layer parts
     def part(self, layer: int, role: str) -> nn.Module:
@@ -101,22 +91,24 @@ class Adapter:
         return self.layout.head_attrs(heads, self.shape.head_dim)
 
 
+#: Attribute of a model whose layout is bound (``Layout.bind``): binding happens once per
+#: model, not on every ``get_adapter`` (a hot path); a deep copy keeps the hooks it copies.
+BOUND = "_nasprune_bound"
+
+
 def get_adapter(model: nn.Module) -> Adapter:
     """The adapter for ``model``'s family, or a clear error naming the supported ones."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    cls = ADAPTERS.get(model_type)
-    if cls is None:
-        raise NaspruneError(
-            f"unsupported model type {model_type!r}; supported families: "
-            + ", ".join(sorted(ADAPTERS))
-        )
-    adapter = cls(model)
+    family = getattr(getattr(model, "config", None), "model_type", None)
+    if family not in LAYOUTS:
+        raise NaspruneError(f"unsupported model type {family!r}; supported families: "
+                            + ", ".join(sorted(LAYOUTS)))
+    adapter = Adapter(model, family)
     try:
         _ = adapter.layers
     except AttributeError as exc:
-        raise NaspruneError(
-            f"{type(model).__name__} has no {cls.layout.layers_path!r}; "
-            f"not a {cls.family} encoder"
-        ) from exc
-    adapter.layout.bind(model)
+        raise NaspruneError(f"{type(model).__name__} has no {adapter.layout.layers_path!r}; "
+                            f"not a {family} encoder") from exc
+    if not getattr(model, BOUND, False):
+        adapter.layout.bind(model)
+        object.__setattr__(model, BOUND, True)
     return adapter

@@ -8,11 +8,11 @@ layer by a smaller one and every removed block by a parameter-free stand-in
 (``nasprune.core.structure``, the shrinking nasprune's own extraction uses). The
 parameter names are the stock ones, so the checkpoint is an ordinary safetensors file.
 
-This file and ``structure.py`` are copied into each export directory and must import only
-``torch`` and ``transformers`` (users load them without nasprune installed; transformers
-copies the relatively imported ``structure.py`` along and skips imports inside ``try``
-when it checks the requirements). ``nasprune.load`` uses the same classes from the
-installed package and never runs code from the directory.
+This file and the modules of ``nasprune.core.structure`` are copied into each export
+directory and must import only ``torch`` and ``transformers`` (users load them without
+nasprune installed; transformers copies the relatively imported modules along and skips
+imports inside ``try`` when it checks the requirements). ``nasprune.load`` uses the same
+classes from the installed package and never runs code from the directory.
 
 The configs of such exports carry their own ``model_type`` (``nasprune_bert``, ...), which
 stock transformers does not know: ``AutoModelForSequenceClassification.from_pretrained``
@@ -27,10 +27,12 @@ from __future__ import annotations
 import transformers
 from torch import nn
 
-try:  # in an export directory: the copy of nasprune.core.structure shipped next to this file
-    from .structure import LAYOUTS, SUBNET_KEY, Layout, shrink
+try:  # in an export directory: the copies of nasprune.core.structure shipped next to this file
+    from .layouts import LAYOUTS, SUBNET_KEY, Layout
+    from .shrink import shrink
 except ImportError:  # the installed package (nasprune.load, the export writer)
-    from nasprune.core.structure import LAYOUTS, SUBNET_KEY, Layout, shrink
+    from nasprune.core.structure.layouts import LAYOUTS, SUBNET_KEY, Layout
+    from nasprune.core.structure.shrink import shrink
 
 
 def apply_subnet(model: nn.Module, layout: Layout, subnet=None) -> nn.Module:

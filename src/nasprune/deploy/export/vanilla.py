@@ -26,7 +26,7 @@ import copy
 import re
 from dataclasses import dataclass
 
-from nasprune.core.structure import HEAD_ORDER_KEY, LAYOUTS, SUBNET_KEY, Layout
+from nasprune.core.structure.layouts import HEAD_ORDER_KEY, LAYOUTS, SUBNET_KEY, Layout
 from nasprune.core.subnet import ModelShape, Subnet
 from nasprune.errors import NaspruneError
 

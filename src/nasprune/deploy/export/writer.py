@@ -67,13 +67,13 @@ from nasprune.files import write_json
 def _copy_remote_code(directory: Path) -> None:
     """The remote layout's model class, for ``trust_remote_code``: ``modeling_nasprune.py``
     copied as ``REMOTE_FILE`` (it imports torch and transformers only), and next to it the
-    shared shrinking it imports relatively, ``nasprune.core.structure`` as ``structure.py``
+    shared shrinking it imports relatively, the modules of ``nasprune.core.structure``
     (listed in the manifest like every file)."""
     import nasprune.core.structure as shared
     import nasprune.deploy.export.modeling_nasprune as remote
 
     shutil.copyfile(remote.__file__, directory / REMOTE_FILE)
-    shutil.copyfile(shared.__file__, directory / Path(shared.__file__).name)
+    shared.copy_to(directory)
 
 
 def _remote_class(model_type: str):

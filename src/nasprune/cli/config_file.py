@@ -2,8 +2,9 @@
 
 A TOML or YAML file holds the flags of ``nasprune run`` as keys (``max-train-examples``,
 ``max_train_examples``, ``lr`` or its parameter name ``learning_rate``); a run's
-``config.json`` (the nested ``RunConfig``) is read back into the same flags, so
-``--config RUN/config.json`` repeats that run.
+``config.json`` (the nested ``RunConfig``) is read back into the same flags, by the flag
+each field declares (``nasprune.config.OPTIONS``), so ``--config RUN/config.json``
+repeats that run. Only the CLI reads such files.
 """
 
 from __future__ import annotations
@@ -12,23 +13,6 @@ import json
 from pathlib import Path
 
 from nasprune.errors import NaspruneError
-
-#: config.json section -> {field: flag} for the fields that have a flag of their own.
-_SECTIONS = {
-    "data": {k: k for k in ("task", "data_dir", "train_file", "validation_file",
-                            "label_column", "regression", "max_train_examples",
-                            "max_eval_examples", "seed", "search_split", "search_file",
-                            "distill_file", "drop_invalid")} | {"text_columns": "text_columns"},
-    "train": {k: k for k in ("epochs", "batch_size", "learning_rate", "grad_accum",
-                             "warmup_ratio", "max_length", "device", "threads", "strategy")},
-    "search": {k: k for k in ("space", "searcher", "trials", "objectives", "any_heads",
-                              "unit_step", "low_fidelity", "importance",
-                              "calibration_examples", "backend", "address", "workers",
-                              "cpus_per_worker", "gpus_per_worker")},
-}
-_TOP = {"model": "model", "pick": "pick", "export_formats": "export_format",
-        "quantize": "quantize", "recover": "recover", "recover_epochs": "recover_epochs",
-        "force": "force"}
 
 
 def _parse(path: Path) -> dict:
@@ -53,14 +37,27 @@ def _parse(path: Path) -> dict:
 
 
 def _flags_of_run_config(saved: dict) -> dict:
-    out = {flag: saved[key] for key, flag in _TOP.items() if key in saved}
-    for section, names in _SECTIONS.items():
-        for key, flag in names.items():
-            if key in saved.get(section, {}):
-                out[flag] = saved[section][key]
-    epochs = saved.get("train", {}).get("strategy_options", {}).get("epochs")
-    if epochs is not None:
-        out["supernet_epochs"] = epochs
+    """The flags a run's ``config.json`` sets, by the flags its fields declare
+    (``nasprune.config.OPTIONS``); of fields sharing a flag (``--seed``) the first wins."""
+    from nasprune.config import OPTIONS
+
+    def at(key: str):
+        value = saved
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                return None
+            value = value[part]
+        return value
+
+    fields = {o.param for o in OPTIONS.values() if o.param}
+    out: dict = {}
+    for o in OPTIONS.values():
+        if o.param and o.param not in out and at(o.key) is not None:
+            out[o.param] = at(o.key)
+        for sub, flag in o.sub_flags.items():
+            param = flag.lstrip("-").replace("-", "_")
+            if param not in fields and at(f"{o.key}.{sub}") is not None:  # not derived
+                out[param] = at(f"{o.key}.{sub}")  # from another option (budget: --pick)
     return out
 
 

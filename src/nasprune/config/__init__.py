@@ -5,14 +5,19 @@ Importing this module loads no torch (nor pandas), so a command is checked in we
 second, before any work starts: every name below is checked against the registries' names
 (``choices``), every number against its range, and the pick rule's syntax. It imports only
 the shared modules and the registries' names (tests/test_layout.py holds the list).
+
+Each field declares its flag and the stage whose result it determines (``option``; ``F``,
+``SN``, ``S``, ``E``: fine-tuning, the super-network, search, export; ``None``: no
+result), which ``OPTIONS`` collects.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 
-from nasprune import pickrule
+from nasprune.config import pickrule
+from nasprune.config.options import option, options, section
 from nasprune.core import COSTS, IMPORTANCE, SPACES
 from nasprune.deploy.export.backends import FORMATS
 from nasprune.deploy.export.format import QUANTIZE
@@ -29,6 +34,7 @@ RUN_STRATEGY = "distill"
 AUTO = "auto"
 #: Passes over the training set of a strategy that needs a teacher (``--supernet-epochs``).
 SUPERNET_EPOCHS = 1.0
+F, SN, S, E = "finetune", "supernet", "search", "export"
 
 
 def _one_of(what: str, value, allowed) -> None:
@@ -48,23 +54,23 @@ class DataConfig:
     """Where the data comes from (``data.tasks.load_task_data`` reads it); saved in the run
     directory so a run can be repeated."""
 
-    task: str | None = None
-    data_dir: str | None = None
-    train_file: str | None = None
-    validation_file: str | None = None
-    text_columns: tuple[str, ...] | None = None
-    label_column: str | None = None
-    regression: bool = False
-    max_train_examples: int | None = None
-    max_eval_examples: int | None = None
-    seed: int = 0
+    task: str | None = option(None, stage=F)
+    data_dir: str | None = option(None, stage=F)
+    train_file: str | None = option(None, stage=F)
+    validation_file: str | None = option(None, stage=F)
+    text_columns: tuple[str, ...] | None = option(None, stage=F)
+    label_column: str | None = option(None, stage=F)
+    regression: bool = option(False, stage=F)
+    max_train_examples: int | None = option(None, stage=F)
+    max_eval_examples: int | None = option(None, stage=F)
+    seed: int = option(0, stage=F)
     #: Held out from the training set for every choice: a fraction (< 1) or a count.
-    search_split: float = 0.1
-    search_file: str | None = None
+    search_split: float = option(0.1, stage=F)
+    search_file: str | None = option(None, stage=F)
     #: Unlabeled in-domain texts (same text columns) that only the teacher labels.
-    distill_file: str | None = None
+    distill_file: str | None = option(None, stage=E)
     #: Drop rows with an empty text or a missing label (reported) instead of refusing them.
-    drop_invalid: bool = False
+    drop_invalid: bool = option(False, stage=F)
 
     def __post_init__(self) -> None:
         if not self.search_split > 0 or (self.search_split >= 1
@@ -77,21 +83,24 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: float = 3.0
-    batch_size: int = 16
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    grad_accum: int = 1
-    max_length: int = 128
-    eval_batch_size: int = 64
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-    strategy: str = AUTO  # a STRATEGIES name; AUTO: RUN_STRATEGY in a run, else standard
-    strategy_options: dict = field(default_factory=dict)
-    group_by_length: bool = True
-    progress: bool = True
+    epochs: float = option(3.0, stage=F)
+    batch_size: int = option(16, stage=F)
+    learning_rate: float = option(5e-5, stage=F, flag="--lr")
+    weight_decay: float = option(0.01, stage=F, flag=None)
+    warmup_ratio: float = option(0.1, stage=F)
+    grad_accum: int = option(1, stage=F)
+    max_length: int = option(128, stage=F)
+    eval_batch_size: int = option(64, stage=None, flag=None)
+    seed: int = option(0, stage=F, flag="--seed")
+    device: str = option("auto", stage=None)
+    threads: int | None = option(None, stage=None)
+    #: A STRATEGIES name; AUTO: RUN_STRATEGY in a run, else standard. A strategy that needs
+    #: a teacher runs in its own stage (supertrain), which its options then determine.
+    strategy: str = option(AUTO, stage=F)
+    strategy_options: dict = option(stage=F, flag=None, factory=dict, sub_flags={
+        "epochs": "--supernet-epochs", "budget": "--pick"})
+    group_by_length: bool = option(True, stage=F, flag=None)
+    progress: bool = option(True, stage=None, flag=None)
 
     def __post_init__(self) -> None:
         _at_least({"batch_size": self.batch_size, "grad_accum": self.grad_accum,
@@ -117,22 +126,22 @@ class TrainConfig:
 
 @dataclass
 class SearchConfig:
-    space: str = "layerwise"
-    searcher: str = "local"
-    trials: int = 100
-    objectives: tuple[str, ...] = ("error", "params")
-    any_heads: bool = False
-    unit_step: int = 64
-    low_fidelity: float | None = None
-    importance: str = "fisher"
-    calibration_examples: int = 512
-    eval_batch_size: int = 64
-    seed: int = 0
-    backend: str = "local"  # local (in process), process (worker processes), ray
-    workers: int = 1
-    address: str | None = None  # ray: None = a private local Ray, "auto", "ray://host:port"
-    cpus_per_worker: float = 1
-    gpus_per_worker: float = 0
+    space: str = option("layerwise", stage=S)
+    searcher: str = option("local", stage=S)
+    trials: int = option(100, stage=None)  # more trials extend the same search
+    objectives: tuple[str, ...] = option(("error", "params"), stage=S)
+    any_heads: bool = option(False, stage=S)
+    unit_step: int = option(64, stage=S)
+    low_fidelity: float | None = option(None, stage=S)
+    importance: str = option("fisher", stage=SN)
+    calibration_examples: int = option(512, stage=SN)
+    eval_batch_size: int = option(64, stage=None, flag=None)
+    seed: int = option(0, stage=S, flag="--seed")
+    backend: str = option("local", stage=None)  # local (in process), process, ray
+    workers: int = option(1, stage=None)
+    address: str | None = option(None, stage=None)  # ray: None = a private local Ray
+    cpus_per_worker: float = option(1, stage=None)
+    gpus_per_worker: float = option(0, stage=None)
 
     def __post_init__(self) -> None:
         _one_of("backend", self.backend, EXECUTORS)
@@ -159,16 +168,16 @@ class SearchConfig:
 
 @dataclass
 class RunConfig:
-    model: str = "minilm-l6"
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
-    pick: str = "encoder_params<=0.5"
-    export_formats: tuple[str, ...] = ("hf",)
-    quantize: str | None = None
-    recover: str = "distill"  # a RECOVERY_METHODS name (nasprune.train.recovery)
-    recover_epochs: float = 3.0
-    force: bool = False  # export even when the sanity guard fires
+    model: str = option("minilm-l6", stage=F)
+    data: DataConfig = section(DataConfig)
+    train: TrainConfig = section(TrainConfig)
+    search: SearchConfig = section(SearchConfig)
+    pick: str = option("encoder_params<=0.5", stage=E)
+    export_formats: tuple[str, ...] = option(("hf",), stage=E, flag="--format")
+    quantize: str | None = option(None, stage=E)
+    recover: str = option("distill", stage=E)  # a RECOVERY_METHODS name
+    recover_epochs: float = option(3.0, stage=E)
+    force: bool = option(False, stage=None)  # export even when the sanity guard fires
 
     def __post_init__(self) -> None:
         """Options used after the search are checked now, not after an hour of search."""
@@ -236,3 +245,7 @@ class RunConfig:
                                                "search")}, "config")
         except (TypeError, AttributeError, ValueError) as exc:
             raise NaspruneError(f"malformed configuration: {exc}") from exc
+
+
+#: Every option of a run by dotted key (``train.learning_rate``), from the declarations.
+OPTIONS = options(RunConfig)

@@ -6,8 +6,9 @@ fingerprint of the stage before it. ``RUN/fingerprints.json`` (kept by ``rundir.
 records the fingerprint each finished stage was computed with, so a rerun reuses a stage
 only when its options are the ones it was made with, and otherwise says which options
 changed and how to go on; nothing in the run directory ever claims an option that was not
-applied. The strategy's options are the resolved ones (``RunConfig.strategy_options``),
-so the API and the CLI fingerprint the same run alike.
+applied. Which stage an option determines is declared on its field (``nasprune.config``,
+``OPTIONS``). The strategy's options are the resolved ones
+(``RunConfig.strategy_options``), so the API and the CLI fingerprint the same run alike.
 """
 
 from __future__ import annotations
@@ -16,34 +17,22 @@ import hashlib
 import json
 from typing import TYPE_CHECKING
 
+from nasprune.config import OPTIONS
 from nasprune.errors import NaspruneError
-from nasprune.rundir import (
-    EXPORT_DIR,
-    FINETUNE_DIR,
-    ORDER,
-    SEARCH_DIR,
-    SUPERNET_DIR,
-    SUPERTRAIN_DIR,
-)
+from nasprune.rundir import EXPORT_DIR, ORDER, SUPERTRAIN_DIR
 from nasprune.train.strategies import needs_teacher
 
 if TYPE_CHECKING:
     from nasprune.config import RunConfig
     from nasprune.rundir import RunDir
 
-#: Options whose flag is not simply the field name with dashes.
-FLAGS = {"train.learning_rate": "--lr", "export_formats": "--format",
-         "train.strategy_options.epochs": "--supernet-epochs",
-         "train.strategy_options.budget": "--pick"}
-#: Fields that never change a result (where it runs, how it reports).
-NEUTRAL = {"train.progress", "train.threads", "train.device", "train.eval_batch_size",
-           "search.eval_batch_size", "search.backend", "search.workers", "search.address",
-           "search.cpus_per_worker", "search.gpus_per_worker", "search.trials", "force",
-           "data.distill_file"}
-
-
 def flag(key: str) -> str:
-    return FLAGS.get(key, "--" + key.split(".")[-1].replace("_", "-"))
+    """The flag a message names for a dotted option key (declared in ``nasprune.config``;
+    a key of a dict option, such as ``train.strategy_options.epochs``, by its parent's)."""
+    parent, _, last = key.rpartition(".")
+    declared = OPTIONS[key].flag if key in OPTIONS else (
+        OPTIONS[parent].sub_flags.get(last) if parent in OPTIONS else None)
+    return declared or "--" + last.replace("_", "-")
 
 
 def _flat(prefix: str, value) -> dict:
@@ -60,28 +49,21 @@ def _number(value):
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def _stage_of(key: str, teacher: bool) -> str | None:
+    """The stage ``key`` determines, as declared; a strategy that needs a teacher runs in
+    its own stage after plain fine-tuning, so its options determine that one."""
+    while key not in OPTIONS:  # a key inside a dict option
+        key = key.rpartition(".")[0]
+    if teacher and key in ("train.strategy", "train.strategy_options"):
+        return SUPERTRAIN_DIR
+    return OPTIONS[key].stage
+
+
 def stage_options(cfg: RunConfig, stage: str) -> dict:
     """The options that determine ``stage``'s output, flattened to dotted keys."""
     resolved = {**cfg.to_dict(), "train": cfg.training().to_dict()}
-    flat = {k: v for k, v in _flat("", resolved).items() if k not in NEUTRAL}
-    pick = lambda *prefixes: {k: v for k, v in flat.items()  # noqa: E731
-                              if k.startswith(prefixes)}
-    search_space = ("search.space", "search.unit_step", "search.any_heads")
-    if stage == FINETUNE_DIR:
-        out = {**pick("model", "data.", "train."), "model": cfg.model}
-        if needs_teacher(cfg.train.strategy):  # the teacher is fine-tuned plainly; the
-            out = {k: v for k, v in out.items()  # strategy runs in the next stage
-                   if not k.startswith("train.strategy")}
-        return out
-    if stage == SUPERTRAIN_DIR:  # the resolved options hold its space, scores and budget
-        return pick("train.strategy")
-    if stage == SUPERNET_DIR:
-        return pick("search.importance", "search.calibration_examples")
-    if stage == SEARCH_DIR:
-        return pick(*search_space, "search.searcher", "search.objectives",
-                    "search.low_fidelity", "search.seed")
-    return {**pick("pick", "export_formats", "quantize", "recover"),
-            "data.distill_file": cfg.data.distill_file}
+    teacher = needs_teacher(cfg.train.strategy)
+    return {k: v for k, v in _flat("", resolved).items() if _stage_of(k, teacher) == stage}
 
 
 def fingerprints(cfg: RunConfig) -> dict[str, dict]:

@@ -1,88 +1,20 @@
-"""The module structure of a sub-network: parameter-free stand-ins for removed blocks, where
-each encoder layout keeps its parts, and ``shrink`` (a full model rebuilt with the module
-shapes of a sub-network).
-
-The one implementation, used by nasprune (``families``, ``supernet``, ``extract``) and by
-the remote-code class of exports: ``modeling_nasprune.py`` imports this file, and the
-export writer ships it next to it, so it must import only torch (users load those exports
-without nasprune installed).
+"""Where each encoder family keeps its parts, what its config calls them, how it removes a
+block and what a layer costs: ``LAYOUTS`` (by ``config.model_type``) is the one
+registration of a family; the adapters, the shrinking, the stock export and the
+remote-code classes are derived from it. Shipped with exports: imports only torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from torch import nn
 
+from .blocks import POST_NORM, Block
+from .stand_ins import Edit, PassResidual, SkipAttention, SkipLayer, ZeroBranch
+
 #: The config key of an extracted model's sub-network, ``[[heads, units], ...]``.
 SUBNET_KEY = "nasprune_subnet"
-
-# ----------------------------------------------------------------- parameter-free stand-ins
-# They replace removed blocks in both ``use()`` and extracted models, so a removed block
-# costs nothing and an extracted model's state dict keeps the original parameter names.
-
-
-class SkipLayer(nn.Module):
-    """A removed layer (0 heads, 0 units): returns its input hidden states (as a 1-tuple in
-    layouts whose layers return tuples)."""
-
-    def __init__(self, as_tuple: bool = False):
-        super().__init__()
-        self.as_tuple = as_tuple
-
-    def forward(self, hidden_states, *args, **kwargs):
-        return (hidden_states,) if self.as_tuple else hidden_states
-
-
-class SkipAttention(nn.Module):
-    """A removed attention block incl. its residual LayerNorm: ``(input, no weights)``."""
-
-    def forward(self, hidden_states, *args, **kwargs):
-        return hidden_states, None
-
-
-class PassResidual(nn.Module):
-    """Stands in for an FFN output block ``f(h, residual)`` and returns the residual."""
-
-    def forward(self, hidden_states, input_tensor):
-        return input_tensor
-
-
-class ZeroBranch(nn.Module):
-    """A removed residual branch (``x + branch(x)`` becomes ``x``) in pre-summed layouts.
-
-    Returns a 0-d zero, which broadcasts in the residual sum at no matmul cost.
-    ``pair=True`` mimics attention modules that return ``(output, weights)``.
-    """
-
-    def __init__(self, pair: bool = False):
-        super().__init__()
-        self.pair = pair
-
-    def forward(self, hidden_states, *args, **kwargs):
-        zero = hidden_states.new_zeros(())
-        return (zero, None) if self.pair else zero
-
-
-Edit = tuple[nn.Module, str, nn.Module]  # (parent, attribute, replacement)
-
-
-def parent_of(root: nn.Module, path: str) -> tuple[nn.Module, str]:
-    """``(parent, attribute)`` of the module at dotted ``path`` under ``root``."""
-    head, _, name = path.rpartition(".")
-    return (root.get_submodule(head) if head else root), name
-
-
-def set_attrs(obj: Any, values: Mapping[str, Any]) -> dict[str, Any]:
-    """Set those ``values`` that ``obj`` has as attributes; return their previous values."""
-    old = {key: getattr(obj, key) for key in values if hasattr(obj, key)}
-    for key in old:
-        setattr(obj, key, values[key])
-    return old
-
-
-# ------------------------------------------------------------------------------ layouts
 
 
 class Layout:
@@ -94,7 +26,7 @@ class Layout:
     one layer (``query``, ``key``, ``value``, ``attn_out``, ``attn_norm``, ``ffn_in``,
     ``ffn_out``, ``ffn_norm``); ``attention_path`` is the module holding the head-count
     attributes ``head_attr_names``; ``fields`` name the config's ``layers``, ``heads``,
-    ``hidden`` and ``ffn`` sizes.
+    ``hidden`` and ``ffn`` sizes; ``block`` gives a layer's parameters and FLOPs.
     """
 
     layers_path = "encoder.layer"  # relative to the base model
@@ -104,6 +36,7 @@ class Layout:
     fields = {"layers": "num_hidden_layers", "heads": "num_attention_heads",
               "hidden": "hidden_size", "ffn": "intermediate_size"}
     tuple_layers = False  # a layer returns a tuple, not a tensor
+    block: Block = POST_NORM
 
     def __init__(self, prefix: str):
         self.prefix = prefix
@@ -197,13 +130,28 @@ class DistilBertLayout(Layout):
 HEAD_ORDER_KEY = "nasprune_head_order"
 
 
+def _head_index(module: nn.Module, device):
+    """This layer's head order as an index tensor on ``device``, made on first use there:
+    the order itself is plain ints, so binding works on any device, also transformers'
+    meta device while ``from_pretrained`` builds the model."""
+    import torch
+
+    index = module.__dict__.get("_nasprune_index")
+    if index is None or index.device != device:
+        index = torch.tensor(module.nasprune_heads, device=device)
+        module.__dict__["_nasprune_index"] = index
+    return index[: module.num_attention_heads]
+
+
 def _bias_of_kept_heads(module: nn.Module, args: tuple, kwargs: dict):
     """Forward pre-hook: MPNet's shared position bias gathered for this layer's heads."""
-    index = module.nasprune_heads[: module.num_attention_heads]
     if len(args) > 2 and args[2] is not None:
-        args = (*args[:2], args[2].index_select(1, index), *args[3:])
+        args = (*args[:2], args[2].index_select(1, _head_index(module, args[2].device)),
+                *args[3:])
     elif kwargs.get("position_bias") is not None:
-        kwargs = {**kwargs, "position_bias": kwargs["position_bias"].index_select(1, index)}
+        bias = kwargs["position_bias"]
+        kwargs = {**kwargs, "position_bias": bias.index_select(1, _head_index(module,
+                                                                                bias.device))}
     return args, kwargs
 
 
@@ -225,19 +173,16 @@ class MPNetLayout(BertLayout):
     tuple_layers = True
 
     def bind(self, model: nn.Module) -> None:
-        import torch
-
         order = getattr(model.config, HEAD_ORDER_KEY, None)
         heads = self.size(model.config, "heads")
         for i, layer in enumerate(self.layers(model)):
             if isinstance(layer, SkipLayer) or isinstance(layer.attention, SkipAttention):
                 continue
             attn = layer.get_submodule(self.attention_path)
-            wanted = list(order[i]) if order else list(range(heads))
-            if getattr(attn, "nasprune_heads", torch.empty(0)).tolist() != wanted:
-                device = layer.get_submodule(self.paths["query"]).weight.device
-                attn.register_buffer("nasprune_heads", torch.tensor(wanted, device=device),
-                                     persistent=False)
+            wanted = tuple(map(int, order[i])) if order else tuple(range(heads))
+            if getattr(attn, "nasprune_heads", None) != wanted:
+                attn.nasprune_heads = wanted
+                attn.__dict__.pop("_nasprune_index", None)
             if _bias_of_kept_heads not in attn._forward_pre_hooks.values():
                 attn.register_forward_pre_hook(_bias_of_kept_heads, with_kwargs=True)
 
@@ -259,72 +204,3 @@ LAYOUTS: dict[str, Layout] = {
     "distilbert": DISTILBERT,
     "mpnet": MPNET,
 }
-
-
-def layer_plan(subnet: Sequence[tuple[int, int]], num_heads: int,
-               ffn: int) -> list[tuple[int, str, int]]:
-    """``(layer, part, count)`` per change of ``subnet``, for ``use()`` and ``shrink``: part
-    ``layer``/``attention``/``ffn`` (removed) or ``heads``/``units`` (first ``count`` kept)."""
-    plan = []
-    for i, (h, u) in enumerate(subnet):
-        if h == 0 and u == 0:
-            plan.append((i, "layer", 0))
-            continue
-        if h == 0:
-            plan.append((i, "attention", 0))
-        elif h < num_heads:
-            plan.append((i, "heads", h))
-        if u == 0:
-            plan.append((i, "ffn", 0))
-        elif u < ffn:
-            plan.append((i, "units", u))
-    return plan
-
-
-# ---------------------------------------------------------------------------- shrinking
-
-
-def small_linear(old: nn.Linear, in_features: int, out_features: int) -> nn.Linear:
-    """A fresh linear layer of the given size, on ``old``'s device and dtype."""
-    return nn.Linear(in_features, out_features, bias=old.bias is not None,
-                     device=old.weight.device, dtype=old.weight.dtype)
-
-
-def shrink(model: nn.Module, layout: Layout, subnet: Sequence[tuple[int, int]]) -> nn.Module:
-    """Rebuild ``model`` in place with the module shapes of ``subnet`` (per layer
-    ``(heads, units)``, already checked against the model); return it.
-
-    Only counts are used: new linear layers are freshly initialised, removed blocks become
-    parameter-free stand-ins (parameter names of what is kept do not change). ``model``
-    must have the full structure its config describes.
-    """
-    layers = layout.layers(model)
-    _, num_heads, d, _, ffn = layout.dims(model.config)
-    for i, part, n in layer_plan(subnet, num_heads, ffn):
-        layer = layers[i]
-        if part in ("layer", "attention", "ffn"):
-            edits = (layout.skip_layer(layers, i) if part == "layer" else
-                     layout.skip_attention(layer) if part == "attention" else
-                     layout.skip_ffn(layer))
-            for parent, name, new in edits:
-                setattr(parent, name, new)
-        elif part == "heads":
-            for role in ("query", "key", "value"):
-                _resize(layer, layout.paths[role], rows=n * d)
-            _resize(layer, layout.paths["attn_out"], cols=n * d)
-            set_attrs(layer.get_submodule(layout.attention_path), layout.head_attrs(n, d))
-        else:
-            _resize(layer, layout.paths["ffn_in"], rows=n)
-            _resize(layer, layout.paths["ffn_out"], cols=n)
-    layout.bind(model)
-    return model
-
-
-def _resize(layer: nn.Module, path: str, *, rows: int | None = None,
-            cols: int | None = None) -> None:
-    """Replace the linear layer at ``path`` by a fresh one with ``rows`` outputs or ``cols``
-    inputs."""
-    old = layer.get_submodule(path)
-    parent, name = parent_of(layer, path)
-    setattr(parent, name, small_linear(old, old.in_features if cols is None else cols,
-                                       old.out_features if rows is None else rows))

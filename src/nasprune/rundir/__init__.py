@@ -1,6 +1,7 @@
-"""The run directory: its layout (every path in one place), its configuration, one writer
-at a time, the record of finished stages (``fingerprints.json``) and its log. What a
-fingerprint covers, and when a rerun is refused, is ``nasprune.fingerprints``.
+"""The run directory: its layout (every path in one place: the stages, the CLI, the report
+and the search's store read paths from here), its configuration, one writer at a time
+(``lock``), the record of finished stages (``fingerprints.json``) and its log. What a
+fingerprint covers, and when a rerun is refused, is ``fingerprints``. No torch.
 
     RUN/config.json        the RunConfig of the last command that ran (absolute paths)
     RUN/summary.json       what the run measured (``nasprune run`` prints it)
@@ -12,7 +13,7 @@ fingerprint covers, and when a rerun is refused, is ``nasprune.fingerprints``.
     RUN/export/            manifest.json, ...        the exported pick
     RUN/fingerprints.json  stage -> {hash, options}
     RUN/log.txt            what each command did: options, stages, timings, warnings
-    RUN/.lock              held (fcntl, ``runlock``) by the one process writing the run
+    RUN/.lock              held (fcntl, ``rundir.lock``) by the one process writing the run
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nasprune import runlock
+from nasprune.deploy.export.format import MANIFEST, METRICS_FILE, RECOVERY_FILE, SUBNET_FILE
 from nasprune.errors import NaspruneError
 from nasprune.files import write_json
+from nasprune.rundir.lock import give_back, take
 
 if TYPE_CHECKING:
     from nasprune.config import RunConfig
@@ -37,11 +39,17 @@ ORDER = (FINETUNE_DIR, SUPERTRAIN_DIR, SUPERNET_DIR, SEARCH_DIR, EXPORT_DIR)
 FINGERPRINTS, LOG = "fingerprints.json", "log.txt"
 CONFIG, SUMMARY, REPORT = "config.json", "summary.json", "report.html"
 MODEL, METRICS = "model", "metrics.json"
-#: The search's SQLite store and its front, inside ``RUN/search``.
-STORE, PARETO = "trials.db", "pareto.csv"
+#: The search's SQLite store and its front (table, plot), inside ``RUN/search``.
+STORE, PARETO, PARETO_PLOT = "trials.db", "pareto.csv", "pareto.png"
 #: The file whose presence says a stage finished.
-MARKERS = {FINETUNE_DIR: METRICS, SUPERTRAIN_DIR: METRICS, SUPERNET_DIR: "config.json",
-           SEARCH_DIR: STORE, EXPORT_DIR: "manifest.json"}
+MARKERS = {FINETUNE_DIR: METRICS, SUPERTRAIN_DIR: METRICS, SUPERNET_DIR: CONFIG,
+           SEARCH_DIR: STORE, EXPORT_DIR: MANIFEST}
+#: Files any one of which makes a folder a run directory to read (a report of a run that
+#: stopped early, or of a search made through the Python API).
+EVIDENCE = (CONFIG, SUMMARY, *(f"{stage}/{MARKERS[stage]}" for stage in (FINETUNE_DIR,
+                                                                          SEARCH_DIR)))
+
+
 class RunDir:
     """Paths, configuration, recorded fingerprints, log and lock of one run directory."""
 
@@ -69,6 +77,10 @@ class RunDir:
         return self.path / REPORT
 
     @property
+    def finetune_metrics(self) -> Path:
+        return self.path / FINETUNE_DIR / METRICS
+
+    @property
     def finetuned(self) -> Path:
         """The fine-tuned model (the teacher of distillation, the source of the supernet)."""
         return self.path / FINETUNE_DIR / MODEL
@@ -86,11 +98,32 @@ class RunDir:
         return self.path / SEARCH_DIR / STORE
 
     @property
+    def pareto_dir(self) -> Path:
+        """Where ``nasprune pareto`` writes the front's plot and table by default."""
+        return self.path / SEARCH_DIR
+
+    @property
     def export(self) -> Path:
         return self.path / EXPORT_DIR
 
+    @property
+    def export_metrics(self) -> Path:
+        return self.path / EXPORT_DIR / METRICS_FILE
+
+    @property
+    def export_subnet(self) -> Path:
+        return self.path / EXPORT_DIR / SUBNET_FILE
+
+    @property
+    def export_recovery(self) -> Path:
+        return self.path / EXPORT_DIR / RECOVERY_FILE
+
     def is_run(self) -> bool:
         return self.config_file.is_file()
+
+    def has_evidence(self) -> bool:
+        """Whether any ``EVIDENCE`` file exists (what the report accepts)."""
+        return any((self.path / name).exists() for name in EVIDENCE)
 
     def config(self) -> RunConfig:
         """The configuration the run directory was made with (``config.json``)."""
@@ -112,7 +145,7 @@ class RunDir:
     # ------------------------------------------------------------------ lock
     def lock(self) -> RunDir:
         """Become the one writer of this run directory, or fail at once naming the holder."""
-        self._lock_file = runlock.take(self.path)
+        self._lock_file = take(self.path)
         return self
 
     @property
@@ -122,7 +155,7 @@ class RunDir:
     def release(self) -> None:
         if self._lock_file is not None:
             self._lock_file = None
-            runlock.give_back(self.path)
+            give_back(self.path)
 
     def __enter__(self) -> RunDir:
         return self.lock()
