@@ -139,3 +139,22 @@ def test_recovery_distillation_resumes_after_its_last_epoch(tmp_path):
     for (name, a), (_, b) in zip(whole.state_dict().items(),
                                  resumed_model.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_options_that_change_nothing_keep_the_checkpoint(tmp_path):
+    """A checkpoint is keyed by what changes the result: a run resumed with other reporting
+    (progress, threads) continues; the key leaves out fields at their default, so a field
+    added later does not orphan a long run's checkpoint."""
+    import dataclasses
+
+    from nasprune.config.options import result_options
+
+    assert result_options(TrainConfig()) == {}
+    assert result_options(dataclasses.replace(CFG, progress=True, threads=1)) == \
+        result_options(CFG)
+    with pytest.raises(Stop):
+        train(tiny_bert(), tiny_tokenizer(), toy_data(), CFG, tmp_path, on_epoch=_stop_after(2))
+    epochs_run = []  # epoch 1 was kept, epoch 2 stopped before its checkpoint
+    train(tiny_bert(), tiny_tokenizer(), toy_data(), dataclasses.replace(CFG, progress=True),
+          tmp_path, on_epoch=lambda r: epochs_run.append(r["epoch"]))
+    assert epochs_run == [2, 3]

@@ -62,3 +62,14 @@ def options(cls: type, prefix: str = "") -> dict[str, Option]:
         out[prefix + f.name] = Option(prefix + f.name, flag, f.metadata["stage"],
                                       f.metadata["sub_flags"], "tuple" in str(f.type))
     return out
+
+
+def result_options(config: Any) -> dict:
+    """The fields of ``config`` (a configuration instance) that change a result, those at
+    their default left out: what a training's checkpoint is keyed by, so a checkpoint made
+    before an upgrade that adds a field still resumes, and one made with another value of
+    a field that changes nothing (progress, threads, device) does too."""
+    default = type(config)()
+    return {f.name: getattr(config, f.name) for f in fields(config)
+            if f.metadata.get("stage") is not None
+            and getattr(config, f.name) != getattr(default, f.name)}

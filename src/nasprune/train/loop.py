@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from nasprune.config import TrainConfig
+from nasprune.config.options import result_options
 from nasprune.core.models import pick_device, uses_token_types
 from nasprune.data.encode import collate, encode
 from nasprune.data.tasks import TaskData
@@ -102,7 +103,7 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    key = run_key(cfg.to_dict(), data.extra.get("config"), len(train_enc),
+    key = run_key(result_options(cfg), data.extra.get("config"), len(train_enc),
                   model.config.to_dict(), strategy.label)
     state_file = out_dir / STATE_FILE
     loop = load_state(state_file, key, model, optimizer, scheduler) or {
