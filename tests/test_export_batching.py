@@ -98,7 +98,7 @@ def test_int8_is_static_and_measured_as_served(export_dir):
         assert metrics["validation"][backend]["batch_1"]["changed"] == 0
         assert metrics["validation"][backend]["batch_1"]["max_abs_diff"] <= 1e-5
     card = (export_dir / "README.md").read_text()
-    assert "static" in card and "same answer alone and in any batch" in card
+    assert "static" in card and "same answer alone and in its batch" in card
 
 
 def test_model_info_names_backend_and_precision(export_dir, monkeypatch):

@@ -65,7 +65,7 @@ def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data
         formats=cfg.export_formats, quantize=cfg.quantize,
         validation=(validation, data.preset) if validate else None, small=small,
         recovery=report, layout=layout, calibration=train_encoded if cfg.quantize else None,
-        card={**_facts(run_dir, cfg.pick), **(card or {})})
+        card={**_facts(run_dir, cfg.pick, cfg.recover), **(card or {})})
     return path, report
 
 
@@ -119,7 +119,7 @@ def export_pick(run_dir: str | Path, pick: str, out: str | Path | None = None, *
         return export_model(supernet, chosen.subnet, out or run.export, tokenizer=tokenizer,
                             metrics={"trial": chosen.id, **chosen.metrics}, formats=formats,
                             quantize=quantize, progress=say, layout=layout,
-                            card={**_facts(run.path, pick), **(card or {})})
+                            card={**_facts(run.path, pick, "none"), **(card or {})})
     from nasprune.core.models import pick_device
     from nasprune.data.tasks import load_task_data
     from nasprune.fingerprints import fingerprints
@@ -155,10 +155,11 @@ def _numbers(scores: Any) -> dict:
             and not isinstance(v, bool)}
 
 
-def _facts(run_dir: str | Path, pick: str) -> dict:
-    """The run's card facts with the pick actually exported (not the run's own rule)."""
+def _facts(run_dir: str | Path, pick: str, recover: str) -> dict:
+    """The run's card facts with the pick and recovery actually used for this export (not
+    the run's own: ``export --recover none`` of a run made with distill recovers nothing)."""
     facts = run_card_facts(run_dir)
-    facts["recipe"] = {**facts.get("recipe", {}), "pick rule": pick}
+    facts["recipe"] = {**facts.get("recipe", {}), "pick rule": pick, "recovery": recover}
     return facts
 
 
