@@ -115,6 +115,9 @@ def test_model_info_names_backend_and_precision(export_dir, monkeypatch):
         with serve_in_thread(app) as url:
             info = httpx.get(f"{url}/v1/model").json()
         assert (info["backend"], info["precision"]) == (backend, precision)
+        if backend == "onnx":  # why int8 when the card's PyTorch row is float32
+            assert info["precision_reason"].startswith("the export was made with --quantize "
+                                                       "int8")
 
 
 def test_pytorch_has_no_batch_dependent_int8(export_dir):

@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from cases import REPO
 
 LIMIT = 2 * 1024 * 1024

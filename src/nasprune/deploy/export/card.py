@@ -157,6 +157,11 @@ def _loading(info: CardInfo) -> list[str]:
                 "```python", imports, "",
                 "model = AutoModelForSequenceClassification.from_pretrained(",
                 f'    "{d}", trust_remote_code=True)', tok.rstrip("\n"), "```", ""]
+        if info.has_tokenizer:
+            out += ["The tokenizer is a stock class (`tokenizer_class` in "
+                    "`tokenizer_config.json`), but `AutoTokenizer` reads `config.json` first "
+                    "and, without `trust_remote_code=True`, asks whether to run the remote "
+                    "code; loading that class directly needs neither.", ""]
     out += ["With nasprune (checks every file against `manifest.json`, runs no code from "
             "the directory):", "", "```python", "import nasprune", "",
             f'model, tokenizer = nasprune.load("{d}")' + (
