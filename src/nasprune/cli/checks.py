@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 import typer
-from click.core import ParameterSource
 
 
 def _refused(message: str) -> ValueError:
@@ -204,8 +203,8 @@ def model_limits(ctx: typer.Context, param, value):
         # defaults that a model cannot take are fitted to it: the server cuts its default
         # length to the model's positions, a unit step wider than the FFN keeps it whole
         fitted = name == "unit_step" or model_key == "model_dir"
-        if number is None or fitted and (ctx.get_parameter_source(name)
-                                         is ParameterSource.DEFAULT):
+        source = getattr(ctx.get_parameter_source(name), "name", None)  # Typer's own click
+        if number is None or fitted and source == "DEFAULT":
             continue
         limit = _limit(model, key, default)
         if number > limit:

@@ -96,7 +96,7 @@ SECONDS = Number(False, 0.001, 1e6)  # more than 11 days overflows the event loo
 
 @app.command()
 def serve(
-    model_dir: Annotated[Path, typer.Argument(help="Hugging Face classifier directory or an export.", parser=InDir())],
+    model_dir: Annotated[Path, typer.Argument(help="Hugging Face classifier directory or an export.", parser=InDir(), callback=model_limits)],
     host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean it.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port, 0..65535 (0 = any free port).", parser=Number(True, 0, 65535))] = 8000,
     max_batch_size: Annotated[int, typer.Option(help="Most texts per model call.", parser=COUNT)] = 32,
