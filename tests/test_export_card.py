@@ -152,7 +152,7 @@ def test_bad_card_arguments(tmp_path):
 
 
 def test_facts_from_a_run_directory(tmp_path):
-    from nasprune.pipeline.export import run_card_facts
+    from nasprune.pipeline.export import _facts, run_card_facts
 
     assert run_card_facts(tmp_path) == {}  # nothing there: no facts, no error
     (tmp_path / "finetune").mkdir()
@@ -171,5 +171,9 @@ def test_facts_from_a_run_directory(tmp_path):
     assert facts["recipe"] == {"search space": "uniform", "searcher": "local", "trials": 40,
                                "objectives": "error, params", "pick rule": "params<=0.5",
                                "recovery": "distill"}
+    # export --recover none of a run made with distill: the card's recipe says none, as
+    # its "No recovery step" line does
+    recipe = _facts(tmp_path, "params<=0.3", "none")["recipe"]
+    assert (recipe["recovery"], recipe["pick rule"]) == ("none", "params<=0.3")
     (tmp_path / "config.json").write_text("[1, 2")
     assert "recipe" not in run_card_facts(tmp_path)

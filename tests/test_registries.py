@@ -200,3 +200,18 @@ def test_every_export_backend_writes_and_loads_the_same_function(name, tmp_path)
         expected = net(**batch).logits
     got = nasprune.load(out, backend=name).model(**batch).logits
     torch.testing.assert_close(torch.as_tensor(got), expected, atol=1e-4, rtol=1e-3)
+
+
+def test_every_quantization_is_declared_by_one_backend():
+    """``--quantize`` values are what the export backends declare, each by exactly one, and
+    an export asked for one writes that backend's format."""
+    from nasprune.deploy.export.backends import BACKENDS
+    from nasprune.deploy.export.format import QUANTIZE
+    from nasprune.deploy.export.options import ExportOptions
+
+    declared = [q for name in BACKENDS for q in BACKENDS[name].quantizations]
+    assert sorted(declared) == sorted(QUANTIZE)
+    for q in QUANTIZE:
+        options = ExportOptions(quantize=q)
+        assert q in options.quantizer.quantizations
+        assert options.quantizer in options.backends and options.formats[0] == "hf"

@@ -5,6 +5,9 @@ function_to_apply, truncation); /v1/predict is unchanged; /docs works offline.""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -77,3 +80,36 @@ def test_docs_work_offline(server):
     assert "https://" not in page.text
     assert "/openapi.json" in page.text
     assert httpx.get(url + "/openapi.json").status_code == 200
+
+
+def test_older_clients_options_are_accepted_and_ignored(server):
+    url, _ = server
+    body = {"inputs": "good", "options": {"wait_for_model": True, "use_cache": False}}
+    assert httpx.post(url + "/", json=body).status_code == 200
+    assert httpx.post(url + "/", json={"inputs": "x", "options": {"nope": 1}}
+                      ).status_code == 422
+
+
+def test_the_hf_route_has_its_own_metrics_label(server):
+    url, _ = server
+    httpx.post(url + "/", json={"inputs": "good"})
+    httpx.get(url + "/no-such-route")
+    text = httpx.get(url + "/metrics").text
+    assert 'nasprune_requests_total{path="/",status="200"}' in text
+    assert 'nasprune_requests_total{path="other",status="404"}' in text
+
+
+def test_openapi_names_the_package_version(server):
+    from nasprune import __version__
+
+    url, _ = server
+    assert httpx.get(url + "/openapi.json").json()["info"]["version"] == __version__
+
+
+def test_serve_help_lists_every_route():
+    env = {"COLUMNS": "200", "PATH": "/usr/bin:/bin",
+           **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}}
+    text = subprocess.run([sys.executable, "-m", "nasprune", "serve", "--help"],
+                          capture_output=True, text=True, timeout=120, env=env).stdout
+    assert "POST /v1/predict" in text and "POST / (Hugging Face" in text
+    assert "/docs" in text and "/metrics" in text

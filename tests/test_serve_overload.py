@@ -35,9 +35,10 @@ class SlowModel:
 
 
 def _closed_loop(batcher: DynamicBatcher, users: int, items: int, seconds: float,
-                 timeout: float) -> dict[str, str]:
+                 timeout: float, prelude=None) -> dict[str, str]:
     """``users`` coroutines submitting ``items`` texts each, again at once after every
-    answer (10 ms after a 503); ``{request id: "ok" | "503"}``."""
+    answer (10 ms after a 503), after ``await prelude(batcher)`` if given;
+    ``{request id: "ok" | "503"}``."""
     outcome: dict[str, str] = {}
 
     async def user(u: int) -> None:
@@ -56,6 +57,8 @@ def _closed_loop(batcher: DynamicBatcher, users: int, items: int, seconds: float
     async def main() -> None:
         await batcher.start()
         try:
+            if prelude is not None:
+                await prelude(batcher)
             await asyncio.gather(*(user(u) for u in range(users)))
         finally:
             await batcher.stop()
@@ -81,6 +84,40 @@ def test_sustained_overload_keeps_goodput_and_computes_nothing_in_vain():
     assert not in_vain, f"{len(in_vain)} requests computed after their 503"
     assert goodput >= 0.5 * offline, (ok, len(answered_503), goodput)
     assert answered_503  # it really was overloaded
+
+
+class OnceSlow(SlowModel):
+    """``SlowModel`` whose next batch, once armed, takes ``extra`` seconds more (a starved
+    batch: the machine was busy)."""
+
+    def __init__(self, extra: float):
+        super().__init__(0.002)
+        self.extra, self.armed = extra, False
+
+    def __call__(self, items):
+        if self.armed:
+            self.armed = False
+            time.sleep(self.extra)
+        return super().__call__(items)
+
+
+def test_one_slow_batch_does_not_shed_the_requests_after_it():
+    """One batch of 8 items takes 1.5 s instead of 16 ms; the batches after it run at their
+    normal speed again, so the requests after it must be served (before: the estimate kept
+    the slow batch's time per item and the expected end of each later batch, and shed
+    nearly every request for seconds)."""
+    model = OnceSlow(extra=1.5)
+
+    async def slow_batch(batcher: DynamicBatcher) -> None:
+        await batcher.submit([("warm", None)] * 8, timeout=5)
+        model.armed = True
+        await batcher.submit([("slow", None)] * 8, timeout=5)
+
+    batcher = DynamicBatcher(model, max_batch_size=32, max_wait_ms=1, max_queue=256)
+    outcome = _closed_loop(batcher, users=4, items=8, seconds=1.5, timeout=0.5,
+                           prelude=slow_batch)
+    ok = sum(status == "ok" for status in outcome.values())
+    assert ok >= 20 and ok >= 0.8 * len(outcome), (ok, len(outcome))
 
 
 def test_a_request_that_cannot_finish_is_shed_on_arrival():

@@ -227,6 +227,9 @@ def test_process_serves_all_request_shapes(server):
         assert client.post("/v1/predict/", json={"text": "good"}).status_code == 404
         info = client.get("/v1/model").json()
     assert "/" not in info["model_dir"] and "/" not in str(info["subnet"])
+    # the start-up line and /v1/model say which precision is served, and why
+    assert info["precision_reason"] == "a plain Hugging Face directory"
+    assert "(torch, float32: a plain Hugging Face directory)" in server.output()
 
 
 # --------------------------------------------------------------------------- shutdown

@@ -1,6 +1,6 @@
 """Reliability under hostile use: a real server on loopback, real processes, bounded loops.
 
-Nine checks, one module each, against what an operator runs (``nasprune serve`` and
+Ten checks, against what an operator runs (``nasprune serve`` and
 ``nasprune search`` as child processes, ports chosen by the OS on 127.0.0.1), with tiny
 random models so that the whole benchmark takes a few minutes:
 
@@ -30,12 +30,20 @@ random models so that the whole benchmark takes a few minutes:
 9. **overload_sustained** (``overload_sustained.py``): 40 closed-loop users of 64-text
    requests for 60 s against the server's defaults: shed at once, nothing computed for an
    answered request, goodput >= 50 % of the offline batched throughput.
+10. **overload_after_slow_batch** (``overload_sustained.py``): the same load right after
+   one batch was starved for 20 s (the server stopped with SIGSTOP while it computed):
+   goodput >= 80 % of offline, as on a server that never had a slow batch.
 
 ``shared.py`` holds what the checks share; the case tables come from ``tests/cases``, which
 the tests import too. Run from the repository root (the package imports ``benchmarks.*``
 and ``tests.cases``, no path is patched):
 
     nice -n 19 .venv/bin/python -m benchmarks.reliability [--seed 0] [--only fuzz,tamper]
+
+A quick trial of one check (writes nothing, prints its figures):
+
+    nice -n 19 .venv/bin/python -m benchmarks.reliability --only overload_after_slow_batch \
+        --users 8 --seconds 10 --stall 5
 
 The figures are counts, not speeds (except overload_sustained's ratio, measured against
 the same model in the same conditions).

@@ -17,7 +17,10 @@ from benchmarks.reliability.concurrent_search import finished_run, run_concurren
 from benchmarks.reliability.fuzz import run_fuzz
 from benchmarks.reliability.kill_resume import run_kill_resume
 from benchmarks.reliability.overload import run_overload
-from benchmarks.reliability.overload_sustained import run_overload_sustained
+from benchmarks.reliability.overload_sustained import (
+    run_after_slow_batch,
+    run_overload_sustained,
+)
 from benchmarks.reliability.report import markdown
 from benchmarks.reliability.shared import build_exports
 from benchmarks.reliability.slow_clients import run_slow_clients
@@ -30,6 +33,8 @@ def main() -> None:
     parser.add_argument("--fuzz", type=int, default=600, help="fuzzed requests (>= 500)")
     parser.add_argument("--users", type=int, default=40, help="overload_sustained users")
     parser.add_argument("--seconds", type=float, default=60, help="overload_sustained time")
+    parser.add_argument("--stall", type=float, default=20,
+                        help="overload_after_slow_batch: seconds the one slow batch is starved")
     parser.add_argument("--only", default=None,
                         help="comma-separated sections to run (a trial; writes nothing)")
     args = parser.parse_args()
@@ -64,6 +69,8 @@ def main() -> None:
         section("tamper", run_tamper, work)
         section("overload_sustained", run_overload_sustained, exports["minilm"], work,
                 args.users, args.seconds, args.seed)
+        section("overload_after_slow_batch", run_after_slow_batch, exports["minilm"], work,
+                args.users, args.seconds, args.seed, args.stall)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if only is not None:

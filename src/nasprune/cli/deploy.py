@@ -11,7 +11,9 @@ from rich.markup import escape
 
 from nasprune.cli.common import (
     _R,
+    MAX_POSITIONS,
     PICK,
+    ForceOpt,
     InDir,
     InFile,
     Layout,
@@ -23,6 +25,7 @@ from nasprune.cli.common import (
     _value,
     app,
     console,
+    model_limits,
     opt,
     quiet_libraries,
 )
@@ -42,6 +45,7 @@ def export(
     layout: Annotated[Layout, opt("auto: a plain transformers model when the sub-network allows it, else the remote-code class; or force vanilla / remote.", PICK)] = "auto",
     recover: Annotated[Recovery | None, opt("Recovery of the pick before export (default: the run's --recover).", PICK)] = None,
     validate: Annotated[bool, opt("Re-measure the metric of each backend on the run's validation set.", PICK)] = True,
+    force: ForceOpt = False,
 ) -> None:
     """Write the picked sub-network as a smaller model: safetensors, config, tokenizer,
     model card, checksums; recovered as the run's export stage would."""
@@ -59,7 +63,7 @@ def export(
     with run if run.is_run() else _nothing():
         path = export_pick(run_dir, pick, out, formats=formats, quantize=_value(quantize),
                            recover=_value(recover), validate=validate, layout=_value(layout),
-                           progress=lambda m: console.print(escape(m)))
+                           progress=lambda m: console.print(escape(m)), force=force)
     console.print(f"[green]exported[/] {escape(str(path))}")
     typer.echo((path / "metrics.json").read_text().strip())
 
@@ -92,7 +96,7 @@ SECONDS = Number(False, 0.001, 1e6)  # more than 11 days overflows the event loo
 
 @app.command()
 def serve(
-    model_dir: Annotated[Path, typer.Argument(help="Hugging Face classifier directory or an export.", parser=InDir())],
+    model_dir: Annotated[Path, typer.Argument(help="Hugging Face classifier directory or an export.", parser=InDir(), callback=model_limits)],
     host: Annotated[str, typer.Option(help="Address to bind; loopback unless you mean it.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port, 0..65535 (0 = any free port).", parser=Number(True, 0, 65535))] = 8000,
     max_batch_size: Annotated[int, typer.Option(help="Most texts per model call.", parser=COUNT)] = 32,
@@ -102,7 +106,7 @@ def serve(
     max_items: Annotated[int, typer.Option(help="Texts (or pairs) per request.", parser=COUNT)] = 64,
     max_text_chars: Annotated[int, typer.Option(help="Characters per text.", parser=COUNT)] = 20_000,
     max_body_bytes: Annotated[int, typer.Option(help="Request body limit (413 beyond).", parser=COUNT)] = 1_000_000,
-    max_length: Annotated[int, typer.Option(help="Tokens kept per input (at most the model's positions).", parser=Number(True, 2))] = 128,
+    max_length: Annotated[int, typer.Option(help="Tokens kept per input (at most the model's positions).", parser=Number(True, 2, MAX_POSITIONS * 16), callback=model_limits)] = 128,
     chunk_size: Annotated[int, typer.Option(help="A batch runs length-sorted in chunks of this many texts.", parser=COUNT)] = 8,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch.", parser=Number(True, 1, 1024))] = None,
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info, debug, trace.")] = "info",
@@ -114,7 +118,9 @@ def serve(
     max_connections: Annotated[int, typer.Option(help="Open connections; more are answered 503 and closed.", parser=Number(True, 1, 1_000_000))] = 512,
     max_header_bytes: Annotated[int, typer.Option(help="Request line and headers limit (431 beyond).", parser=Number(True, 1024))] = 32_768,
 ) -> None:
-    """Serve a classifier over HTTP: POST /v1/predict, /healthz, /readyz, /v1/model, /metrics."""
+    """Serve a classifier over HTTP: POST /v1/predict; POST / (Hugging Face's
+    text-classification API, for huggingface_hub.InferenceClient); /healthz, /readyz,
+    /v1/model, /metrics; /docs (the API, served offline)."""
     from rich.markup import escape as plain
 
     from nasprune.deploy.serve.config import ServeConfig
@@ -131,12 +137,14 @@ def serve(
                           drain_timeout_s=drain_timeout, max_connections=max_connections,
                           max_header_bytes=max_header_bytes)
 
-        def announce(url: str) -> None:  # once the port is bound and the model loaded
+        def announce(url: str, runtime: dict) -> None:  # port bound, model loaded
             if host not in ("127.0.0.1", "localhost", "::1") and not cfg.token:
                 console.print(f"[yellow]warning[/]: serving on {plain(host)} without a token",
                               emoji=False)
-            console.print(f"serving {plain(str(model_dir))} on {plain(url)}", emoji=False,
-                          highlight=False)
+            how = (f"{runtime['backend']}, {runtime['precision']}: "
+                   f"{runtime.get('precision_reason', '')}")
+            console.print(f"serving {plain(str(model_dir))} on {plain(url)} ({plain(how)})",
+                          emoji=False, highlight=False, soft_wrap=True)
 
         run_server(model_dir, cfg, announce=announce, before_load=quiet_libraries)
         console.print("stopped")  # a signal uvicorn handled without re-raising it

@@ -14,6 +14,7 @@ from nasprune.cli.common import (
     OutDir,
     OutFile,
     app,
+    check_objectives,
     check_pick,
     console,
 )
@@ -24,7 +25,7 @@ from nasprune.cli.common import (
 @app.command(epilog="Example: nasprune pareto runs/sst2 --pick 'encoder_params<=0.3'")
 def pareto(
     run_dir: Annotated[Path, typer.Argument(help="Run directory holding search/trials.db.", parser=InDir())],
-    objectives: Annotated[str | None, typer.Option(help="Comma-separated, e.g. error,params or error,params,latency (default: the search's).")] = None,
+    objectives: Annotated[str | None, typer.Option(help="Comma-separated, e.g. error,params or error,params,latency (default: the search's).", callback=check_objectives)] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for pareto.png and pareto.csv (default RUN_DIR/search).", parser=OutDir())] = None,
     pick: Annotated[str | None, typer.Option(help="Highlight the pick: largest, smallest, 'params<=0.5', 'latency<=12ms', 'error<=0.1' or a trial id.", callback=check_pick)] = None,
 ) -> None:

@@ -15,6 +15,7 @@ from nasprune.cli.common import (
     _S,
     _T,
     DATA,
+    MAX_FFN,
     MODEL,
     PICK,
     RES,
@@ -116,6 +117,9 @@ def _load_config(ctx: typer.Context, value: Path | None):
         ctx.default_map = {**(ctx.default_map or {}), **read_config_file(value, names)}
     except NaspruneError as exc:
         fail(str(exc))
+    except UnicodeDecodeError as exc:
+        fail(f"cannot read {value}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+             f"offset {exc.start}); save it as UTF-8")
     return value
 
 
@@ -207,7 +211,7 @@ def search(
     trials: Annotated[int | None, opt("Sub-networks in the store when done (default: the run's; more resume the search).", SEARCH, parser=Number(True, 1))] = None,
     objectives: Annotated[str | None, opt("error plus one or two of " + ", ".join(COSTS) + " (default: the run's).", SEARCH)] = None,
     any_heads: Annotated[bool | None, opt("small space: any head count 1..H.", SEARCH)] = None,
-    unit_step: Annotated[int | None, opt("FFN units move in steps of this size.", SEARCH, parser=Number(True, 1))] = None,
+    unit_step: Annotated[int | None, opt("FFN units move in steps of this size (at most the model's FFN width).", SEARCH, parser=Number(True, 1, MAX_FFN))] = None,
     low_fidelity: LowFidOpt = None,
     importance: Annotated[Importance | None, opt("Importance scores for reordering.", SEARCH)] = None,
     calibration_examples: Annotated[int | None, opt("Training examples used to score importance.", SEARCH, parser=Number(True, 1))] = None,

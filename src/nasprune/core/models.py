@@ -31,8 +31,11 @@ def resolve_model(name: str) -> str:
         if not (path / "config.json").is_file():
             raise NaspruneError(f"{path} is not a model directory (no config.json)")
         return str(path)
+    if path.exists():
+        raise NaspruneError(f"model path {name} is a file; give the model's folder "
+                            "(its config.json and weights) or a hub id")
     looks_like_path = name.startswith((".", "/", "~")) or os.sep in name and name.count("/") != 1
-    if looks_like_path or path.exists():
+    if looks_like_path:
         raise NaspruneError(f"model path does not exist: {name}")
     return name  # a hub id such as "bert-base-uncased" or "org/model"
 

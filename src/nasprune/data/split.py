@@ -40,8 +40,14 @@ def split_search(train: pd.DataFrame, validation: pd.DataFrame, preset: TaskPres
     candidates = train[~keys.isin(set(_keys(validation, preset)))]
     n = min(search_size(len(train), split), len(candidates) // 2)
     if n < 1:
+        shared = len(train) - len(candidates)
+        if shared:  # e.g. the same file given as training and validation data
+            raise NaspruneError(f"no search split can be held out: {shared} of the "
+                                f"{len(train)} training rows have a text of the validation "
+                                "set; give a validation file other than the training data, "
+                                "or --search-file")
         raise NaspruneError(f"the training set ({len(train)} rows) is too small for a search "
-                            f"split of {n}; give --search-file or more training data")
+                            f"split of {split:g}; give --search-file or more training data")
     labels = candidates["label"]
     stratify = None
     if not preset.is_regression and labels.value_counts().min() >= 2:

@@ -115,9 +115,10 @@ def load_task_data(cfg: DataConfig) -> TaskData:
     train = subsample(train, cfg.max_train_examples, cfg.seed)
     validation = subsample(validation, cfg.max_eval_examples, cfg.seed)
     if cfg.search_file:
+        search = read_table(cfg.search_file)
+        check_columns(search, (*preset.text_columns, preset.label_column), "search file")
         search, dropped_invalid["search"] = invalid_rows(
-            read_table(cfg.search_file), preset.text_columns, preset.label_column,
-            "search file", cfg.drop_invalid)
+            search, preset.text_columns, preset.label_column, "search file", cfg.drop_invalid)
         search = normalise(search, preset, "search file")
         dropped = 0
     else:

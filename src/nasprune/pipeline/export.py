@@ -65,7 +65,7 @@ def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data
         formats=cfg.export_formats, quantize=cfg.quantize,
         validation=(validation, data.preset) if validate else None, small=small,
         recovery=report, layout=layout, calibration=train_encoded if cfg.quantize else None,
-        card={**_facts(run_dir, cfg.pick), **(card or {})})
+        card={**_facts(run_dir, cfg.pick, cfg.recover), **(card or {})})
     return path, report
 
 
@@ -81,14 +81,33 @@ def _teacher(run_dir: Path, supernet):
     return teacher.to(next(supernet.model.parameters()).device).eval()
 
 
+def trivial_pick(preset, metrics: dict, labels) -> str | None:
+    """Why a pick's search figure is no better than a predictor that knows nothing, or
+    None: accuracy at most the most frequent class's share, a correlation at most 0."""
+    import numpy as np
+
+    value = metrics.get("metric")
+    if not isinstance(value, (int, float)):
+        return None
+    if preset.metric == "accuracy" and len(labels):
+        majority = float(np.bincount(np.asarray(labels, dtype=np.int64)).max() / len(labels))
+        if value <= majority:
+            return (f"its search accuracy {value:.3f} does not beat always predicting the "
+                    f"most frequent class ({majority:.3f})")
+    elif preset.metric in ("matthews_correlation", "pearson", "spearman") and value <= 0:
+        return f"its search {preset.metric} {value:.3f} is no better than chance (0)"
+    return None
+
+
 def export_pick(run_dir: str | Path, pick: str, out: str | Path | None = None, *,
                 formats: Sequence[str] = ("hf",), quantize: str | None = None,
                 recover: str | None = None, layout: str = "auto", validate: bool = True,
-                card: dict | None = None, progress: Callable[[str], None] | None = None
-                ) -> Path:
+                card: dict | None = None, progress: Callable[[str], None] | None = None,
+                force: bool = False) -> Path:
     """``nasprune export RUN``: another pick of a finished search, exported as the run's
     export stage would (its recovery unless ``recover`` says otherwise). The run's own
-    ``RUN/export`` is reused when it was made with these options.
+    ``RUN/export`` is reused when it was made with these options. A pick no better than a
+    trivial predictor on the search split is refused unless ``force``.
 
     A directory with only ``supernet/`` and ``search/trials.db`` (no ``config.json``: no
     data to recover or validate on) is exported as searched."""
@@ -109,17 +128,27 @@ def export_pick(run_dir: str | Path, pick: str, out: str | Path | None = None, *
         objectives = tuple(store.get_meta("objectives") or ("error", "params"))
         full = full_reference(trials, store.full_subnet())
     chosen = pick_trial(trials, pick, objectives, full)
+    data = None
+    if run.is_run():  # checked before the super-network loads
+        from nasprune.data.tasks import load_task_data
+
+        data = load_task_data(run.config().data)
+        split = data.selection_split
+        reason = trivial_pick(data.preset, chosen.metrics, getattr(data, split)["label"])
+        if reason and not force:
+            raise NaspruneError(f"pick {pick!r} is trial {chosen.id} ({chosen.subnet}): "
+                                f"{reason}; pick a larger sub-network, or pass --force")
     say(f"pick {pick!r} -> trial {chosen.id}: {chosen.subnet}")
     supernet = Supernet.from_pretrained(run.supernet)
     supernet.model.eval()
     tokenizer = AutoTokenizer.from_pretrained(str(run.supernet))
-    if not run.is_run():
+    if data is None:
         from nasprune.deploy.export.writer import export_model
 
         return export_model(supernet, chosen.subnet, out or run.export, tokenizer=tokenizer,
                             metrics={"trial": chosen.id, **chosen.metrics}, formats=formats,
                             quantize=quantize, progress=say, layout=layout,
-                            card={**_facts(run.path, pick), **(card or {})})
+                            card={**_facts(run.path, pick, "none"), **(card or {})})
     from nasprune.core.models import pick_device
     from nasprune.data.tasks import load_task_data
     from nasprune.rundir.fingerprints import fingerprints
@@ -129,7 +158,6 @@ def export_pick(run_dir: str | Path, pick: str, out: str | Path | None = None, *
                   recover=recover or cfg.recover)
     wanted = fingerprints(cfg)[EXPORT_DIR]
     own = out is None or Path(out).resolve() == run.export.resolve()
-    data = load_task_data(cfg.data)
     supernet.model.to(pick_device(cfg.train.device))
     path, _ = export_stage(cfg, run.path, supernet, tokenizer, chosen, data, None,
                            out=Path(out) if out is not None else None,
@@ -155,10 +183,11 @@ def _numbers(scores: Any) -> dict:
             and not isinstance(v, bool)}
 
 
-def _facts(run_dir: str | Path, pick: str) -> dict:
-    """The run's card facts with the pick actually exported (not the run's own rule)."""
+def _facts(run_dir: str | Path, pick: str, recover: str) -> dict:
+    """The run's card facts with the pick and recovery actually used for this export (not
+    the run's own: ``export --recover none`` of a run made with distill recovers nothing)."""
     facts = run_card_facts(run_dir)
-    facts["recipe"] = {**facts.get("recipe", {}), "pick rule": pick}
+    facts["recipe"] = {**facts.get("recipe", {}), "pick rule": pick, "recovery": recover}
     return facts
 
 

@@ -33,8 +33,10 @@ def take(run_dir: Path) -> IO[str]:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
+        # every command that writes a run takes this lock (run, search, export): no hint
+        # at an option that only one of them has
         raise NaspruneError(f"{run_dir} is in use by nasprune (PID {holder}); wait for "
-                            "it to finish or use another --run-dir") from None
+                            "it to finish, then try again") from None
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))

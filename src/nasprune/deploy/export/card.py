@@ -57,6 +57,7 @@ class CardInfo:
     backends: dict = field(default_factory=dict)
     recovery: dict | None = None
     facts: dict = field(default_factory=dict)
+    quantize: str | None = None  # what nasprune.load and nasprune serve answer with
 
 
 def _fmt(value: Any) -> str:
@@ -156,6 +157,11 @@ def _loading(info: CardInfo) -> list[str]:
                 "```python", imports, "",
                 "model = AutoModelForSequenceClassification.from_pretrained(",
                 f'    "{d}", trust_remote_code=True)', tok.rstrip("\n"), "```", ""]
+        if info.has_tokenizer:
+            out += ["The tokenizer is a stock class (`tokenizer_class` in "
+                    "`tokenizer_config.json`), but `AutoTokenizer` reads `config.json` first "
+                    "and, without `trust_remote_code=True`, asks whether to run the remote "
+                    "code; loading that class directly needs neither.", ""]
     out += ["With nasprune (checks every file against `manifest.json`, runs no code from "
             "the directory):", "", "```python", "import nasprune", "",
             f'model, tokenizer = nasprune.load("{d}")' + (
@@ -164,28 +170,70 @@ def _loading(info: CardInfo) -> list[str]:
     if "onnx" in info.backends:
         out += [f'ONNX Runtime: `nasprune.load("{d}", backend="onnx")` (`model.onnx`'
                 + (", int8: `model.int8.onnx`" if "onnx_int8" in info.backends else "")
-                + ").", ""]
+                + "). The graphs carry their own shapes, so `onnxruntime.InferenceSession` "
+                "opens them with no config and no Python code of this directory."
+                + ("" if info.layout == "vanilla" else
+                   " Optimum's `ORTModelForSequenceClassification` reads `config.json` "
+                   f"first, and its model type `{info.remote_type}` is not a stock one "
+                   "(a stock config would describe the unpruned shape), so it needs "
+                   "`trust_remote_code=True` here."), ""]
     elif "torch_int8" in info.backends:
         out += ["int8: `nasprune.load` applies PyTorch dynamic quantization at load "
                 "(the export was made with `--quantize int8`).", ""]
     return [line for line in out if line is not None]
 
 
+def _removed(what: str, kept: list[int], full: int) -> str:
+    """How many of ``what`` the kept layers lost, and in how many of them."""
+    lost = [full - n for n in kept if n < full]
+    if not lost:
+        return f"every {what[:-1]} kept"
+    where = "every layer" if len(lost) == len(kept) else f"{len(lost)} of {len(kept)} layers"
+    return f"{sum(lost):,} of {full * len(kept):,} {what} removed (in {where})"
+
+
 def _what_was_removed(info: CardInfo) -> str:
-    """What the sub-network keeps, saying only what was actually removed."""
+    """What the sub-network keeps: layers, then how much of the heads and units of the
+    kept layers was removed (not "some with fewer" when every layer lost most)."""
     s, layers = info.shape, [layer for layer in info.subnet.layers if layer != (0, 0)]
     parts = [f"{len(layers)} of {s.num_layers} encoder layers kept"]
-    fewer_heads = any(h < s.num_heads for h, _ in layers)
-    fewer_units = any(u < s.ffn for _, u in layers)
-    if fewer_heads and fewer_units:
-        parts.append("some with fewer attention heads and FFN units")
-    elif fewer_heads:
-        parts.append("some with fewer attention heads (every FFN unit kept)")
-    elif fewer_units:
-        parts.append("with fewer FFN units (every attention head kept)")
-    else:
-        parts.append("each whole (every attention head and FFN unit)")
-    return ", ".join(parts)
+    if layers:
+        parts += [_removed("attention heads", [h for h, _ in layers], s.num_heads),
+                  _removed("FFN units", [u for _, u in layers], s.ffn)]
+    return "; ".join(parts)
+
+
+def _quantized(info: CardInfo) -> list[str]:
+    """The quantized model beside the float one: both figures, how many answers it
+    changed (a net change hides flips both ways), and batching as measured."""
+    report, q = info.report, info.quantize
+    if q is None or f"{q}_change" not in report:
+        return []
+    metric = report.get("task_metric", "metric")
+    validation = report.get("validation") or {}
+    before, after = (validation.get(k, {}).get(metric) for k in ("float", q))
+    text = (f"{q} (ONNX Runtime static quantization, activation scales calibrated on "
+            f"{report.get(f'{q}_calibrated_on') or 'training texts'}): validation {metric} "
+            f"{_fmt(after)} against {_fmt(before)} in float32 ({report[f'{q}_change']:+.4f})")
+    changed = report.get(f"{q}_flips")
+    if isinstance(changed, dict):
+        text += (f"; it changes {changed['changed']} of {changed['examples']} predictions "
+                 f"({changed['right_to_wrong']} right to wrong, {changed['wrong_to_right']} "
+                 "wrong to right)")
+    text += (f". `nasprune.load` and `nasprune serve` answer with the {q} model by default "
+             "(the export was made with `--quantize " + q + "`); `quantized=False` loads "
+             "float32.")
+    alone = (validation.get(q) or {}).get("batch_1")
+    if isinstance(alone, dict) and alone.get("changed") == 0:
+        text += (" Its scales are fixed in the file: on these examples each text got the "
+                 "same answer alone and in its batch (largest logit difference "
+                 f"{alone.get('max_abs_diff', 0):.2g}).")
+    elif isinstance(alone, dict):
+        text += (f" Run alone instead of in its batch, {alone.get('changed')} of its "
+                 f"answers differed (largest logit difference "
+                 f"{alone.get('max_abs_diff', 0):.2g}).")
+    return [text + " Every figure above was measured in padded batches as `nasprune serve` "
+            "runs them.", ""]
 
 
 def _recipe_line(key: str, value: Any) -> str:
@@ -222,13 +270,7 @@ def model_card(info: CardInfo) -> str:
     if isinstance(report.get("validation_examples"), int):
         lines += [f"Validation figures: {report['validation_examples']} examples, measured "
                   "when the export was written.", ""]
-    if "int8_change" in report:
-        lines += [f"int8 (ONNX Runtime static quantization, activation scales calibrated on "
-                  f"{report.get('int8_calibrated_on') or 'training texts'}) changes the "
-                  f"validation {report.get('task_metric', 'metric')} by "
-                  f"{report['int8_change']:+.4f}. Its scales are fixed in the file, so a text "
-                  "gets the same answer alone and in any batch; every figure above was "
-                  "measured in padded batches as `nasprune serve` runs them.", ""]
+    lines += _quantized(info)
     lines += ["## Sub-network", "", f"`{info.subnet}` (heads/units per original layer).", ""]
     lines += _shape_table(info) + [""]
     size = [f"- parameters: {info.params:,}" + (

@@ -74,7 +74,9 @@ def metadata(info, rows) -> dict:
     dataset, config = _dataset(info)
     if dataset:
         meta["datasets"] = [dataset]
-    validation = [r for r in rows if r[0].startswith("exported, PyTorch") and r[3] is not None]
+    # float32 and, when the export has one, the quantized model that serve answers with
+    validation = [r for r in rows if r[0].startswith(("exported, PyTorch", "exported, int8"))
+                  and r[3] is not None]
     if validation:
         meta["metrics"] = sorted({r[2] for r in validation})
         task = info.task or "text-classification"
@@ -83,8 +85,8 @@ def metadata(info, rows) -> dict:
             "dataset": {"name": f"{dataset} {config}" if dataset and config else task,
                         "type": dataset or task, **({"config": config} if config else {}),
                         "split": "validation"},
-            "metrics": [{"type": r[2], "value": float(r[3]), "name": f"{r[2]} (validation)"}
-                        for r in validation],
+            "metrics": [{"type": r[2], "value": float(r[3]), "name": f"{r[2]} (validation"
+                         + (", int8)" if "int8" in r[0] else ")")} for r in validation],
         }]}]
     return meta
 

@@ -37,12 +37,12 @@ def unpack_validation(validation) -> tuple[Any, Any]:
     return encoded, preset
 
 
-def measure(model, encoded, preset, pad_id: int, batch_size: int) -> dict:
+def measure(model, encoded, preset, pad_id: int, batch_size: int) -> tuple[dict, Any]:
     """The task metrics of ``model`` (any backend's) on ``encoded``, on the CPU, in padded
     length-sorted batches as ``nasprune serve`` runs it, plus ``batch_1``: how far the
     logits of each example run alone are from those in its batch (``max_abs_diff``) and
     how many predictions differ (``changed``); both 0 means batching never changes an
-    answer."""
+    answer. Also the predicted labels (None for regression), which ``flips`` compares."""
     import numpy as np
     import torch
 
@@ -56,7 +56,22 @@ def measure(model, encoded, preset, pad_id: int, batch_size: int) -> dict:
     changed = 0 if preset.is_regression else int((batched.argmax(-1) != alone.argmax(-1)).sum())
     diff = float(np.abs(batched - alone).max()) if len(batched) else 0.0
     out["batch_1"] = {"max_abs_diff": diff, "changed": changed}
-    return out
+    return out, None if preset.is_regression else batched.argmax(-1)
+
+
+def flips(before, after, labels) -> dict | None:
+    """How many predictions changed from ``before`` to ``after`` (e.g. float to int8), and
+    which way: a net change of the metric hides how many answers moved."""
+    if before is None or after is None:
+        return None
+    import numpy as np
+
+    labels = np.asarray(labels)
+    right_before, right_after = before == labels, after == labels
+    return {"changed": int((before != after).sum()),
+            "right_to_wrong": int((right_before & ~right_after).sum()),
+            "wrong_to_right": int((~right_before & right_after).sum()),
+            "examples": int(len(labels))}
 
 
 #: Batch sizes the export times its float backends at (1: one request; 8: the server's

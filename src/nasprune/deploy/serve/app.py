@@ -63,7 +63,9 @@ def create_app(model: "str | Path | Predictor", config: ServeConfig | None = Non
 
     # redirect_slashes=False: Starlette's trailing-slash redirect builds an absolute URL
     # from the request's Host header, which any client can set.
-    app = fastapi.FastAPI(title="nasprune", version="1", lifespan=lifespan,
+    from nasprune import __version__
+
+    app = fastapi.FastAPI(title="nasprune", version=__version__, lifespan=lifespan,
                           redirect_slashes=False,
                           docs_url=None, redoc_url=None)
     app.state.predictor = predictor

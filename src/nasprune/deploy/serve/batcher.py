@@ -8,7 +8,10 @@ refused at once (``QueueFull``) instead of letting latency grow without bound.
 Under sustained overload the batcher sheds (``Overloaded``, HTTP 503) what cannot be
 answered before its deadline: the time per item is measured on every batch, so a request
 is refused on arrival when the work queued ahead of it would outlast its deadline, and
-dropped before its batch starts when that batch would. A request handed to the model is
+dropped before its batch starts when that batch would. The estimate recovers as soon as
+a batch ends: the running batch's expected end is cleared, and a batch faster than the
+average sets the time per item at once, so one starved batch sheds only while it runs.
+A request handed to the model is
 always answered with its result (never 503 while its batch still computes), so no batch is
 computed for a client that was already answered.
 """
@@ -58,7 +61,9 @@ class _Pending:
 
 
 class _PerItem:
-    """Seconds per item of the recent batches (an exponential moving average)."""
+    """Seconds per item of the recent batches: slower batches move it by an exponential
+    moving average, a faster one sets it at once. One starved batch (the machine was busy)
+    must not keep shedding once batches run at their normal speed again."""
 
     def __init__(self, weight: float = 0.3):
         self.weight = weight
@@ -66,8 +71,10 @@ class _PerItem:
 
     def observe(self, elapsed: float, items: int) -> None:
         value = elapsed / max(items, 1)
-        self.seconds = value if self.seconds is None else (
-            self.weight * value + (1 - self.weight) * self.seconds)
+        if self.seconds is None or value <= self.seconds:
+            self.seconds = value
+        else:
+            self.seconds = self.weight * value + (1 - self.weight) * self.seconds
 
     def of(self, items: int) -> float:
         return 0.0 if self.seconds is None else self.seconds * items
@@ -284,6 +291,7 @@ class DynamicBatcher:
                         p.future.set_exception(exc)
                 continue
             elapsed = time.perf_counter() - started
+            self._busy_until = 0.0  # measured, not remembered: the model is free now
             self.per_item.observe(elapsed, len(items))
             if self._metrics is not None:
                 self._metrics.inference.observe(elapsed)

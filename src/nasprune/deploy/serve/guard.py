@@ -134,6 +134,6 @@ async def _plain(send, status: int, text: bytes, headers: list) -> None:
 
 def _path_label(path: str) -> str:
     """Known routes by name, anything else as 'other' (bounded label cardinality)."""
-    known = {"/v1/predict", "/v1/model", "/metrics", "/healthz", "/readyz", "/docs",
+    known = {"/", "/v1/predict", "/v1/model", "/metrics", "/healthz", "/readyz", "/docs",
              "/openapi.json"}
     return path if path in known else "other"

@@ -40,9 +40,22 @@ def _load(model_dir: str | Path, threads: int | None, batch_size: int | None):
     if tokenizer is None:
         raise NaspruneError(f"{Path(model_dir).name} has no tokenizer files; serving needs one")
     model.eval()
-    runtime = {"backend": getattr(loaded, "backend", "torch"),
-               "precision": "int8" if getattr(loaded, "quantized", False) else "float32"}
-    return model, tokenizer, runtime
+    return model, tokenizer, _runtime(loaded)
+
+
+def _runtime(loaded) -> dict:
+    """The backend and precision served, and why that precision (``/v1/model`` and the
+    start-up line say it: the card's headline figure may be the other precision's)."""
+    quantized = bool(getattr(loaded, "quantized", False))
+    if not hasattr(loaded, "manifest"):
+        why = "a plain Hugging Face directory"
+    elif quantized:
+        why = ("the export was made with --quantize int8; its card gives the int8 and "
+               "float32 figures")
+    else:
+        why = "the export has no int8 model"
+    return {"backend": getattr(loaded, "backend", "torch"),
+            "precision": "int8" if quantized else "float32", "precision_reason": why}
 
 
 class Predictor:
@@ -162,6 +175,7 @@ class Predictor:
             "model_type": getattr(config, "model_type", None),
             "backend": self.runtime["backend"],  # torch or onnx
             "precision": self.runtime["precision"],  # float32 or int8
+            "precision_reason": self.runtime.get("precision_reason"),
             "num_layers": getattr(config, "num_hidden_layers", None),
             "hidden_size": getattr(config, "hidden_size", None),
             "parameters": int(sum(p.numel() for p in self.model.parameters())),

@@ -52,7 +52,8 @@ def serve(model_dir: str | Path, config: ServeConfig | None = None, *,
 
     The address is bound first, so a bad or busy one fails before anything heavy is
     imported or loaded; then ``before_load()`` runs (if given), the model loads, and
-    ``announce(url)`` is called with the real port just before uvicorn starts.
+    ``announce(url, runtime)`` is called with the real port and what the model runs on
+    (backend, precision and why: ``Predictor.runtime``) just before uvicorn starts.
     """
     config = config or ServeConfig()
     if config.token is None and os.environ.get("NASPRUNE_TOKEN"):
@@ -68,7 +69,7 @@ def serve(model_dir: str | Path, config: ServeConfig | None = None, *,
         app = create_app(model_dir, config)
         server = _uvicorn_server(app, config)
         if announce is not None:
-            announce(_url(config.host, sock.getsockname()[1]))
+            announce(_url(config.host, sock.getsockname()[1]), app.state.predictor.runtime)
         server.run(sockets=[sock])
     finally:
         sock.close()

@@ -75,7 +75,9 @@ def request_models(max_items: int, max_chars: int):
 def hf_request_model(max_items: int, max_chars: int):
     """The body ``huggingface_hub.InferenceClient.text_classification`` sends:
     ``{"inputs": text or [texts], "parameters": {"top_k", "function_to_apply",
-    "truncation"}}`` (unknown parameters are 422, as for ``/v1/predict``)."""
+    "truncation"}}`` (unknown parameters are 422, as for ``/v1/predict``), and the
+    ``options`` older clients add (``wait_for_model``, ``use_cache``): accepted and ignored,
+    the model here is always loaded and nothing is cached."""
     from typing import Literal
 
     from pydantic import BaseModel, ConfigDict, Field
@@ -88,11 +90,17 @@ def hf_request_model(max_items: int, max_chars: int):
         function_to_apply: Literal["softmax", "sigmoid", "none"] | None = None
         truncation: bool | None = None  # None/True: cut to --max-length tokens
 
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        wait_for_model: bool | None = None
+        use_cache: bool | None = None
+
     class TextClassificationRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         inputs: Annotated[str, text] | Annotated[list[Annotated[str, text]], Field(
             min_length=1, max_length=max_items)]
         parameters: Parameters = Field(default_factory=Parameters)
+        options: Options = Field(default_factory=Options)
 
         def texts(self) -> list[str]:
             return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)

@@ -1,7 +1,8 @@
-"""What an export backend provides: its write step, its int8 step, its runtime loader.
+"""What an export backend provides: its write step, its quantized step, its runtime loader.
 
 ``export_model`` calls ``write`` for the base backend and for each ``--format`` asked for,
-then ``quantize`` of the ONNX backend for ``--quantize int8`` (static, calibrated);
+then, for ``--quantize Q``, ``quantize`` of the backend whose ``quantizations`` declare Q
+(ONNX: ``int8``, static and calibrated);
 ``load`` calls ``load`` of the backend chosen. The manifest's ``backends`` names each
 backend's file under the backend's name and its int8 file under ``<name>_int8``.
 """
@@ -25,6 +26,16 @@ class Written:
     report: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class Calibration:
+    """Texts to calibrate a quantization on: ``encoded`` (an ``Encoded``), where they come
+    from (for the card), and the pad token id."""
+
+    encoded: Any
+    source: str
+    pad_id: int = 0
+
+
 class Backend:
     """One export backend; subclasses fill in the steps they have."""
 
@@ -32,6 +43,8 @@ class Backend:
     name: str = ""
     #: What its files are called in messages ("ONNX model").
     label: str = ""
+    #: The ``--quantize`` values its ``quantize`` step writes.
+    quantizations: tuple[str, ...] = ()
 
     def check(self) -> None:
         """Raise before any work when a package that writing this backend needs is missing."""
@@ -49,9 +62,8 @@ class Backend:
         return {}
 
     def quantize(self, model, directory: Path, say: Callable[[str], None],
-                 calibration: tuple[list, str] | None = None) -> Written:
-        """The int8 model of this backend (after ``write``); ``calibration``: (feeds of
-        training texts, where they come from)."""
+                 calibration: Calibration) -> Written:
+        """The quantized model of this backend (after ``write``)."""
         raise NotImplementedError
 
     def load(self, directory: Path, manifest: dict, config, layout: str, state: dict,

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from nasprune.deploy.export.backends.base import Backend, Written
+from nasprune.deploy.export.backends.base import Backend, Calibration, Written
 from nasprune.deploy.export.backends.onnx_graph import export_onnx, write_onnx
 from nasprune.deploy.export.backends.onnx_runtime import OnnxClassifier
 from nasprune.deploy.export.format import ONNX_FILE, ONNX_INT8_FILE
@@ -153,6 +153,7 @@ def _manifest(onnx_report: dict, quantize: str | None, calibrated_on: str | None
 class OnnxBackend(Backend):
     name = "onnx"
     label = "ONNX model"
+    quantizations = ("int8",)
 
     def check(self) -> None:
         require("onnx", "onnx")
@@ -178,9 +179,10 @@ class OnnxBackend(Backend):
     def manifest(self, report: dict, quantize: str | None) -> dict:
         return {"onnx": _manifest(report["onnx"], quantize, report.get("int8_calibrated_on"))}
 
-    def quantize(self, model, directory: Path, say, calibration=None) -> Written:
+    def quantize(self, model, directory: Path, say, calibration: Calibration) -> Written:
         say("quantizing ONNX to int8 (static, calibrated)")
-        feeds, where = calibration if calibration is not None else ([], None)
+        feeds = calibration_feeds(calibration.encoded, model.config, calibration.pad_id)
+        where = calibration.source
         with tempfile.TemporaryDirectory() as tmp:
             plain = Path(tmp) / "plain.onnx"
             export_onnx(model, plain)

@@ -43,9 +43,6 @@ class TorchBackend(Backend):
             raise NaspruneError(f"unexpected weight files written: {leftovers or 'none'}")
         return Written({"torch": WEIGHTS}, lambda: model)
 
-    def quantize(self, model, directory: Path, say, calibration=None) -> Written:
-        raise NaspruneError(NO_INT8)
-
     def load(self, directory: Path, manifest: dict, config, layout: str, state: dict,
              quantized: bool, threads: int | None):
         if quantized:
