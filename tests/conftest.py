@@ -4,11 +4,13 @@ benchmarks import too).
 
 A test that requests ``shared_data`` or ``minilm`` must be marked ``slow``: collection
 refuses it otherwise, so ``pytest -m "not slow"`` never reads the real data or model.
-Reach them through these fixtures only (``SHARED_DATA`` is for the fixture)."""
+Reach them through these fixtures only (``SHARED_DATA`` is for the fixture): a test not
+marked ``slow`` that opens a file of the shared data by its path fails (``_guard``)."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,32 @@ def minilm() -> Path:
 
 #: Fixtures that read real data or a real model: their tests are ``slow``.
 REAL = {"shared_data", "minilm"}
+#: The shared data's root: no test that is not ``slow`` opens a file under it.
+GUARDED = os.path.abspath(SHARED_DATA.parent) + os.sep
+_FAST_TEST = {"running": False}
+
+
+class SharedDataInFastTest(RuntimeError):
+    """A test not marked ``slow`` opened the shared real data by its path."""
+
+
+def _guard(event: str, args: tuple) -> None:
+    """Audit hook (every ``open`` in this process): refuse the shared data in fast tests."""
+    if event == "open" and _FAST_TEST["running"] and isinstance(args[0], str | bytes | Path):
+        path = os.path.abspath(os.fsdecode(args[0]))
+        if path.startswith(GUARDED):
+            raise SharedDataInFastTest(f"{path}: the shared data is for tests marked slow "
+                                       "(use the shared_data fixture)")
+
+
+sys.addaudithook(_guard)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_keep_off_the_shared_data(request):
+    _FAST_TEST["running"] = request.node.get_closest_marker("slow") is None
+    yield
+    _FAST_TEST["running"] = False
 
 
 def pytest_collection_modifyitems(config, items):

@@ -39,3 +39,13 @@ def test_uniform_space_help_says_what_it_searches():
     text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())  # rich's panel borders
     assert "the first L layers, all heads, one FFN width" in text
     assert "same fraction of its heads" not in text
+
+
+def test_a_fast_test_cannot_open_the_shared_data_by_its_path():
+    """The ``slow`` guard catches direct paths too, not only the ``shared_data`` fixture."""
+    from cases import SHARED_DATA
+
+    from conftest import SharedDataInFastTest
+
+    with pytest.raises(SharedDataInFastTest, match="marked slow"):
+        open(SHARED_DATA / "sst2" / "validation.tsv")  # noqa: SIM115 - refused before opening

@@ -151,7 +151,8 @@ def test_every_module_imports():
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-@pytest.mark.parametrize("module", ["nasprune", "nasprune.config", "nasprune.cli"])
+@pytest.mark.parametrize("module", ["nasprune", "nasprune.config", "nasprune.cli",
+                                    "nasprune.rundir.fingerprints"])
 def test_light_modules_load_no_torch(module):
     """The CLI checks a command before any work starts: its modules import no torch, and
     neither they nor the configuration pandas."""

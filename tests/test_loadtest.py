@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cases import WORDS
 
 from nasprune.deploy.loadtest.config import LoadTestConfig, load_texts, parse_targets, parse_users
 from nasprune.deploy.loadtest.plots import figure, plot
@@ -33,9 +34,6 @@ def _skip_without_locust() -> None:
     # Never import locust here: it monkey-patches threads and sockets with gevent.
     if importlib.util.find_spec("locust") is None:
         pytest.skip("locust is not installed")
-
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
 
 
 # --------------------------------------------------------------------------- parsing
@@ -81,10 +79,11 @@ def test_load_texts_formats(tmp_path):
         load_texts(tmp_path / "w.csv", text_column="nope")
 
 
-def test_load_texts_real_glue_sample():
-    rte = load_texts(DATA / "rte" / "validation.tsv", limit=50)
+@pytest.mark.slow
+def test_load_texts_real_glue_sample(shared_data):
+    rte = load_texts(shared_data / "rte" / "validation.tsv", limit=50)
     assert len(rte) == 50 and all(len(row) == 2 for row in rte)  # sentence1 + sentence2
-    sst2 = load_texts(DATA / "sst2" / "validation.tsv")
+    sst2 = load_texts(shared_data / "sst2" / "validation.tsv")
     assert len(sst2) == 872 and all(len(row) == 1 and row[0].strip() for row in sst2)
 
 
@@ -183,6 +182,18 @@ def _tiny_model(directory: Path) -> Path:
     return directory
 
 
+def _pair_texts(path: Path, n: int = 120) -> Path:
+    """An RTE-shaped file (``sentence1``, ``sentence2``, ``label``) of toy sentences."""
+    import random
+
+    rng = random.Random(0)
+    lines = ["index\tsentence1\tsentence2\tlabel"]
+    lines += [f"{i}\t{' '.join(rng.sample(WORDS, 6))}\t{' '.join(rng.sample(WORDS, 4))}\t"
+              f"{rng.choice(['entailment', 'not_entailment'])}" for i in range(n)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def test_run_loadtest_against_a_uvicorn_server(tmp_path):
     """The library API: a real uvicorn server on a free port, Locust in a subprocess."""
     _skip_without_locust()
@@ -197,7 +208,7 @@ def test_run_loadtest_against_a_uvicorn_server(tmp_path):
     out = tmp_path / "lt"
     with serve_in_thread(app) as url:
         config = LoadTestConfig(targets={"a": url, "b": url}, users=[1, 3], step_time=2.0,
-                                texts_from=DATA / "rte" / "validation.tsv", max_texts=100,
+                                texts_from=_pair_texts(tmp_path / "pairs.tsv"), max_texts=100,
                                 slo_ms=5000, out_dir=out, token="tok")
         results = run_loadtest(config)
         batch_sizes = app.state.metrics.batch_size.collect()[0].samples
@@ -224,7 +235,7 @@ def test_run_loadtest_against_a_uvicorn_server(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_loadtest_against_a_real_server(tmp_path):
+def test_cli_loadtest_against_a_real_server(tmp_path, shared_data):
     """`nasprune serve` in one process, `nasprune loadtest` (Locust) in another."""
     _skip_without_locust()
     pytest.importorskip("fastapi")
@@ -243,7 +254,7 @@ def test_cli_loadtest_against_a_real_server(tmp_path):
         run = subprocess.run(
             [str(bin_dir / "nasprune"), "loadtest", "--target", f"tiny={url}",
              "--users", "1,4", "--step-time", "3", "--slo-ms", "5000",
-             "--texts-from", str(DATA / "sst2" / "validation.tsv"), "--out", str(out)],
+             "--texts-from", str(shared_data / "sst2" / "validation.tsv"), "--out", str(out)],
             env=env, capture_output=True, text=True, timeout=120)
         import httpx
 
@@ -355,7 +366,7 @@ def tiny_served_model(tmp_path_factory) -> Path:
     return _tiny_model(tmp_path_factory.mktemp("lt") / "model")
 
 
-def test_loadtest_without_the_token_fails_naming_401(tmp_path, tiny_served_model):
+def test_loadtest_without_the_token_fails_naming_401(tmp_path, tiny_served_model, toy_glue):
     """Finding 10: exit 0 and "saturates at 1 users" when every request got 401."""
     pytest.importorskip("fastapi")
     from nasprune.deploy.serve.app import create_app
@@ -365,14 +376,14 @@ def test_loadtest_without_the_token_fails_naming_401(tmp_path, tiny_served_model
     app = create_app(tiny_served_model, ServeConfig(token="s3cret", torch_threads=1))
     with serve_in_thread(app) as url:
         run = _cli("loadtest", "--target", f"locked={url}", "--users", "1", "--step-time",
-                   "1", "--texts-from", str(DATA / "sst2" / "validation.tsv"),
+                   "1", "--texts-from", str(toy_glue / "sst2" / "validation.tsv"),
                    "--out", str(tmp_path / "lt"))
     assert run.returncode != 0, run.stdout + run.stderr
     assert "401" in run.stderr and "token" in run.stderr
     assert "saturates" not in run.stdout + run.stderr
 
 
-def test_loadtest_fails_when_a_step_mostly_fails(tmp_path, tiny_served_model):
+def test_loadtest_fails_when_a_step_mostly_fails(tmp_path, tiny_served_model, toy_glue):
     """Past the preflight, a step above --max-failure-rate fails the run, naming statuses."""
     _skip_without_locust()
     pytest.importorskip("fastapi")
@@ -396,7 +407,7 @@ def test_loadtest_fails_when_a_step_mostly_fails(tmp_path, tiny_served_model):
     out = tmp_path / "lt"
     with serve_in_thread(app) as url:
         run = _cli("loadtest", "--target", f"broken={url}", "--users", "1,2", "--step-time",
-                   "1.5", "--texts-from", str(DATA / "sst2" / "validation.tsv"),
+                   "1.5", "--texts-from", str(toy_glue / "sst2" / "validation.tsv"),
                    "--out", str(out))
     assert run.returncode == 1, run.stdout + run.stderr
     assert "broken: 100%" in run.stderr and "HTTP 500" in run.stderr, run.stderr

@@ -62,7 +62,7 @@ def adopt(directory: str | os.PathLike) -> Path:
     from nasprune.core.subnet import ModelShape, Subnet
     from nasprune.deploy.export.loader import _read_config, load
     from nasprune.deploy.export.modeling_nasprune import CLASSES, PREFIX
-    from nasprune.deploy.export.writer import _copy_remote_code
+    from nasprune.deploy.export.prepare import copy_remote_code
 
     directory = Path(directory).expanduser()
     if not (directory / CONFIG).is_file():
@@ -82,7 +82,7 @@ def adopt(directory: str | os.PathLike) -> Path:
                             "weights; remove it, or re-export with --format onnx")
     config = _read_config(directory, None, "remote")
     _check_loads(directory, config, "remote")
-    _copy_remote_code(directory)  # the code trust_remote_code runs: the installed copy
+    copy_remote_code(directory)  # the code trust_remote_code runs: the installed copy
     family = config.model_type
     dims = CLASSES[family].nasprune_layout.dims(config)
     shape = ModelShape(num_layers=dims[0], num_heads=dims[1], head_dim=dims[2],
