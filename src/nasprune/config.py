@@ -29,11 +29,21 @@ RUN_STRATEGY = "distill"
 AUTO = "auto"
 #: Passes over the training set of a strategy that needs a teacher (``--supernet-epochs``).
 SUPERNET_EPOCHS = 1.0
+#: ``--precision`` of training, distillation and candidate evaluation (``train.precision``).
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _one_of(what: str, value, allowed) -> None:
     if value not in allowed:
         raise NaspruneError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
+
+
+def check_device_name(name: str, option: str = "--device") -> str:
+    """The syntax of a device name (whether this machine has it: ``core.models.pick_device``)."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(name)):
+        raise NaspruneError(f"{option}: unknown device {name!r}; use auto, cpu, cuda, cuda:N "
+                            "or mps")
+    return name
 
 
 def _at_least(values: dict, minimum: float = 1) -> None:
@@ -87,6 +97,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     seed: int = 0
     device: str = "auto"
+    precision: str = "fp32"  # a PRECISIONS name: autocast dtype of forward passes
     threads: int | None = None
     strategy: str = AUTO  # a STRATEGIES name; AUTO: RUN_STRATEGY in a run, else standard
     strategy_options: dict = field(default_factory=dict)
@@ -101,10 +112,9 @@ class TrainConfig:
             raise NaspruneError("epochs and learning rate must be positive")
         if not 0 <= self.warmup_ratio < 1:
             raise NaspruneError("warmup ratio must be in [0, 1)")
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise NaspruneError(f"unknown device {self.device!r}; use auto, cpu, cuda, "
-                                "cuda:N or mps")
+        check_device_name(self.device)
         _one_of("strategy", self.strategy, (AUTO, *STRATEGIES))
+        _one_of("precision", self.precision, PRECISIONS)
 
     @property
     def fine_tuning_strategy(self) -> str:
