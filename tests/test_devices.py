@@ -248,3 +248,28 @@ def test_serving_reports_its_device_and_checks_the_name(tiny_model_dir):
     assert predictor.describe()["device"] == "cpu"
     assert predictor.predict([("good movie", None)])[0]["label_name"] in ("negative", "positive")
 
+
+
+def test_a_run_made_on_a_gpu_exports_on_a_machine_without_one(tmp_path, toy_glue,
+                                                               tiny_model_dir):
+    import json
+
+    from nasprune.config import RunConfig, SearchConfig, TrainConfig
+    from nasprune.data.tasks import DataConfig
+    from nasprune.pipeline import run
+    from nasprune.pipeline.export import export_pick
+
+    cfg = RunConfig(model=str(tiny_model_dir),
+                    data=DataConfig(task="sst2", data_dir=str(toy_glue)),
+                    train=TrainConfig(epochs=1, strategy="standard", progress=False),
+                    search=SearchConfig(trials=4, calibration_examples=32),
+                    pick="params<=0.95", recover="none", force=True)
+    run(cfg, tmp_path / "run", progress=False, until="search")
+    config = tmp_path / "run" / "config.json"
+    saved = json.loads(config.read_text())
+    saved["train"]["device"] = "cuda"  # as recorded on a GPU machine
+    config.write_text(json.dumps(saved))
+    path = export_pick(tmp_path / "run", "params<=0.95", tmp_path / "export")
+    assert (path / "manifest.json").is_file()
+    with pytest.raises(NaspruneError, match="'cuda:7' requested but"):
+        export_pick(tmp_path / "run", "params<=0.95", tmp_path / "other", device="cuda:7")

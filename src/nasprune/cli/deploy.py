@@ -134,6 +134,9 @@ def serve(
                           body_timeout_s=body_timeout, keep_alive_s=keep_alive,
                           drain_timeout_s=drain_timeout, max_connections=max_connections,
                           max_header_bytes=max_header_bytes)
+        from nasprune.core.models import pick_device
+
+        pick_device(device)  # a GPU this machine lacks: refused before the port is bound
 
         def announce(url: str) -> None:  # once the port is bound and the model loaded
             if host not in ("127.0.0.1", "localhost", "::1") and not cfg.token:
