@@ -29,3 +29,19 @@ def test_subnet_speed_runs_end_to_end_on_a_tiny_model(tmp_path):
     assert all(r["eval_use_s"] > 0 and r["latency_b1_ms"] > 0 for r in rows.values())
     assert (tmp_path / "subnet_speed.md").read_text().startswith("# Sub-network speed")
     assert (recorded.read_bytes() if recorded.is_file() else None) == before  # untouched
+
+
+def test_the_gpu_check_dry_run_prints_what_it_would_run(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path / "out"),
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(["make", "-s", "gpu-check", "ARGS=--dry-run",
+                           f"GPU_PY={sys.executable}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"output folder: {tmp_path / 'out'}"
+    assert "-m cuda" in lines[1] and "tests/test_cuda.py" in lines[1]
+    assert "nasprune -q run --task sst2" in lines[2]
+    assert "--device cuda --precision bf16" in lines[2]
+    assert lines[3].startswith("CPU figures: ")
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing
