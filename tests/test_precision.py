@@ -7,10 +7,10 @@ import pytest
 import torch
 from test_training import toy_data
 
-from nasprune.config import RunConfig, TrainConfig
+from nasprune.config import PRECISIONS, RunConfig, TrainConfig
 from nasprune.errors import NaspruneError
 from nasprune.train.loop import train
-from nasprune.train.precision import Precision
+from nasprune.train.precision import DTYPES, Precision
 
 from conftest import tiny_bert, tiny_tokenizer
 
@@ -93,6 +93,7 @@ def test_precision_is_checked_and_changes_the_fingerprint():
     with pytest.raises(NaspruneError, match="unknown precision"):
         Precision("int8")
     assert TrainConfig().precision == "fp32"
+    assert tuple(DTYPES) == PRECISIONS  # the config's names without torch, the same
     fp32 = fingerprints(RunConfig())
     bf16 = fingerprints(RunConfig(train=TrainConfig(precision="bf16")))
     assert fp32["finetune"]["hash"] != bf16["finetune"]["hash"]  # bf16 changes the results

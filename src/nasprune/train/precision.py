@@ -14,15 +14,16 @@ import contextlib
 
 import torch
 
-from nasprune.config import PRECISIONS
 from nasprune.errors import NaspruneError
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: Each ``--precision`` and its autocast dtype; ``config.PRECISIONS`` names the same ones
+#: without importing torch (tests/test_precision.py checks that they agree).
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def check(name: str) -> str:
-    if name not in PRECISIONS:
-        raise NaspruneError(f"unknown precision {name!r}; choose one of " + ", ".join(PRECISIONS))
+    if name not in DTYPES:
+        raise NaspruneError(f"unknown precision {name!r}; choose one of " + ", ".join(DTYPES))
     return name
 
 
