@@ -36,8 +36,8 @@ def commands(args, out: Path, run_dir: Path) -> dict[str, list[str]]:
     return {
         "tests": [python, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
                   "--junitxml", str(out / "cuda-tests.xml"), "tests/test_cuda.py"],
-        "run": [python, "-m", "nasprune", "-q", "run", "--task", "sst2", "--data-dir", str(args.data),
-                "--max-train-examples", str(args.train_examples), "--seed", "0",
+        "run": [python, "-m", "nasprune", "-q", "run", "--task", "sst2", "--data-dir",
+                str(args.data), "--max-train-examples", str(args.train_examples), "--seed", "0",
                 "--device", "cuda", "--precision", "bf16", "--run-dir", str(run_dir)],
     }
 
