@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data/glue
 RUN_DIR ?= runs/minilm-sst2
 
-.PHONY: venv browser demo test test-fast lint clean campaign campaign-status
+.PHONY: venv browser demo test test-fast lint clean campaign campaign-status gpu-check
 
 $(BIN)/nasprune: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,13 @@ test: venv browser
 
 test-fast: venv
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m "not slow"
+
+# On a machine lent a GPU: the cuda tests and a bf16 run on SST-2, everything in $$OUT (or
+# runs/gpu-check-*); ARGS=--dry-run prints what it would run. Uses the Python that has torch
+# with CUDA there (.venv here installs the CPU wheel), so it does not depend on `venv`.
+GPU_PY ?= $(shell test -x $(BIN)/python && echo $(BIN)/python || echo python3)
+gpu-check:
+	HF_HUB_OFFLINE=1 PYTHONPATH=src $(GPU_PY) benchmarks/gpu_check.py --data $(DATA) $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks

@@ -78,6 +78,14 @@ def _fast_tests_keep_off_the_shared_data(request):
 
 
 def pytest_collection_modifyitems(config, items):
+    gpu = [item for item in items if item.get_closest_marker("cuda") is not None]
+    if gpu:
+        import torch
+
+        if not torch.cuda.is_available():  # `make gpu-check` runs them where there is one
+            skip = pytest.mark.skip(reason="needs a CUDA device")
+            for item in gpu:
+                item.add_marker(skip)
     unmarked = [item.nodeid for item in items
                 if REAL & set(getattr(item, "fixturenames", ()))
                 and item.get_closest_marker("slow") is None]

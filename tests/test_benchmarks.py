@@ -83,3 +83,19 @@ def test_campaign_status_reads_the_stage_records(tmp_path):
     # SST-2: a teacher of 7,200 examples x 2 epochs at the measured 3.0/s (4,800 s) and a
     # search of 100 x 800 examples at RTE's measured 100 x 249 / 500 s (1,606 s): 1.8 h
     assert "~1.8 h (measured)" in lines["mpnet-base-sst2-s0-a"]
+
+
+def test_the_gpu_check_dry_run_prints_what_it_would_run(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path / "out"),
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(["make", "-s", "gpu-check", "ARGS=--dry-run",
+                           f"GPU_PY={sys.executable}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"output folder: {tmp_path / 'out'}"
+    assert "-m cuda" in lines[1] and "tests/test_cuda.py" in lines[1]
+    assert "nasprune -q run --task sst2" in lines[2]
+    assert "--device cuda --precision bf16" in lines[2]
+    assert lines[3].startswith("CPU figures: ")
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing

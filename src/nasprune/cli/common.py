@@ -33,6 +33,7 @@ from nasprune.cli.checks import (  # the commands take their option types from h
     check_pick,
     model_limits,  # noqa: F401
 )
+from nasprune.config import PRECISIONS
 from nasprune.core import COSTS, IMPORTANCE, SPACES
 from nasprune.data.presets import PRESETS
 from nasprune.deploy.export.format import LAYOUT_CHOICES, QUANTIZE
@@ -69,6 +70,7 @@ Backend = _choice("Backend", EXECUTORS)
 Until = _choice("Until", ("finetune", "search", "export"))
 Stage = _choice("Stage", ORDER)
 Layout = _choice("Layout", LAYOUT_CHOICES)
+Precision = _choice("Precision", PRECISIONS)
 
 
 def _value(choice):
@@ -103,6 +105,7 @@ WarmupOpt = Annotated[float, opt("Fraction of updates with rising lr.", TRAIN, p
 MaxLenOpt = Annotated[int, opt("Tokens kept per example (at most the model's positions).", TRAIN, parser=Number(True, 1, MAX_POSITIONS * 16), callback=model_limits)]
 SeedOpt = Annotated[int, opt("Seed for data order, subsets, init and search.", TRAIN, parser=Number(True, 0, 2**32 - 1))]
 DeviceOpt = Annotated[str, opt("auto, cpu, cuda, cuda:1, mps.", RES)]
+PrecisionOpt = Annotated[Precision, opt("fp32, or bf16/fp16 autocast for training, distillation and candidate evaluation (fp16 with a gradient scaler).", RES)]
 ThreadsOpt = Annotated[int | None, opt("CPU threads for torch.", RES, parser=Number(True, 1, 1024))]
 StrategyOpt = Annotated[Strategy, opt(STRATEGIES.describe(), TRAIN)]
 SpaceOpt = Annotated[Space, opt(SPACES.describe(), SEARCH)]

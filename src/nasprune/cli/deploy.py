@@ -13,6 +13,7 @@ from nasprune.cli.common import (
     _R,
     MAX_POSITIONS,
     PICK,
+    DeviceOpt,
     ForceOpt,
     InDir,
     InFile,
@@ -46,6 +47,7 @@ def export(
     recover: Annotated[Recovery | None, opt("Recovery of the pick before export (default: the run's --recover).", PICK)] = None,
     validate: Annotated[bool, opt("Re-measure the metric of each backend on the run's validation set.", PICK)] = True,
     force: ForceOpt = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Write the picked sub-network as a smaller model: safetensors, config, tokenizer,
     model card, checksums; recovered as the run's export stage would."""
@@ -63,7 +65,8 @@ def export(
     with run if run.is_run() else _nothing():
         path = export_pick(run_dir, pick, out, formats=formats, quantize=_value(quantize),
                            recover=_value(recover), validate=validate, layout=_value(layout),
-                           progress=lambda m: console.print(escape(m)), force=force)
+                           progress=lambda m: console.print(escape(m)), force=force,
+                           device=device)
     console.print(f"[green]exported[/] {escape(str(path))}")
     typer.echo((path / "metrics.json").read_text().strip())
 
@@ -109,6 +112,7 @@ def serve(
     max_length: Annotated[int, typer.Option(help="Tokens kept per input (at most the model's positions).", parser=Number(True, 2, MAX_POSITIONS * 16), callback=model_limits)] = 128,
     chunk_size: Annotated[int, typer.Option(help="A batch runs length-sorted in chunks of this many texts.", parser=COUNT)] = 8,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch.", parser=Number(True, 1, 1024))] = None,
+    device: Annotated[str, typer.Option(help="Where the model runs: cpu, auto, cuda, cuda:1, mps (ONNX Runtime on a GPU needs onnxruntime-gpu).")] = "cpu",
     log_level: Annotated[str, typer.Option(help="critical, error, warning, info, debug, trace.")] = "info",
     request_timeout: Annotated[float, typer.Option(help="Seconds a request may wait for and spend in the model once its body is in; 503 beyond (a request still queued then is never computed).", parser=SECONDS)] = 10.0,
     header_timeout: Annotated[float, typer.Option(help="Seconds for the request line and headers, from connect or the previous response; the connection is closed beyond.", parser=SECONDS)] = 10.0,
@@ -131,11 +135,15 @@ def serve(
                           max_wait_ms=max_wait_ms, max_queue=max_queue, token=token,
                           max_items=max_items, max_text_chars=max_text_chars,
                           max_body_bytes=max_body_bytes, max_length=max_length,
-                          chunk_size=chunk_size, torch_threads=threads, log_level=log_level,
+                          chunk_size=chunk_size, torch_threads=threads, device=device,
+                          log_level=log_level,
                           request_timeout_s=request_timeout, header_timeout_s=header_timeout,
                           body_timeout_s=body_timeout, keep_alive_s=keep_alive,
                           drain_timeout_s=drain_timeout, max_connections=max_connections,
                           max_header_bytes=max_header_bytes)
+        from nasprune.core.models import pick_device
+
+        pick_device(device)  # a GPU this machine lacks: refused before the port is bound
 
         def announce(url: str, runtime: dict) -> None:  # port bound, model loaded
             if host not in ("127.0.0.1", "localhost", "::1") and not cfg.token:

@@ -26,6 +26,7 @@ from nasprune.cli.common import (
     MaxTrainOpt,
     ModelOpt,
     OutDir,
+    PrecisionOpt,
     RegressionOpt,
     SearchFileOpt,
     SearchSplitOpt,
@@ -74,6 +75,7 @@ def finetune(
     max_length: MaxLenOpt = _T.max_length,
     seed: SeedOpt = _T.seed,
     device: DeviceOpt = _T.device,
+    precision: PrecisionOpt = _T.precision,
     threads: ThreadsOpt = None,
     strategy: StrategyOpt = _FINETUNE.fine_tuning_strategy,
 ) -> None:
@@ -86,7 +88,7 @@ def finetune(
                             f"teacher: use nasprune run --strategy {_value(strategy)}")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                       grad_accum=grad_accum, warmup_ratio=warmup_ratio, max_length=max_length,
-                      seed=seed, device=device, threads=threads, strategy=_value(strategy),
+                      seed=seed, device=device, precision=_value(precision), threads=threads, strategy=_value(strategy),
                       progress=progress_enabled())
     data_cfg = data_config(task, data_dir, train_file, validation_file, text_columns,
                            label_column, regression, max_train_examples, max_eval_examples,

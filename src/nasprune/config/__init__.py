@@ -35,11 +35,21 @@ AUTO = "auto"
 #: Passes over the training set of a strategy that needs a teacher (``--supernet-epochs``).
 SUPERNET_EPOCHS = 1.0
 F, SN, S, E = "finetune", "supernet", "search", "export"
+#: ``--precision`` of training, distillation and candidate evaluation (``train.precision``).
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def _one_of(what: str, value, allowed) -> None:
     if value not in allowed:
         raise NaspruneError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
+
+
+def check_device_name(name: str, option: str = "--device") -> str:
+    """The syntax of a device name (whether this machine has it: ``core.models.pick_device``)."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(name)):
+        raise NaspruneError(f"{option}: unknown device {name!r}; use auto, cpu, cuda, cuda:N "
+                            "or mps")
+    return name
 
 
 def _at_least(values: dict, minimum: float = 1) -> None:
@@ -93,6 +103,9 @@ class TrainConfig:
     eval_batch_size: int = option(64, stage=None, flag=None)
     seed: int = option(0, stage=F, flag="--seed")
     device: str = option("auto", stage=None)
+    #: A PRECISIONS name: the autocast dtype of forward passes (training, distillation,
+    #: candidate evaluation).
+    precision: str = option("fp32", stage=F)
     threads: int | None = option(None, stage=None)
     #: A STRATEGIES name; AUTO: RUN_STRATEGY in a run, else standard. A strategy that needs
     #: a teacher runs in its own stage (supertrain), which its options then determine.
@@ -110,10 +123,9 @@ class TrainConfig:
             raise NaspruneError("epochs and learning rate must be positive")
         if not 0 <= self.warmup_ratio < 1:
             raise NaspruneError("warmup ratio must be in [0, 1)")
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
-            raise NaspruneError(f"unknown device {self.device!r}; use auto, cpu, cuda, "
-                                "cuda:N or mps")
+        check_device_name(self.device)
         _one_of("strategy", self.strategy, (AUTO, *STRATEGIES))
+        _one_of("precision", self.precision, PRECISIONS)
 
     @property
     def fine_tuning_strategy(self) -> str:

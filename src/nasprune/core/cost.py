@@ -39,12 +39,20 @@ def dummy_inputs(model: nn.Module, batch_size: int, seq_len: int,
     return {k: v.to(device) for k, v in inputs.items()}
 
 
+def device_sync(device: torch.device) -> Callable[[], None]:
+    """What waits for ``device``'s queued kernels (a GPU runs asynchronously: without it
+    a timing measures kernel launches); the device's own index, not the current one."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    if device.type == "mps":
+        return torch.mps.synchronize
+    return lambda: None
+
+
 def measure_latency_ms(model: nn.Module, inputs: dict, *, repeats: int = 10, warmup: int = 2,
                        sync: Callable[[], None] | None = None) -> float:
     """Median wall time of ``model(**inputs)`` in milliseconds (inference mode)."""
-    device = inputs["input_ids"].device
-    if sync is None:
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = sync or device_sync(inputs["input_ids"].device)
     was_training = model.training
     model.eval()
     times = []

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasprune.core.masks import Masks
-from nasprune.core.models import model_inputs
+from nasprune.core.models import model_device, model_inputs
 from nasprune.errors import NaspruneError
 
 if TYPE_CHECKING:
@@ -59,13 +59,16 @@ def magnitude(supernet: Supernet, batches: Iterable[Mapping[str, Any]],
               max_batches: int | None) -> Scores:
     a, s = supernet.adapter, supernet.shape
     heads, units = [], []
+
+    def host(lin) -> torch.Tensor:  # float64 on the CPU only: MPS has none, GPUs are slow
+        return lin.weight.detach().cpu().double()
+
     for i in range(s.num_layers):
-        qkv = sum(lin.weight.double().view(s.num_heads, -1).pow(2).sum(1)
+        qkv = sum(host(lin).view(s.num_heads, -1).pow(2).sum(1)
                   for lin in (a.query(i), a.key(i), a.value(i)))
-        out = a.attn_out(i).weight.double().view(-1, s.num_heads, s.head_dim).pow(2).sum((0, 2))
-        heads.append((qkv + out).cpu())
-        units.append((a.ffn_in(i).weight.double().pow(2).sum(1)
-                      + a.ffn_out(i).weight.double().pow(2).sum(0)).cpu())
+        out = host(a.attn_out(i)).view(-1, s.num_heads, s.head_dim).pow(2).sum((0, 2))
+        heads.append(qkv + out)
+        units.append(host(a.ffn_in(i)).pow(2).sum(1) + host(a.ffn_out(i)).pow(2).sum(0))
     return heads, units, 0
 
 
@@ -75,7 +78,7 @@ def _gradient_scores(supernet: Supernet, batches: Iterable[Mapping[str, Any]],
     """``score(gradient)`` summed over batches, the gradient being the loss's w.r.t. a
     per-example ones-mask on every head and unit (shape ``(batch, count)``)."""
     s, model = supernet.shape, supernet.model
-    device = next(model.parameters()).device
+    device = model_device(model)
     heads = [torch.zeros(s.num_heads, dtype=torch.float64) for _ in range(s.num_layers)]
     units = [torch.zeros(s.ffn, dtype=torch.float64) for _ in range(s.num_layers)]
 
@@ -98,7 +101,7 @@ def _gradient_scores(supernet: Supernet, batches: Iterable[Mapping[str, Any]],
                 for (kind, layer, _), g in zip(masks.created, grads):
                     if g is None:
                         continue
-                    g = g.detach().double().cpu()
+                    g = g.detach().cpu().double()
                     (heads if kind == "heads" else units)[layer] += score(g)
                 seen += logits.shape[0]
     finally:

@@ -63,20 +63,39 @@ def check_model(name: str) -> None:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """CUDA, then Apple MPS, then CPU, unless the user names one."""
+    """CUDA, then Apple MPS, then CPU, unless the user names one; a named device that this
+    machine lacks (``cuda:3`` on a one-GPU machine, ``mps`` off a Mac) is refused now, in
+    one line, instead of failing later with "invalid device ordinal"."""
     if name != "auto":
         try:
             device = torch.device(name)
         except RuntimeError as exc:
             raise NaspruneError(f"unknown device {name!r}") from exc
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise NaspruneError("device 'cuda' requested but CUDA is not available")
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise NaspruneError(f"device {name!r} requested but CUDA is not available")
+            count = torch.cuda.device_count()
+            if device.index is not None and device.index >= count:
+                raise NaspruneError(f"device {name!r} requested but this machine has {count} "
+                                    f"CUDA device(s): cuda:0..cuda:{count - 1}")
+        elif device.type == "mps" and not _mps_available():
+            raise NaspruneError(f"device {name!r} requested but Apple MPS is not available")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+    if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps and mps.is_available())
+
+
+def model_device(model) -> torch.device:
+    """Where a model's weights are (CPU for a model without any)."""
+    return next(model.parameters(), torch.empty(0)).device
 
 
 def model_inputs(batch: Mapping[str, Any], device: torch.device | None = None) -> dict:

@@ -74,11 +74,12 @@ def prepare(cfg: RunConfig, run_dir: str | Path, redo: str | None = None
 
 
 def _prepare(cfg: RunConfig, run: RunDir, redo: str | None):
-    from nasprune.core.models import check_model
+    from nasprune.core.models import check_model, pick_device
     from nasprune.rundir.fingerprints import check, fingerprints
     from nasprune.train.strategies import make_strategy
 
     cfg = absolute(cfg)
+    pick_device(cfg.train.device)  # cuda:3 on a one-GPU machine is refused now
     check_model(cfg.model)
     make_strategy(cfg.train.strategy, cfg.strategy_options())  # the options it will train with
     data = load_task_data(cfg.data)

@@ -55,7 +55,8 @@ def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data
         small = supernet.extract(trial.subnet)
         report = recover(small, teacher, train_encoded, search=search, validation=validation,
                          preset=data.preset, config=RecoveryConfig(
-                             method=cfg.recover, epochs=cfg.recover_epochs, seed=cfg.train.seed),
+                             method=cfg.recover, epochs=cfg.recover_epochs, seed=cfg.train.seed,
+                             precision=cfg.train.precision),
                          pad_id=tokenizer.pad_token_id or 0, subnet=trial.subnet,
                          unlabeled=unlabeled, progress=cfg.train.progress,
                          state_file=out.with_name(f".{out.name}.recovery.pt")).to_dict()
@@ -75,10 +76,14 @@ def _teacher(run_dir: Path, supernet):
     run = RunDir(run_dir)
     if not run.stage(SUPERTRAIN_DIR).is_dir():
         return supernet.model
+    import torch
     from transformers import AutoModelForSequenceClassification
 
-    teacher = AutoModelForSequenceClassification.from_pretrained(run.finetuned)
-    return teacher.to(next(supernet.model.parameters()).device).eval()
+    from nasprune.core.models import model_device
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(run.finetuned,
+                                                                 dtype=torch.float32)
+    return teacher.to(model_device(supernet.model)).eval()
 
 
 def trivial_pick(preset, metrics: dict, labels) -> str | None:
@@ -103,16 +108,19 @@ def export_pick(run_dir: str | Path, pick: str, out: str | Path | None = None, *
                 formats: Sequence[str] = ("hf",), quantize: str | None = None,
                 recover: str | None = None, layout: str = "auto", validate: bool = True,
                 card: dict | None = None, progress: Callable[[str], None] | None = None,
-                force: bool = False) -> Path:
+                force: bool = False, device: str = "auto") -> Path:
     """``nasprune export RUN``: another pick of a finished search, exported as the run's
     export stage would (its recovery unless ``recover`` says otherwise). The run's own
     ``RUN/export`` is reused when it was made with these options. A pick no better than a
-    trivial predictor on the search split is refused unless ``force``.
+    trivial predictor on the search split is refused unless ``force``. Recovery runs on
+    ``device`` (``auto``: a GPU when there is one), not the run's: a run made on a GPU
+    exports on a machine without one.
 
     A directory with only ``supernet/`` and ``search/trials.db`` (no ``config.json``: no
     data to recover or validate on) is exported as searched."""
     from transformers import AutoTokenizer
 
+    from nasprune.core.models import pick_device
     from nasprune.core.supernet import Supernet
     from nasprune.search.pareto import full_reference
     from nasprune.search.pick import pick as pick_trial
@@ -120,6 +128,7 @@ def export_pick(run_dir: str | Path, pick: str, out: str | Path | None = None, *
 
     run = RunDir(run_dir)
     say = progress or (lambda _msg: None)
+    where = pick_device(device)  # a device this machine lacks is refused before any work
     if not (run.supernet / "config.json").is_file():
         raise NaspruneError(f"{run.path} has no super-network ({run.supernet / 'config.json'} "
                             "missing)")
@@ -149,8 +158,6 @@ def export_pick(run_dir: str | Path, pick: str, out: str | Path | None = None, *
                             metrics={"trial": chosen.id, **chosen.metrics}, formats=formats,
                             quantize=quantize, progress=say, layout=layout,
                             card={**_facts(run.path, pick, "none"), **(card or {})})
-    from nasprune.core.models import pick_device
-    from nasprune.data.tasks import load_task_data
     from nasprune.rundir.fingerprints import fingerprints
 
     cfg = run.config()
@@ -158,7 +165,7 @@ def export_pick(run_dir: str | Path, pick: str, out: str | Path | None = None, *
                   recover=recover or cfg.recover)
     wanted = fingerprints(cfg)[EXPORT_DIR]
     own = out is None or Path(out).resolve() == run.export.resolve()
-    supernet.model.to(pick_device(cfg.train.device))
+    supernet.model.to(where)
     path, _ = export_stage(cfg, run.path, supernet, tokenizer, chosen, data, None,
                            out=Path(out) if out is not None else None,
                            reuse=own and run.matches(EXPORT_DIR, wanted), layout=layout,

@@ -3,14 +3,18 @@ or trained from the fine-tuned teacher), search. Each reuses its output when it 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
+import torch
+
 from nasprune.config import RunConfig
-from nasprune.core.models import pick_device
+from nasprune.core.models import model_device, pick_device
 from nasprune.data.encode import Encoded, encode, subset
 from nasprune.data.tasks import TaskData
 from nasprune.errors import NaspruneError
@@ -57,7 +61,8 @@ def sanity_check(cfg: RunConfig, data: TaskData, run_dir: Path, tokenizer) -> No
     encoded = encode(tokenizer, data, split, cfg.train.max_length)
     model = AutoModelForSequenceClassification.from_pretrained(RunDir(run_dir).finetuned)
     logits = predict(model.to(pick_device(cfg.train.device)), encoded,
-                     cfg.search.eval_batch_size, pad_id=tokenizer.pad_token_id or 0)
+                     cfg.search.eval_batch_size, pad_id=tokenizer.pad_token_id or 0,
+                     precision=cfg.train.precision)
     reason = trivial_reason(data.preset, logits, encoded.labels)
     if reason:
         raise NaspruneError(
@@ -128,9 +133,7 @@ def search_stage(cfg: RunConfig, data: TaskData, run_dir: Path, supernet, tokeni
     from nasprune.core.cost import CostModel
     from nasprune.core.spaces import make_space
     from nasprune.search.objective import SubnetEvaluator
-    from nasprune.search.runner import run_search
     from nasprune.search.searchers import make_searcher
-    from nasprune.search.store import TrialStore
 
     s = cfg.search
     space = make_space(s.space, supernet.shape, any_heads=s.any_heads, unit_step=s.unit_step)
@@ -139,23 +142,50 @@ def search_stage(cfg: RunConfig, data: TaskData, run_dir: Path, supernet, tokeni
     evaluator = SubnetEvaluator(
         supernet, choose_on, data.preset, cost=CostModel(supernet, cfg.train.max_length),
         batch_size=s.eval_batch_size, pad_id=tokenizer.pad_token_id or 0,
-        latency="latency" in s.objectives, seed=s.seed)
-    executor = None
-    if s.backend != "local":  # workers rebuild the evaluator from its spec, once each
-        from nasprune.search.executors import make_executor
+        latency="latency" in s.objectives, seed=s.seed, precision=cfg.train.precision)
+    if s.backend == "local":
+        return _search(cfg, data, run_dir, space, searcher, evaluator, None, progress)
+    from nasprune.search.executors import EvaluatorSpec, make_executor
 
-        executor = make_executor(s.backend, evaluator, workers=s.workers, address=s.address,
+    spec = EvaluatorSpec.from_evaluator(evaluator)  # the device it names is the model's now
+    with on_host(supernet.model):  # workers rebuild the evaluator from the spec, once each
+        executor = make_executor(s.backend, spec, workers=s.workers, address=s.address,
                                  cpus_per_worker=s.cpus_per_worker,
                                  gpus_per_worker=s.gpus_per_worker)
-    try:
-        with TrialStore.for_run(run_dir) as store:
-            store.set_meta("split", data.selection_split)
-            return run_search(space, searcher, evaluator, store, s.trials, s.objectives,
-                              executor=executor, progress=progress,
-                              low_fidelity=s.low_fidelity)
-    finally:
-        if executor is not None:
+        try:
+            return _search(cfg, data, run_dir, space, searcher, None, executor, progress)
+        finally:
             executor.close()
+
+
+def _search(cfg: RunConfig, data: TaskData, run_dir: Path, space, searcher, evaluator,
+            executor, progress: bool):
+    from nasprune.search.runner import run_search
+    from nasprune.search.store import TrialStore
+
+    s = cfg.search
+    with TrialStore.for_run(run_dir) as store:
+        store.set_meta("split", data.selection_split)
+        return run_search(space, searcher, evaluator, store, s.trials, s.objectives,
+                          executor=executor, progress=progress, low_fidelity=s.low_fidelity)
+
+
+@contextlib.contextmanager
+def on_host(model) -> Iterator[None]:
+    """``model`` in host memory inside the block, back on its device after: while search
+    workers hold copies of the super-network on a GPU, the parent's copy and its cached
+    blocks would take their memory."""
+    device = model_device(model)
+    if device.type == "cpu":
+        yield
+        return
+    model.to("cpu")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    try:
+        yield
+    finally:
+        model.to(device)
 
 
 def check_search(trials, force: bool) -> None:

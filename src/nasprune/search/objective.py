@@ -30,7 +30,7 @@ class SubnetEvaluator:
     def __init__(self, supernet: Supernet, examples: Encoded, preset: TaskPreset, *,
                  cost: CostModel | None = None, batch_size: int = 64, pad_id: int = 0,
                  latency: bool = False, latency_batch_size: int = 1, seed: int = 0,
-                 masked: bool = False):
+                 masked: bool = False, precision: str = "fp32"):
         self.supernet = supernet
         self.examples = examples
         self.preset = preset
@@ -38,6 +38,7 @@ class SubnetEvaluator:
         self.batch_size, self.pad_id, self.seed = batch_size, pad_id, seed
         self.latency, self.latency_batch_size = latency, latency_batch_size
         self.masked = masked
+        self.precision = precision  # train.precision: autocast of the metric's forwards
         self._subsets: dict[float, Encoded] = {}
 
     def _split(self, fidelity: float) -> Encoded:
@@ -53,7 +54,7 @@ class SubnetEvaluator:
         view = self.supernet.masked if self.masked else self.supernet.use
         with torch.inference_mode(), view(subnet) as model:
             scores = evaluate(model, self._split(fidelity), self.preset, self.batch_size,
-                              pad_id=self.pad_id)
+                              pad_id=self.pad_id, precision=self.precision)
         out = {
             "error": scores["error"],
             "metric": scores[self.preset.metric],

@@ -7,17 +7,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nasprune.core.models import uses_token_types
+from nasprune.core.models import model_device, uses_token_types
 from nasprune.data.encode import Encoded, collate
 from nasprune.data.presets import TaskPreset
 from nasprune.train import metrics as task_metrics
+from nasprune.train.precision import autocast
 
 
 @torch.inference_mode()
 def predict(model: torch.nn.Module, encoded: Encoded, batch_size: int = 64,
-            device: torch.device | None = None, pad_id: int = 0) -> np.ndarray:
-    """Logits in the original example order (batches run sorted by length)."""
-    device = device or next(model.parameters()).device
+            device: torch.device | None = None, pad_id: int = 0,
+            precision: str = "fp32") -> np.ndarray:
+    """Logits in the original example order (batches run sorted by length), computed
+    under ``precision``'s autocast (``train.precision``)."""
+    device = device or model_device(model)
     was_training = model.training
     model.eval()
     order = np.argsort(encoded.lengths(), kind="stable")
@@ -27,7 +30,9 @@ def predict(model: torch.nn.Module, encoded: Encoded, batch_size: int = 64,
         batch = collate(encoded, order[start:start + batch_size], pad_id, token_types)
         batch.pop("labels")
         batch = {k: v.to(device) for k, v in batch.items()}
-        out.append(model(**batch).logits.float().cpu().numpy())
+        with autocast(device, precision):
+            logits = model(**batch).logits
+        out.append(logits.float().cpu().numpy())
     model.train(was_training)
     logits = np.concatenate(out) if out else np.zeros((0, model.config.num_labels))
     result = np.empty_like(logits)
@@ -65,5 +70,7 @@ def trivial_reason(preset: TaskPreset, logits: np.ndarray, labels: np.ndarray) -
 
 
 def evaluate(model, encoded: Encoded, preset: TaskPreset, batch_size: int = 64,
-             device: torch.device | None = None, pad_id: int = 0) -> dict[str, float]:
-    return score(preset, predict(model, encoded, batch_size, device, pad_id), encoded.labels)
+             device: torch.device | None = None, pad_id: int = 0,
+             precision: str = "fp32") -> dict[str, float]:
+    return score(preset, predict(model, encoded, batch_size, device, pad_id, precision),
+                 encoded.labels)

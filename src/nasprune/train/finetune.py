@@ -13,11 +13,15 @@ from nasprune.train.loop import train
 
 
 def load_classifier(model_name: str, preset: TaskPreset):
-    """A sequence classifier with the task's labels (a new head on a plain encoder)."""
+    """A sequence classifier with the task's labels (a new head on a plain encoder), in
+    fp32 whatever the checkpoint's dtype: transformers 5 would keep an fp16/bf16
+    checkpoint's, and training in it (no master weights, no scaler) loses updates;
+    ``--precision`` is how a run computes in half precision."""
+    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = load_pretrained(AutoTokenizer, model_name)
-    kwargs = {"num_labels": preset.num_labels}
+    kwargs = {"num_labels": preset.num_labels, "dtype": torch.float32}
     if preset.is_regression:
         kwargs["problem_type"] = "regression"
     else:

@@ -28,6 +28,7 @@ from nasprune.files import write_json
 from nasprune.progress import ProgressBar
 from nasprune.train.batches import grouped_batches
 from nasprune.train.evaluation import evaluate
+from nasprune.train.precision import Precision
 from nasprune.train.resume import (
     STATE_FILE,
     Timer,
@@ -38,6 +39,13 @@ from nasprune.train.resume import (
 )
 from nasprune.train.strategies import make_strategy
 from nasprune.train.strategies.base import Strategy, TrainContext
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """A batch on ``device``; to a GPU from pinned memory, without waiting for the copy."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def set_seed(seed: int) -> None:
@@ -92,7 +100,8 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
     sel_enc = encode(tokenizer, data, choose_on, cfg.max_length) if choose_on != "validation" \
         else val_enc
     strategy = strategy or make_strategy(cfg.fine_tuning_strategy, cfg.strategy_options)
-    context = TrainContext(cfg, data.preset, device, pad_id)
+    precision = Precision(cfg.precision, device)
+    context = TrainContext(cfg, data.preset, device, pad_id, precision=precision)
     strategy.prepare(model, train_enc, context)
 
     steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
@@ -106,7 +115,7 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
     key = run_key(result_options(cfg), data.extra.get("config"), len(train_enc),
                   model.config.to_dict(), strategy.label)
     state_file = out_dir / STATE_FILE
-    loop = load_state(state_file, key, model, optimizer, scheduler) or {
+    loop = load_state(state_file, key, model, optimizer, scheduler, precision) or {
         "epoch": 0, "done": 0, "seen": 0, "train_seconds": 0.0, "history": [], "best": None}
     history, best = loop["history"], loop["best"]
     seen, train_seconds, done = loop["seen"], loop["train_seconds"], loop["done"]
@@ -117,7 +126,7 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
     timer = Timer()
 
     def checkpoint() -> None:
-        save_state(state_file, key, model, optimizer, scheduler,
+        save_state(state_file, key, model, optimizer, scheduler, precision,
                    {"epoch": epoch, "epoch_start": epoch_start, "done": done, "seen": seen,
                     "history": history, "train_seconds": train_seconds, "best": best,
                     "strategy_rng": rng.getstate() if rng else None})
@@ -135,14 +144,13 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
             for indices in groups[skip: skip + total_batches - done]:
                 start = time.perf_counter()
                 batch = collate(train_enc, indices, pad_id, token_types)
-                batch = {k: v.to(device) for k, v in batch.items()}
+                batch = to_device(batch, device)
                 loss = strategy.backward(model, batch, done / total_batches)
                 done += 1
                 seen += len(indices)
                 stepped = done % cfg.grad_accum == 0 or done == total_batches
                 if stepped:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                    optimizer.step()
+                    precision.step(optimizer, model.parameters())
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                 train_seconds += time.perf_counter() - start
@@ -151,14 +159,15 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
                     checkpoint()
             epoch += 1
             epoch_start = done
-            scores = evaluate(model, val_enc, data.preset, cfg.eval_batch_size, device, pad_id)
+            scores = evaluate(model, val_enc, data.preset, cfg.eval_batch_size, device, pad_id,
+                              cfg.precision)
             record = {"epoch": epoch, **scores}
             chosen = scores
             metric = data.preset.metric
             line = f"epoch {epoch}: validation {metric} {scores[metric]:.4f}"
             if sel_enc is not val_enc:
                 chosen = evaluate(model, sel_enc, data.preset, cfg.eval_batch_size, device,
-                                  pad_id)
+                                  pad_id, cfg.precision)
                 record[choose_on] = chosen
                 line = f"epoch {epoch}: {choose_on} {metric} {chosen[metric]:.4f}, " + line[
                     len(f"epoch {epoch}: "):]
@@ -184,6 +193,7 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
         "examples_per_second": seen / train_seconds if train_seconds else None,
         "train_seconds": train_seconds,
         "device": str(device),
+        "precision": cfg.precision,
         "config": cfg.to_dict(),
         "data": data.extra.get("config"),
     }

@@ -33,7 +33,7 @@ def logits_loss(student: torch.Tensor, teacher: torch.Tensor,
     """KL(teacher || student) on temperature-softened probabilities, times T^2 (Hinton et
     al. 2015), averaged over examples; for one output (regression) the mean squared error
     between the two predictions. ``teacher`` is treated as a constant."""
-    teacher = teacher.detach()
+    teacher = teacher.detach().to(student.device)
     if student.shape != teacher.shape:
         raise ValueError(f"student {tuple(student.shape)} vs teacher {tuple(teacher.shape)}")
     if student.shape[-1] == 1:
@@ -49,11 +49,12 @@ def hidden_loss(student: list[torch.Tensor], teacher: list[torch.Tensor],
     """Mean over layers of the mean squared error per hidden unit at real (unpadded) tokens."""
     if len(student) != len(teacher):
         raise ValueError(f"{len(student)} student layers vs {len(teacher)} teacher layers")
-    mask = attention_mask.to(student[0].dtype).unsqueeze(-1)
+    device = student[0].device  # the teacher's layer outputs may be on another device
+    mask = attention_mask.to(device, torch.float32).unsqueeze(-1)
     count = mask.sum() * student[0].shape[-1]
-    total = student[0].new_zeros(())
+    total = torch.zeros((), device=device)
     for s, t in zip(student, teacher):
-        total = total + (((s.float() - t.detach().float()) ** 2) * mask).sum() / count
+        total = total + (((s.float() - t.detach().to(device).float()) ** 2) * mask).sum() / count
     return total / len(student)
 
 
@@ -108,10 +109,11 @@ class DistillLoss:
 
     @torch.no_grad()
     def targets(self, teacher: nn.Module, batch: dict) -> Targets:
-        """The frozen teacher's logits (and layer outputs when the loss uses them)."""
-        from nasprune.core.models import model_inputs
+        """The frozen teacher's logits (and layer outputs when the loss uses them), on the
+        teacher's device."""
+        from nasprune.core.models import model_device, model_inputs
 
-        inputs = model_inputs(batch)
+        inputs = model_inputs(batch, model_device(teacher))
         if not self.needs_hidden:
             return Targets(teacher(**inputs).logits)
         with layer_outputs(teacher) as hidden:
@@ -119,10 +121,11 @@ class DistillLoss:
         return Targets(logits, list(hidden))
 
     def __call__(self, student: nn.Module, batch: dict, targets: Targets) -> torch.Tensor:
-        """Forward ``student`` on ``batch`` and return the weighted loss (not backpropagated)."""
-        from nasprune.core.models import model_inputs
+        """Forward ``student`` on ``batch`` and return the weighted loss (not backpropagated)
+        on the student's device, wherever the batch and the targets are."""
+        from nasprune.core.models import model_device, model_inputs
 
-        inputs = model_inputs(batch)
+        inputs = model_inputs(batch, model_device(student))
         if self.needs_hidden:
             with layer_outputs(student) as hidden:
                 out = student(**inputs)

@@ -6,7 +6,8 @@ After every epoch, and inside an epoch whenever ``CHECKPOINT_SECONDS`` of comput
 passed since the last one (at an optimiser step: a base-sized model's epoch can take an
 hour on a CPU), the loop writes its state file (``resume.pt`` in a training's output
 folder, ``.<export>.recovery.pt`` beside an export) atomically: the weights, the
-optimiser and schedule, the random states and the loop's own counters, under a key of
+optimiser and schedule (and fp16's gradient scale), the random states of every device
+and the loop's own counters, under a key of
 everything that determines the run (its options, the data, the model's shape). A run with
 another key ignores the file. The file goes once the run has written its metrics.
 Strategies' own random generators restart, so a resumed run is equivalent, not
@@ -50,12 +51,38 @@ def run_key(*parts) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def save_state(path: Path, key: str, model, optimizer, scheduler, loop: dict) -> None:
+def rng_states() -> dict:
+    """Every random generator a run draws from: Python, NumPy, torch's CPU one and, where
+    present, each CUDA device's and Apple MPS's (dropout on a GPU draws from its own)."""
+    states = {"python": random.getstate(), "numpy": np.random.get_state(),
+              "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        states["mps"] = torch.mps.get_rng_state()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    """Restore ``rng_states()``; devices this machine lacks are left out."""
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        for index, state in enumerate(states["cuda"][:count]):
+            torch.cuda.set_rng_state(state, index)
+    if states.get("mps") is not None and getattr(torch.backends, "mps", None) \
+            and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(states["mps"])
+
+
+def save_state(path: Path, key: str, model, optimizer, scheduler, precision, loop: dict
+               ) -> None:
     """Write the state atomically (a temporary file renamed into place)."""
     state = {"key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "loop": loop,
-             "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
-                     "torch": torch.get_rng_state()}}
+             "scheduler": scheduler.state_dict(), "loop": loop, "rng": rng_states(),
+             "precision": precision.state_dict() if precision is not None else {}}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -63,7 +90,8 @@ def save_state(path: Path, key: str, model, optimizer, scheduler, loop: dict) ->
     os.replace(tmp, path)
 
 
-def load_state(path: Path, key: str, model, optimizer, scheduler) -> dict | None:
+def load_state(path: Path, key: str, model, optimizer, scheduler, precision=None
+               ) -> dict | None:
     """The loop's counters after restoring everything else, or None (no file, other key)."""
     path = Path(path)
     if not path.is_file():
@@ -77,9 +105,9 @@ def load_state(path: Path, key: str, model, optimizer, scheduler) -> dict | None
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    random.setstate(state["rng"]["python"])
-    np.random.set_state(state["rng"]["numpy"])
-    torch.set_rng_state(state["rng"]["torch"])
+    if precision is not None:  # fp16's gradient scale
+        precision.load_state_dict(state.get("precision"))
+    set_rng_states(state["rng"])
     return state["loop"]
 
 

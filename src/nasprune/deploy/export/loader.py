@@ -79,10 +79,12 @@ def measured_faster(speed: Any, batch_size: int | None) -> str | None:
 
 
 def choose_backend(backend: str, manifest: dict, quantized: bool, speed: Any = None,
-                   batch_size: int | None = None) -> str:
+                   batch_size: int | None = None, device: Any = "cpu") -> str:
     """The backend ``load`` runs: ``backend``, or for ``auto`` (``NASPRUNE_BACKEND`` if
     set): int8 on the backend that has it; float on the one the export timed faster at
-    ``batch_size`` (``metrics.json`` ``speed``), else ONNX Runtime when exported."""
+    ``batch_size`` (``metrics.json`` ``speed``), else ONNX Runtime when exported; a
+    backend that cannot run on ``device`` here (ONNX Runtime without its CUDA execution
+    provider on a GPU) is left out."""
     backends = manifest.get("backends", {})
     if backend == "auto":
         backend = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
@@ -91,7 +93,7 @@ def choose_backend(backend: str, manifest: dict, quantized: bool, speed: Any = N
                                 + ", ".join(LOAD_BACKENDS))
     if backend == "auto":
         usable = [name for name in BACKENDS if name != BASE and _key(name, quantized)
-                  in backends and BACKENDS[name].available()]
+                  in backends and BACKENDS[name].available(device)]
         faster = None if quantized else measured_faster(speed, batch_size)
         if faster is not None and (faster == BASE or faster in usable):
             return faster
@@ -170,7 +172,7 @@ def _load_tokenizer(directory: Path, config):
 
 def load(directory: str | os.PathLike, *, backend: str = "auto", quantized: bool | None = None,
          verify_checksums: bool = True, threads: int | None = None,
-         batch_size: int | None = None) -> Export:
+         batch_size: int | None = None, device: Any = "cpu") -> Export:
     """Load an export after verifying it whole; no code from the directory runs.
 
     ``backend``: ``"torch"``, ``"onnx"`` or ``"auto"`` (the ``NASPRUNE_BACKEND``
@@ -180,7 +182,8 @@ def load(directory: str | os.PathLike, *, backend: str = "auto", quantized: bool
     onnxruntime). ``quantized``:
     default = what the export was made with (``--quantize int8``); PyTorch int8 is dynamic
     quantization applied here. ``verify_checksums=False`` skips hashing and the check for
-    unlisted files (the manifest must still be well-formed).
+    unlisted files (the manifest must still be well-formed). ``device``: where the model
+    runs (a ``torch.device`` or its name; ONNX Runtime's CUDA execution provider on a GPU).
     """
     import torch
     from safetensors import SafetensorError
@@ -195,14 +198,16 @@ def load(directory: str | os.PathLike, *, backend: str = "auto", quantized: bool
     quantized = (manifest.get("quantize") == "int8") if quantized is None else bool(quantized)
     metrics = read_object(directory / METRICS_FILE, "metrics") if (
         directory / METRICS_FILE).is_file() else {}
-    chosen = choose_backend(backend, manifest, quantized, metrics.get("speed"), batch_size)
+    chosen = choose_backend(backend, manifest, quantized, metrics.get("speed"), batch_size,
+                            device)
     config = _read_config(directory, manifest)
     subnet = _read_subnet(directory, config, layout)
     try:
         state = load_file(str(directory / WEIGHTS))
     except (SafetensorError, OSError) as exc:
         raise NaspruneError(f"{directory / WEIGHTS}: unreadable weights ({exc})") from exc
-    model = BACKENDS[chosen].load(directory, manifest, config, layout, state, quantized, threads)
+    model = BACKENDS[chosen].load(directory, manifest, config, layout, state, quantized, threads,
+                                  device)
     del state
     tokenizer = _load_tokenizer(directory, config)
     if threads:
@@ -213,7 +218,7 @@ def load(directory: str | os.PathLike, *, backend: str = "auto", quantized: bool
 
 
 def load_model_dir(model_dir: str | os.PathLike, *, threads: int | None = None,
-                   batch_size: int | None = None):
+                   batch_size: int | None = None, device: Any = "cpu"):
     """The loader for servers: an :class:`Export` when ``model_dir`` holds any nasprune
     file (verified whole by ``load``; a damaged export is refused, never loaded another
     way), else ``(model, tokenizer)`` of a plain Hugging Face directory."""
@@ -221,7 +226,7 @@ def load_model_dir(model_dir: str | os.PathLike, *, threads: int | None = None,
     if not path.is_dir():
         raise NaspruneError(f"model directory not found: {path}")
     if nasprune_markers(path):
-        return load(path, threads=threads, batch_size=batch_size)
+        return load(path, threads=threads, batch_size=batch_size, device=device)
     if not (path / CONFIG).is_file():
         raise NaspruneError(f"{path} is not a model directory (no config.json)")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -232,4 +237,4 @@ def load_model_dir(model_dir: str | os.PathLike, *, threads: int | None = None,
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NaspruneError(f"cannot load {path}: {first}") from exc
-    return model.eval(), tokenizer
+    return model.to(device).eval(), tokenizer

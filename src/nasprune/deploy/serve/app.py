@@ -39,7 +39,7 @@ def create_app(model: "str | Path | Predictor", config: ServeConfig | None = Non
         torch.set_num_threads(config.torch_threads)
     predictor = model if isinstance(model, Predictor) else Predictor.from_dir(
         model, max_length=config.max_length, chunk_size=config.chunk_size,
-        threads=config.torch_threads)
+        threads=config.torch_threads, device=config.device)
     description = predictor.describe()
     PredictRequest, PredictResponse = request_models(config.max_items, config.max_text_chars)
     HFRequest = hf_request_model(config.max_items, config.max_text_chars)

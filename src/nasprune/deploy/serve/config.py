@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from nasprune.config import check_device_name
 from nasprune.deploy.serve.http import check_host
 from nasprune.errors import NaspruneError
 
@@ -32,6 +33,7 @@ class ServeConfig:
     max_length: int = 128  # tokens; longer inputs are truncated
     chunk_size: int = 8  # a batch runs length-sorted in chunks of this many (less padding)
     torch_threads: int | None = None  # None = leave torch's default
+    device: str = "cpu"  # auto, cpu, cuda, cuda:N, mps: where the model runs
     retry_after_s: int = 1
     log_level: str = "warning"
     request_timeout_s: float = 10.0  # queue + model once the body is in; 503 beyond
@@ -65,6 +67,7 @@ class ServeConfig:
         if self.torch_threads is not None:
             positive(self.torch_threads, "--threads")
         positive(self.retry_after_s, "retry_after_s", minimum=0)
+        check_device_name(self.device)
         for value, option in ((self.request_timeout_s, "--request-timeout"),
                               (self.header_timeout_s, "--header-timeout"),
                               (self.body_timeout_s, "--body-timeout"),

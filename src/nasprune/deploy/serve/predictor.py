@@ -19,33 +19,40 @@ from nasprune.files import read_json_or_none
 Item = tuple[str, str | None]
 
 
-def load_for_inference(model_dir: str | Path, *, threads: int | None = None):
+def load_for_inference(model_dir: str | Path, *, threads: int | None = None,
+                       device: str = "cpu"):
     """``(model, tokenizer)`` in eval mode from a nasprune export or a plain HF directory.
 
     ``nasprune.deploy.export.loader.load_model_dir`` decides: a directory holding any of
     nasprune's files is an export, verified whole (checksums, pruned architecture, possibly
     ONNX Runtime) and refused if damaged; only a directory with none of them is loaded
-    with ``AutoModelForSequenceClassification.from_pretrained``.
+    with ``AutoModelForSequenceClassification.from_pretrained``. ``device``: where it runs
+    (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``; refused when this machine lacks it).
     """
-    model, tokenizer, _ = _load(model_dir, threads, None)
+    model, tokenizer, _ = _load(model_dir, threads, None, device)
     return model, tokenizer
 
 
-def _load(model_dir: str | Path, threads: int | None, batch_size: int | None):
-    """``load_for_inference`` plus ``{"backend", "precision"}`` (what ``/v1/model`` says)."""
+def _load(model_dir: str | Path, threads: int | None, batch_size: int | None,
+          device: str = "cpu"):
+    """``load_for_inference`` plus ``{"backend", "precision", "device"}`` (what
+    ``/v1/model`` says)."""
+    from nasprune.core.models import pick_device
     from nasprune.deploy.export.loader import load_model_dir
 
-    loaded = load_model_dir(model_dir, threads=threads, batch_size=batch_size)  # or a tuple
+    where = pick_device(device)
+    loaded = load_model_dir(model_dir, threads=threads, batch_size=batch_size,
+                            device=where)  # an Export or a tuple
     model, tokenizer = loaded
     if tokenizer is None:
         raise NaspruneError(f"{Path(model_dir).name} has no tokenizer files; serving needs one")
     model.eval()
-    return model, tokenizer, _runtime(loaded)
+    return model, tokenizer, _runtime(loaded, where)
 
 
-def _runtime(loaded) -> dict:
-    """The backend and precision served, and why that precision (``/v1/model`` and the
-    start-up line say it: the card's headline figure may be the other precision's)."""
+def _runtime(loaded, where) -> dict:
+    """The backend, precision and device served, and why that precision (``/v1/model`` and
+    the start-up line say it: the card's headline figure may be the other precision's)."""
     quantized = bool(getattr(loaded, "quantized", False))
     if not hasattr(loaded, "manifest"):
         why = "a plain Hugging Face directory"
@@ -55,7 +62,8 @@ def _runtime(loaded) -> dict:
     else:
         why = "the export has no int8 model"
     return {"backend": getattr(loaded, "backend", "torch"),
-            "precision": "int8" if quantized else "float32", "precision_reason": why}
+            "precision": "int8" if quantized else "float32", "precision_reason": why,
+            "device": str(where)}
 
 
 class Predictor:
@@ -80,9 +88,9 @@ class Predictor:
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, *, max_length: int = 128, chunk_size: int = 8,
-                 threads: int | None = None) -> "Predictor":
+                 threads: int | None = None, device: str = "cpu") -> "Predictor":
         # the model sees chunks of chunk_size texts: the backend faster at that size runs
-        model, tokenizer, runtime = _load(model_dir, threads, chunk_size)
+        model, tokenizer, runtime = _load(model_dir, threads, chunk_size, device)
         return cls(model, tokenizer, max_length=max_length, chunk_size=chunk_size,
                    model_dir=Path(model_dir), runtime=runtime)
 
@@ -176,6 +184,7 @@ class Predictor:
             "backend": self.runtime["backend"],  # torch or onnx
             "precision": self.runtime["precision"],  # float32 or int8
             "precision_reason": self.runtime.get("precision_reason"),
+            "device": self.runtime.get("device", "cpu"),
             "num_layers": getattr(config, "num_hidden_layers", None),
             "hidden_size": getattr(config, "hidden_size", None),
             "parameters": int(sum(p.numel() for p in self.model.parameters())),

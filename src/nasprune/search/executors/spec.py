@@ -36,12 +36,13 @@ class EvaluatorSpec:
     latency_batch_size: int = 1
     seed: int = 0
     masked: bool = False
-    device: str = "cpu"
+    device: str = "cpu"  # with its index: workers of a cuda:1 run use cuda:1
+    precision: str = "fp32"
 
     @classmethod
     def from_evaluator(cls, evaluator) -> EvaluatorSpec:
         """The spec of an in-process ``SubnetEvaluator`` (weights copied to CPU)."""
-        import torch
+        from nasprune.core.models import model_device
 
         supernet = evaluator.supernet
         with supernet.full_tree():  # the full module tree, whatever use() block is open
@@ -53,7 +54,6 @@ class EvaluatorSpec:
                 weights[name] = tensor.numpy()
             except TypeError:  # bfloat16 and friends: keep the tensor
                 weights[name] = tensor.clone()
-        device = next(supernet.model.parameters(), torch.empty(0)).device
         return cls(
             model_class=type(supernet.model), config=supernet.model.config, weights=weights,
             order=supernet.order, examples=evaluator.examples, preset=evaluator.preset,
@@ -61,7 +61,8 @@ class EvaluatorSpec:
             latency_warmup=evaluator.cost.warmup, batch_size=evaluator.batch_size,
             pad_id=evaluator.pad_id, latency=evaluator.latency,
             latency_batch_size=evaluator.latency_batch_size, seed=evaluator.seed,
-            masked=evaluator.masked, device=device.type)
+            masked=evaluator.masked, device=str(model_device(supernet.model)),
+            precision=evaluator.precision)
 
     def build(self, device: str | None = None):
         """A ``SubnetEvaluator`` over a fresh copy of the super-network on ``device``."""
@@ -87,7 +88,8 @@ class EvaluatorSpec:
         return SubnetEvaluator(
             supernet, self.examples, self.preset, cost=cost, batch_size=self.batch_size,
             pad_id=self.pad_id, latency=self.latency,
-            latency_batch_size=self.latency_batch_size, seed=self.seed, masked=self.masked)
+            latency_batch_size=self.latency_batch_size, seed=self.seed, masked=self.masked,
+            precision=self.precision)
 
     def __call__(self):
         return self.build()

@@ -11,14 +11,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nasprune.core.models import uses_token_types
+from nasprune.core.models import model_device, uses_token_types
 from nasprune.data.encode import Encoded, collate, concat
 from nasprune.progress import ProgressBar
 from nasprune.train.batches import grouped_batches
 from nasprune.train.evaluation import predict
 from nasprune.train.loop import linear_warmup
 from nasprune.train.losses import DistillLoss, Targets
-from nasprune.train.recovery.recover import RecoveryRun, Selection, model_device
+from nasprune.train.precision import Precision
+from nasprune.train.recovery.recover import RecoveryRun, Selection
 from nasprune.train.resume import clear_state, load_state, run_key, save_state
 
 
@@ -31,7 +32,8 @@ def distill_method(run: RecoveryRun) -> None:
     info = distill(run.small, run.full, data, loss=cfg.loss(), epochs=cfg.epochs,
                    batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                    warmup_ratio=cfg.warmup_ratio, seed=cfg.seed, pad_id=run.pad_id,
-                   select=run.select, progress=run.progress, state_file=run.state_file)
+                   select=run.select, progress=run.progress, state_file=run.state_file,
+                   precision=cfg.precision)
     run.record({"step": "distill", "examples": len(data), **info})
 
 
@@ -39,7 +41,8 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
             loss: DistillLoss | None = None, epochs: float = 3.0, batch_size: int = 16,
             learning_rate: float = 5e-5, warmup_ratio: float = 0.1, seed: int = 0,
             pad_id: int = 0, select: Callable[[nn.Module], float] | None = None,
-            progress: bool = False, state_file: Path | None = None) -> dict:
+            progress: bool = False, state_file: Path | None = None,
+            precision: str = "fp32") -> dict:
     """Train ``student`` for ``epochs`` passes over ``train`` on the frozen ``teacher``'s
     outputs (``loss``, logits only by default).
 
@@ -50,7 +53,8 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
     broken by the loss against the teacher). With a logits-only loss the teacher's logits
     are computed once for all of ``train`` (the teacher is frozen, so they never change).
     With ``state_file`` a stopped run continues after its last finished epoch
-    (``train.resume``).
+    (``train.resume``). ``precision``: forward passes under its autocast
+    (``train.precision``).
     """
     loss = loss or DistillLoss()
     steps_per_epoch = math.ceil(len(train) / batch_size)
@@ -58,11 +62,12 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
     if steps == 0:
         return {"steps": 0, "epochs": []}
     device = model_device(student)
+    amp = Precision(precision, device)
     token_types = uses_token_types(student.config)
     modes = student.training, teacher.training
     teacher.eval()
     cached = None if loss.needs_hidden else torch.from_numpy(
-        predict(teacher, train, 64, model_device(teacher), pad_id))
+        predict(teacher, train, 64, model_device(teacher), pad_id, precision))
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
     schedule = linear_warmup(optimizer, int(warmup_ratio * steps), steps)
@@ -86,8 +91,8 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
     done, epoch = 0, 0
     torch.manual_seed(seed)
     key = run_key(len(train), epochs, batch_size, learning_rate, warmup_ratio, seed,
-                  student.config.to_dict(), type(loss).__name__, vars(loss))
-    resumed = state_file and load_state(state_file, key, student, optimizer, schedule)
+                  student.config.to_dict(), type(loss).__name__, vars(loss), precision)
+    resumed = state_file and load_state(state_file, key, student, optimizer, schedule, amp)
     try:
         if resumed:
             done, epoch, history = resumed["done"], resumed["epoch"], resumed["history"]
@@ -103,12 +108,12 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
                         break
                     batch = {k: v.to(device) for k, v in
                              collate(train, indices, pad_id, token_types).items()}
-                    targets = (Targets(cached[indices].to(device)) if cached is not None
-                               else loss.targets(teacher, batch))
-                    value = loss(student, batch, targets)
-                    value.backward()
-                    torch.nn.utils.clip_grad_norm_(params, 1.0)
-                    optimizer.step()
+                    with amp.autocast():
+                        targets = (Targets(cached[indices].to(device)) if cached is not None
+                                   else loss.targets(teacher, batch))
+                        value = loss(student, batch, targets)
+                    amp.backward(value)
+                    amp.step(optimizer, params)
                     schedule.step()
                     optimizer.zero_grad(set_to_none=True)
                     losses.append(float(value.detach()))
@@ -117,7 +122,7 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
                 epoch += 1
                 checkpoint(epoch, losses)
                 if state_file:
-                    save_state(state_file, key, student, optimizer, schedule,
+                    save_state(state_file, key, student, optimizer, schedule, amp,
                                {"done": done, "epoch": epoch, "history": history,
                                 "best": best and best.to_dict(), "best_state": best_state})
         if best_state is not None:

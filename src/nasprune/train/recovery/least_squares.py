@@ -21,10 +21,10 @@ from torch import nn
 
 from nasprune.core.extract import subnet_of
 from nasprune.core.families.base import get_adapter
-from nasprune.core.models import model_inputs
+from nasprune.core.models import model_device, model_inputs
 from nasprune.core.subnet import Subnet
 from nasprune.errors import NaspruneError
-from nasprune.train.recovery.recover import RecoveryRun, model_device
+from nasprune.train.recovery.recover import RecoveryRun
 
 
 def least_squares_method(run: RecoveryRun) -> None:
@@ -139,9 +139,9 @@ def _fit_block(small, lin: nn.Linear, small_norm, batches, targets, ridge):
             store.clear()
             small(**model_inputs(batch, model_device(small)))
             keep = _tokens(batch)
-            x = store["lin_in"].reshape(-1, k).double().cpu()[keep]
+            x = store["lin_in"].reshape(-1, k).cpu()[keep].double()
             residual = (store["small"] - store["lin_out"]).reshape(-1, hidden)
-            target = full_act.double() - residual.double().cpu()[keep]
+            target = full_act.double() - residual.cpu()[keep].double()
             if has_bias:
                 x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
             gram += x.T @ x
@@ -150,9 +150,9 @@ def _fit_block(small, lin: nn.Linear, small_norm, batches, targets, ridge):
     finally:
         for handle in handles:
             handle.remove()
-    old = lin.weight.detach().double().cpu().T
+    old = lin.weight.detach().cpu().double().T
     if has_bias:
-        old = torch.cat([old, lin.bias.detach().double().cpu()[None]], 0)
+        old = torch.cat([old, lin.bias.detach().cpu().double()[None]], 0)
 
     def error(w):  # |A w - T|^2 from the accumulated moments, relative to |T|^2
         value = float((w * (gram @ w)).sum() - 2 * (w * cross).sum()) + target_sq

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nasprune.core.models import model_inputs
+from nasprune.core.models import model_device, model_inputs
 from nasprune.core.subnet import Subnet
 from nasprune.data.encode import Encoded, subset
 from nasprune.data.presets import TaskPreset
@@ -27,6 +27,7 @@ from nasprune.errors import NaspruneError
 from nasprune.train.batches import iter_batches
 from nasprune.train.evaluation import evaluate, predict, score
 from nasprune.train.losses import DistillLoss, logits_loss
+from nasprune.train.precision import check as check_precision
 from nasprune.train.recovery import RECOVERY_METHODS
 
 
@@ -46,6 +47,7 @@ class RecoveryConfig:
     hidden_weight: float = 0.0  # layer-output MSE (losses.DistillLoss)
     labels_weight: float = 0.0  # the task loss on the labels
     seed: int = 0
+    precision: str = "fp32"  # train.precision: autocast of distillation's forward passes
 
     def __post_init__(self) -> None:
         RECOVERY_METHODS.check(self.method)
@@ -55,6 +57,7 @@ class RecoveryConfig:
         if self.epochs < 0 or self.ridge < 0:
             raise NaspruneError("recovery epochs and ridge must be >= 0")
         self.loss()  # checks temperature and weights
+        check_precision(self.precision)
 
     def loss(self) -> DistillLoss:
         return DistillLoss(temperature=self.temperature, hidden_weight=self.hidden_weight,
@@ -62,11 +65,6 @@ class RecoveryConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Where the model's weights are (recovery runs each model where it is)."""
-    return next(model.parameters()).device
 
 
 def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -79,8 +77,8 @@ def logits_mse(small: nn.Module, full: nn.Module, batches: Iterable[Mapping[str,
     recovery lowers)."""
     total, count = 0.0, 0
     for batch in batches:
-        a = small(**model_inputs(batch, model_device(small))).logits.double()
-        b = full(**model_inputs(batch, model_device(full))).logits.double().to(a.device)
+        a = small(**model_inputs(batch, model_device(small))).logits.cpu().double()
+        b = full(**model_inputs(batch, model_device(full))).logits.cpu().double()
         total += float(((a - b) ** 2).sum())
         count += a.numel()
     return total / max(1, count)

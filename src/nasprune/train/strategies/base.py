@@ -19,7 +19,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -34,6 +34,7 @@ from nasprune.errors import NaspruneError
 from nasprune.files import read_json, write_json
 from nasprune.progress import tracked
 from nasprune.train.batches import iter_batches
+from nasprune.train.precision import FP32, Precision
 
 #: Written next to ``order.json``: which strategy and space trained this checkpoint.
 SUPERNET_FILE = "supernet.json"
@@ -48,6 +49,7 @@ class TrainContext:
     device: torch.device
     pad_id: int
     extra: dict = field(default_factory=dict)
+    precision: Precision = FP32
 
 
 class Strategy:
@@ -60,8 +62,21 @@ class Strategy:
     #: Runs after standard fine-tuning with its model as a fixed teacher (``NEEDS_TEACHER``).
     needs_teacher = False
 
+    #: The run's precision (``prepare`` takes it from the context).
+    precision: Precision = FP32
+
     def prepare(self, model: torch.nn.Module, train: Encoded, context: TrainContext) -> None:
         """Called once before training (e.g. importance reordering for a super-network)."""
+        self.precision = context.precision
+
+    def loss_backward(self, forward: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``forward()`` (a loss) under the run's autocast, its backward outside it
+        (scaled for fp16); returns the detached loss, left on the device: reading it
+        waits for the device, once per step is enough."""
+        with self.precision.autocast():
+            loss = forward()
+        self.precision.backward(loss)
+        return loss.detach()
 
     def backward(self, model: torch.nn.Module, batch: dict, progress: float) -> float:
         """Compute the loss(es) of ``batch``, call ``backward``; return the loss to log.
@@ -122,6 +137,7 @@ class SupernetStrategy(Strategy):
 
     # ------------------------------------------------------------------ set-up
     def prepare(self, model: torch.nn.Module, train: Encoded, context: TrainContext) -> None:
+        super().prepare(model, train, context)
         o = self.options
         self.supernet = Supernet(model)
         self.space = make_space(o["space"], self.supernet.shape, any_heads=bool(o["any_heads"]),
@@ -162,13 +178,17 @@ class SupernetStrategy(Strategy):
         """A uniformly random sub-network of the space."""
         return self._require()[1].sample(self.rng)
 
-    def _sub_backward(self, subnet: Subnet, batch: dict, loss_fn) -> float:
-        """Forward and backward of ``subnet`` on ``batch``; ``loss_fn(output)`` -> loss."""
+    def _sub_backward(self, subnet: Subnet, batch: dict, loss_fn) -> torch.Tensor:
+        """Forward and backward of ``subnet`` on ``batch``; ``loss_fn(model, batch)`` ->
+        loss; the detached loss stays on the device (no wait per sub-network)."""
         supernet, _ = self._require()
         with supernet.use(subnet) as model:
-            loss = loss_fn(model, batch)
-            loss.backward()
-        return float(loss.detach())
+            return self.loss_backward(lambda: loss_fn(model, batch))
+
+
+def mean_loss(losses: list[torch.Tensor]) -> float:
+    """The mean of the sub-networks' losses as one number (one wait for the device)."""
+    return float(torch.stack(losses).mean()) if losses else float("nan")
 
 
 def label_loss(model, batch) -> torch.Tensor:

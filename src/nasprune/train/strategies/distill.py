@@ -18,6 +18,7 @@ import torch
 from nasprune.core.subnet import Subnet
 from nasprune.errors import NaspruneError
 from nasprune.train.losses import DistillLoss
+from nasprune.train.strategies.base import mean_loss
 from nasprune.train.strategies.sandwich import SandwichStrategy
 
 
@@ -66,11 +67,10 @@ class DistillStrategy(SandwichStrategy):
     def backward(self, model, batch, progress):
         supernet, _ = self._require()
         assert self.teacher is not None
-        targets = self.loss.targets(self.teacher, batch)
-        full = self.loss(model, batch, targets)
-        full.backward()
+        with self.precision.autocast():
+            targets = self.loss.targets(self.teacher, batch)
+        full = self.loss_backward(lambda: self.loss(model, batch, targets))
         subs = [self._sub_backward(s, batch, lambda m, b: self.loss(m, b, targets))
                 for s in self.subnets()]
-        self.last = {"full": float(full.detach()),
-                     "subnets": sum(subs) / len(subs) if subs else float("nan")}
-        return float(full.detach())
+        self.last = {"full": float(full), "subnets": mean_loss(subs)}
+        return self.last["full"]

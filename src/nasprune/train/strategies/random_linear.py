@@ -27,10 +27,9 @@ class RandomLinearStrategy(SupernetStrategy):
     def backward(self, model, batch, progress):
         self._require()
         if self.rng.random() < self.probability(progress):
-            loss = self._sub_backward(self.sample(), batch, label_loss)
+            loss = float(self._sub_backward(self.sample(), batch, label_loss))
             self.last = {"subnet": loss}
             return loss
-        loss = model(**batch).loss
-        loss.backward()
-        self.last = {"full": float(loss.detach())}
-        return float(loss.detach())
+        loss = float(self.loss_backward(lambda: model(**batch).loss))
+        self.last = {"full": loss}
+        return loss

@@ -9,7 +9,7 @@ import torch
 
 from nasprune.core.subnet import Subnet
 from nasprune.errors import NaspruneError
-from nasprune.train.strategies.base import SupernetStrategy, label_loss
+from nasprune.train.strategies.base import SupernetStrategy, label_loss, mean_loss
 
 
 class SandwichStrategy(SupernetStrategy):
@@ -37,11 +37,15 @@ class SandwichStrategy(SupernetStrategy):
 
     def backward(self, model, batch, progress):
         self._require()
-        out = model(**batch)
-        out.loss.backward()
-        teacher = out.logits.detach()
-        full = float(out.loss.detach())
+        outputs = []
+
+        def forward():
+            outputs.append(model(**batch))
+            return outputs[0].loss
+
+        full = self.loss_backward(forward)
+        teacher = outputs[0].logits.detach()
         subs = [self._sub_backward(s, batch, lambda m, b: self.sub_loss(m, b, teacher))
                 for s in self.subnets()]
-        self.last = {"full": full, "subnets": sum(subs) / len(subs) if subs else float("nan")}
-        return full
+        self.last = {"full": float(full), "subnets": mean_loss(subs)}
+        return self.last["full"]

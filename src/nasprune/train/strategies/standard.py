@@ -14,6 +14,4 @@ class StandardStrategy(Strategy):
             raise NaspruneError(f"strategy 'standard' takes no options, got {sorted(options)}")
 
     def backward(self, model, batch, progress):
-        loss = model(**batch).loss
-        loss.backward()
-        return float(loss.detach())
+        return float(self.loss_backward(lambda: model(**batch).loss))

@@ -49,8 +49,9 @@ class Backend:
     def check(self) -> None:
         """Raise before any work when a package that writing this backend needs is missing."""
 
-    def available(self) -> bool:
-        """Whether this machine can run the backend (``load(backend="auto")`` asks)."""
+    def available(self, device: Any = "cpu") -> bool:
+        """Whether this machine can run the backend on ``device`` (``load(backend="auto")``
+        asks)."""
         return True
 
     def write(self, model, directory: Path, say: Callable[[str], None]) -> Written:
@@ -67,6 +68,7 @@ class Backend:
         raise NotImplementedError
 
     def load(self, directory: Path, manifest: dict, config, layout: str, state: dict,
-             quantized: bool, threads: int | None) -> Any:
-        """The model of a verified export: ``state`` is its float weights (safetensors)."""
+             quantized: bool, threads: int | None, device: Any = "cpu") -> Any:
+        """The model of a verified export on ``device``: ``state`` is its float weights
+        (safetensors)."""
         raise NotImplementedError

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from nasprune.deploy.export.backends.base import Backend, Calibration, Written
 from nasprune.deploy.export.backends.onnx_graph import export_onnx, write_onnx
-from nasprune.deploy.export.backends.onnx_runtime import OnnxClassifier
+from nasprune.deploy.export.backends.onnx_runtime import OnnxClassifier, execution_providers
 from nasprune.deploy.export.format import ONNX_FILE, ONNX_INT8_FILE
 from nasprune.errors import NaspruneError, require
 
@@ -160,10 +160,10 @@ class OnnxBackend(Backend):
         require("onnxruntime", "onnx")
         require("onnxscript", "onnx")
 
-    def available(self) -> bool:
+    def available(self, device="cpu") -> bool:
         try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
+            execution_providers(device)
+        except NaspruneError:  # no onnxruntime, or none for this device
             return False
         return True
 
@@ -193,10 +193,11 @@ class OnnxBackend(Backend):
                         "int8_calibration_examples": len(feeds)})
 
     def load(self, directory: Path, manifest: dict, config, layout: str, state: dict,
-             quantized: bool, threads: int | None):
+             quantized: bool, threads: int | None, device="cpu"):
         name = manifest["backends"]["onnx_int8" if quantized else "onnx"]
         return OnnxClassifier(directory / name, config, threads=threads,
-                              param_shapes=[tuple(t.shape) for t in state.values()])
+                              param_shapes=[tuple(t.shape) for t in state.values()],
+                              device=device)
 
 
 BACKEND = OnnxBackend()

@@ -144,7 +144,26 @@ def write_onnx(model, path: str | os.PathLike, *, opset: int = ONNX_OPSET,
     ``fusions``/``attention_heads``/``fused_max_abs_diff`` or ``why_not_optimized``.
     """
     path = Path(path)
-    model = model.eval().to("cpu")
+    was_training = model.training
+    try:
+        return _write_onnx(on_cpu(model.eval()), path, opset, optimize)
+    finally:
+        model.train(was_training)
+
+
+def on_cpu(model):
+    """``model`` when it is on the CPU, else a CPU copy: the caller's model (a library
+    caller's GPU model) stays where it is."""
+    import copy
+
+    from nasprune.core.models import model_device
+
+    if model_device(model).type == "cpu":
+        return model
+    return copy.deepcopy(model).to("cpu")
+
+
+def _write_onnx(model, path: Path, opset: int, optimize: bool) -> dict:
     names = input_names(model.config)
     example = example_inputs(model.config, 2, 8, seed=0)
     try:

@@ -22,25 +22,26 @@ class OnnxClassifier:
     training = False
 
     def __init__(self, path: str | os.PathLike, config, *, threads: int | None = None,
-                 param_shapes: Sequence[Sequence[int]] = ()):
+                 param_shapes: Sequence[Sequence[int]] = (), device: Any = "cpu"):
         import torch
 
         ort = require("onnxruntime", "onnx")
+        providers = execution_providers(device)
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads or torch.get_num_threads())
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self.session = ort.InferenceSession(str(path), options,
-                                                providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise NaspruneError(f"cannot open {path} with ONNX Runtime: {exc}") from exc
         self.path = Path(path)
         self.config = config
         self.input_names = [i.name for i in self.session.get_inputs()]
         self._param_shapes = [tuple(s) for s in param_shapes]
-        self.device = torch.device("cpu")
+        self.device = torch.device("cpu")  # where inputs go: they are fed as numpy arrays
         self.dtype = torch.float32
+        self.providers = self.session.get_providers()
 
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, **_: Any):
         import numpy as np
@@ -85,6 +86,23 @@ class OnnxClassifier:
 
     def __repr__(self) -> str:
         return f"OnnxClassifier({self.path.name}, inputs={self.input_names})"
+
+
+def execution_providers(device: Any = "cpu") -> list:
+    """ONNX Runtime's execution providers for ``device``: the CPU's, or on ``cuda[:N]``
+    the CUDA one on that GPU (then the CPU one, for ops it lacks) when this ONNX Runtime
+    has it (``pip install onnxruntime-gpu``); refused otherwise."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cpu":
+        return ["CPUExecutionProvider"]
+    ort = require("onnxruntime", "onnx")
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        return [("CUDAExecutionProvider", {"device_id": device.index or 0}),
+                "CPUExecutionProvider"]
+    raise NaspruneError(f"this ONNX Runtime cannot run on {device} (CUDA needs the "
+                        "onnxruntime-gpu package); use the PyTorch backend or the CPU")
 
 
 def _numpy(value):

@@ -44,7 +44,7 @@ class TorchBackend(Backend):
         return Written({"torch": WEIGHTS}, lambda: model)
 
     def load(self, directory: Path, manifest: dict, config, layout: str, state: dict,
-             quantized: bool, threads: int | None):
+             quantized: bool, threads: int | None, device="cpu"):
         if quantized:
             old = "torch_int8" in manifest.get("backends", {})
             raise NaspruneError(f"{directory}: " + (
@@ -57,7 +57,7 @@ class TorchBackend(Backend):
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
             raise NaspruneError(f"{directory}: weights do not fit the config: "
                                 f"{str(exc).splitlines()[0]}") from exc
-        return model.eval()
+        return model.to(device).eval()
 
 
 BACKEND = TorchBackend()
