@@ -269,7 +269,8 @@ def test_a_run_made_on_a_gpu_exports_on_a_machine_without_one(tmp_path, toy_glue
     saved = json.loads(config.read_text())
     saved["train"]["device"] = "cuda"  # as recorded on a GPU machine
     config.write_text(json.dumps(saved))
-    path = export_pick(tmp_path / "run", "params<=0.95", tmp_path / "export")
+    path = export_pick(tmp_path / "run", "params<=0.95", tmp_path / "export", force=True)
     assert (path / "manifest.json").is_file()
     with pytest.raises(NaspruneError, match="'cuda:7' requested but"):
-        export_pick(tmp_path / "run", "params<=0.95", tmp_path / "other", device="cuda:7")
+        export_pick(tmp_path / "run", "params<=0.95", tmp_path / "other", device="cuda:7",
+                    force=True)

@@ -61,7 +61,7 @@ def test_export_on_a_run_directory_in_use(run):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
-         "from nasprune import runlock\nrunlock.take(Path(sys.argv[1]))\n"
+         "from nasprune.rundir import lock\nlock.take(Path(sys.argv[1]))\n"
          "print('held', flush=True)\ntime.sleep(120)", str(run)],
         stdout=subprocess.PIPE, text=True, env=env)
     try:

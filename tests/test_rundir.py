@@ -124,7 +124,7 @@ def test_a_moved_run_directory_is_exported_from_a_third_folder(finished, tmp_pat
     third = tmp_path / "third"
     third.mkdir()
     result = nasprune("export", moved, "--pick", "largest", "--out", tmp_path / "out",
-                      cwd=third)
+                      "--force", cwd=third)  # a tiny random model: no better than chance
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "manifest.json").is_file()
 
@@ -197,13 +197,14 @@ def test_export_of_a_run_recovers_as_the_run_would_and_reuses_its_own_export(fin
     from nasprune.pipeline.export import export_pick
 
     run_dir, _, _ = _copy(finished, tmp_path)  # a run made with --recover none
-    out = export_pick(run_dir, "largest", recover="least-squares")
+    # a tiny random model's picks are no better than chance: forced, as --force would
+    out = export_pick(run_dir, "largest", recover="least-squares", force=True)
     assert out == run_dir / "export"
     report = json.loads((out / "recovery.json").read_text())
     assert report["config"]["method"] == "least-squares" and report["after"]
     written = (out / "manifest.json").stat().st_mtime_ns
-    assert export_pick(run_dir, "largest", recover="least-squares") == out
+    assert export_pick(run_dir, "largest", recover="least-squares", force=True) == out
     assert (out / "manifest.json").stat().st_mtime_ns == written  # same options: reused
-    export_pick(run_dir, "largest")  # the run's own --recover none: written again
+    export_pick(run_dir, "largest", force=True)  # the run's own --recover none: written again
     assert not (out / "recovery.json").exists()
     assert load(out).metrics["search"]["trial"] >= 1
