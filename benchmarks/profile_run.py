@@ -148,6 +148,8 @@ def main() -> None:
         result = profile(args)
     OUT.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: result[k] for k in ("wall_s", "cores_busy", "stages")}, indent=1))
+    subprocess.run([sys.executable, str(Path(__file__).with_name("run_time.py")), "--report"],
+                   check=True)  # run_time.md shows the profile's top items
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,8 +39,9 @@ LABELS = ("before", "after")
 
 def one_run(label: str, seed: int, args) -> dict:
     run_dir = CHECKPOINTS / NAME / f"{label}-s{seed}"
-    if run_dir.exists():  # its stages would be reused and the time would not be a run's
-        raise SystemExit(f"{run_dir} exists but is not recorded: remove it and run again")
+    if run_dir.exists():  # a run stopped midway: its stages would be reused and the time
+        print(f"{run_dir} was not finished: starting it again from nothing", flush=True)
+        shutil.rmtree(run_dir)  # would not be one run's
     argv = [sys.executable, "-m", "nasprune", "run", "--task", "sst2", "--data-dir",
             str(DATA), "--max-train-examples", str(args.train_examples), "--seed", str(seed),
             "--threads", str(args.threads), "--run-dir", str(run_dir)]
@@ -77,6 +79,25 @@ def markdown(payload: dict) -> str:
     return "\n".join(lines)
 
 
+def profile_lines() -> list[str]:
+    """The top items of ``profile_run.py``'s profile, when it has been recorded."""
+    path = RESULTS / f"{NAME}-profile.json"
+    if not path.is_file():
+        return ["", "Profile: not recorded yet (`python benchmarks/profile_run.py "
+                "--train-examples 8000`)."]
+    p = json.loads(path.read_text())
+    lines = ["", f"## Where the time goes (py-spy, {p['train_examples']:,} training examples, "
+             f"seed {p['seed']}, {p['wall_s'] / 60:.1f} min, {p['cores_busy']:.2f} of "
+             f"{p['threads']} cores busy on average)", "",
+             "| stage | share of samples | its top activities |", "|---|---|---|"]
+    for stage, entry in p["stages"].items():
+        top = ", ".join(f"{a} {v:.0%}" for a, v in list(entry["activities"].items())[:4])
+        lines.append(f"| {stage} | {entry['share']:.0%} | {top} |")
+    lines += ["", "| innermost function | share |", "|---|---|"]
+    lines += [f"| `{f['function']}` | {f['share']:.1%} |" for f in p["top_functions"][:10]]
+    return lines
+
+
 def report(done: dict) -> None:
     runs = list(done.values())
 
@@ -90,7 +111,7 @@ def report(done: dict) -> None:
     payload = {"before_s": mean([r["wall_s"] for r in runs if r["label"] == "before"]),
                "after_s": mean([r["wall_s"] for r in runs if r["label"] == "after"]),
                "stages": stages, "runs": runs}
-    write_results(NAME, payload, markdown(payload))
+    write_results(NAME, payload, "\n".join([markdown(payload), *profile_lines()]))
 
 
 def main() -> None:

@@ -83,6 +83,34 @@ def test_campaign_status_reads_the_stage_records(tmp_path):
     # SST-2: a teacher of 7,200 examples x 2 epochs at the measured 3.0/s (4,800 s) and a
     # search of 100 x 800 examples at RTE's measured 100 x 249 / 500 s (1,606 s): 1.8 h
     assert "~1.8 h (measured)" in lines["mpnet-base-sst2-s0-a"]
+    # the fast-recipe issue's runs come before the default arm of the base model
+    names = list(lines)
+    assert names.index("minilm-l6-sst2-s0-before") < names.index("mpnet-base-rte-s0-d")
+    assert "no SST-2 default-arm stages recorded" in lines["minilm-l6-sst2-s1-before"]
+
+
+def test_the_profile_puts_each_sample_in_a_stage_and_an_activity(tmp_path):
+    """py-spy's raw stacks (outermost first) are classified by the innermost pipeline stage
+    and the first activity in priority order: the teacher's forward before the forward."""
+    sys.path.insert(0, str(BENCHMARKS))
+    from profile_run import breakdown
+
+    run = "<module> (nasprune/__main__.py:3);run (nasprune/pipeline/__init__.py:120)"
+    stacks = {
+        f"{run};supertrain_stage (stages.py:80);train (loop.py:140);backward (distill.py:70);"
+        "targets (nasprune/train/losses.py:90);forward (modeling_bert.py:10)": 3,
+        f"{run};supertrain_stage (stages.py:80);train (loop.py:140);backward (distill.py:75);"
+        "backward (torch/_tensor.py:600);_engine_run_backward (torch/autograd/graph.py:8)": 5,
+        f"{run};search_stage (stages.py:140);__call__ (objective.py:60);"
+        "evaluate (nasprune/train/evaluation.py:70);forward (modeling_bert.py:10)": 2,
+    }
+    raw = tmp_path / "raw.txt"
+    raw.write_text("".join(f"{stack} {n}\n" for stack, n in stacks.items()))
+    result = breakdown(raw)
+    distill = result["stages"]["super-network distillation"]
+    assert result["samples"] == 10 and distill["share"] == 0.8
+    assert distill["activities"] == {"backward": 0.5, "teacher forward": 0.3}
+    assert result["stages"]["search"]["activities"] == {"evaluation": 0.2}
 
 
 def test_the_gpu_check_dry_run_prints_what_it_would_run(tmp_path):

@@ -208,3 +208,17 @@ def test_export_of_a_run_recovers_as_the_run_would_and_reuses_its_own_export(fin
     export_pick(run_dir, "largest", force=True)  # the run's own --recover none: written again
     assert not (out / "recovery.json").exists()
     assert load(out).metrics["search"]["trial"] >= 1
+
+
+def test_the_maximum_length_is_chosen_from_the_data_and_said(finished):
+    """No --max-length: the 99th percentile of the training lengths (a multiple of 8, at
+    most the model's 64 positions) is resolved before the fingerprints, recorded in the
+    run's config, its summary and its log; a rerun resolves the same and reuses the run
+    (the other tests here rerun it so)."""
+    run_dir, cfg, record = finished
+    assert cfg.train.max_length is None
+    tokens = record["max_length"]["tokens"]
+    assert record["max_length"]["chosen"].startswith("99th percentile")
+    assert tokens % 8 == 0 and 8 <= tokens <= 64
+    assert json.loads((run_dir / "config.json").read_text())["train"]["max_length"] == tokens
+    assert f"maximum length {tokens} tokens" in (run_dir / "log.txt").read_text()

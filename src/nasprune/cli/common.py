@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -102,7 +102,7 @@ BatchOpt = Annotated[int, opt("Examples per step.", TRAIN, parser=Number(True, 1
 LrOpt = Annotated[float, opt("Peak AdamW learning rate.", TRAIN, "--lr", parser=Number(False, 0, 1, low_open=True))]
 AccumOpt = Annotated[int, opt("Steps to accumulate before an update.", TRAIN, parser=Number(True, 1))]
 WarmupOpt = Annotated[float, opt("Fraction of updates with rising lr.", TRAIN, parser=Number(False, 0, 1, high_open=True))]
-MaxLenOpt = Annotated[int, opt("Tokens kept per example (at most the model's positions).", TRAIN, parser=Number(True, 1, MAX_POSITIONS * 16), callback=model_limits)]
+MaxLenOpt = Annotated[Optional[int], opt("Tokens kept per example (at most the model's positions); default: the 99th percentile of the training texts' token lengths, rounded up to a multiple of 8.", TRAIN, parser=Number(True, 1, MAX_POSITIONS * 16), callback=model_limits)]
 SeedOpt = Annotated[int, opt("Seed for data order, subsets, init and search.", TRAIN, parser=Number(True, 0, 2**32 - 1))]
 DeviceOpt = Annotated[str, opt("auto, cpu, cuda, cuda:1, mps.", RES)]
 PrecisionOpt = Annotated[Precision, opt("fp32, or bf16/fp16 autocast for training, distillation and candidate evaluation (fp16 with a gradient scaler).", RES)]

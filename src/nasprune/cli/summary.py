@@ -32,6 +32,9 @@ def print_summary(record: dict, run_dir: Path) -> None:
         table.add_row("exported model", record["export_dir"])
     if "report" in record:
         table.add_row("report", record["report"])
+    if "max_length" in record:
+        length = record["max_length"]
+        table.add_row("maximum length", f"{length['tokens']} tokens ({length['chosen']})")
     table.add_row("time", ", ".join(f"{k} {v:.0f}s" for k, v in record["seconds"].items()))
     out.print(table)
 

@@ -99,7 +99,9 @@ class TrainConfig:
     weight_decay: float = option(0.01, stage=F, flag=None)
     warmup_ratio: float = option(0.1, stage=F)
     grad_accum: int = option(1, stage=F)
-    max_length: int = option(128, stage=F)
+    #: Tokens kept per example; None: the 99th percentile of the training texts' lengths
+    #: (``data.encode.chosen_max_length``), resolved when a run or a fine-tuning starts.
+    max_length: int | None = option(None, stage=F)
     eval_batch_size: int = option(64, stage=None, flag=None)
     seed: int = option(0, stage=F, flag="--seed")
     device: str = option("auto", stage=None)

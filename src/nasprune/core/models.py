@@ -62,6 +62,16 @@ def check_model(name: str) -> None:
     load_pretrained(AutoConfig, name)
 
 
+def positions(config, tokenizer=None) -> int:
+    """The most tokens an input may have: the model's position embeddings (less the
+    offset RoBERTa-style families keep for padding), and the tokenizer's own limit."""
+    limit = int(getattr(config, "max_position_embeddings", 512) or 512)
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "mpnet"):
+        limit -= (getattr(config, "pad_token_id", 1) or 1) + 1
+    own = getattr(tokenizer, "model_max_length", None)
+    return min(limit, int(own)) if own and own < 1_000_000 else limit
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """CUDA, then Apple MPS, then CPU, unless the user names one; a named device that this
     machine lacks (``cuda:3`` on a one-GPU machine, ``mps`` off a Mac) is refused now, in

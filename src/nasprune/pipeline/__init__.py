@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from nasprune.config import RunConfig
-from nasprune.data.encode import encode
+from nasprune.data.encode import chosen_max_length, encode
 from nasprune.data.tasks import TaskData, load_task_data
 from nasprune.errors import NaspruneError
 from nasprune.files import write_json
@@ -42,7 +43,6 @@ STAGES = ("finetune", "search", "export")
 def absolute(cfg: RunConfig) -> RunConfig:
     """The same configuration with every file path absolute, so a run directory works
     from any folder and can be moved."""
-    from dataclasses import replace
 
     def full(path):
         return str(Path(path).expanduser().resolve()) if path else path
@@ -83,11 +83,25 @@ def _prepare(cfg: RunConfig, run: RunDir, redo: str | None):
     check_model(cfg.model)
     make_strategy(cfg.train.strategy, cfg.strategy_options())  # the options it will train with
     data = load_task_data(cfg.data)
+    if cfg.train.max_length is None:  # chosen once, before the fingerprints that name it
+        cfg = replace(cfg, train=replace(cfg.train, max_length=data_max_length(cfg.model, data)))
     wanted = fingerprints(cfg)
     if not run.held:
         run.lock()  # a fresh run directory is made only now, when everything checked out
     check(run, wanted, redo)
     return cfg, data, run, wanted
+
+
+def data_max_length(model: str, data: TaskData) -> int:
+    """The maximum length a run uses when none is given: from the training texts' lengths
+    under the model's tokenizer (``data.encode.chosen_max_length``)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from nasprune.core.models import load_pretrained, positions
+
+    tokenizer = load_pretrained(AutoTokenizer, model)
+    limit = positions(load_pretrained(AutoConfig, model), tokenizer)
+    return chosen_max_length(tokenizer, data, limit)
 
 
 def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True,
@@ -98,9 +112,13 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True,
     written. ``redo`` recomputes that stage and every later one."""
     if until not in STAGES:
         raise NaspruneError(f"unknown stage {until!r}; choose one of {', '.join(STAGES)}")
+    chosen = cfg.train.max_length is None
     cfg, data, rundir, wanted = prepare(cfg, run_dir, redo)
+    if chosen:
+        rundir.log(f"maximum length {cfg.train.max_length} tokens: the 99th percentile of "
+                   "the training texts' lengths")
     try:
-        return _run(cfg, data, rundir, wanted, progress, until)
+        return _run(cfg, data, rundir, wanted, progress, until, chosen)
     except BaseException as exc:
         rundir.log(f"stopped: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         raise
@@ -109,7 +127,7 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True,
 
 
 def _run(cfg: RunConfig, data: TaskData, rundir: RunDir, wanted: dict, progress: bool,
-         until: str) -> dict:
+         until: str, length_chosen: bool = False) -> dict:
     from nasprune.report.front import pareto_summary
     from nasprune.search.pick import pick
 
@@ -137,6 +155,9 @@ def _run(cfg: RunConfig, data: TaskData, rundir: RunDir, wanted: dict, progress:
                     "finetuned": finetuned["best"],
                     "unpruned": {split: finetuned["best"].get(split, {}).get(metric),
                                  "validation": finetuned["best"][metric]},
+                    "max_length": {"tokens": cfg.train.max_length,
+                                   "chosen": "99th percentile of the training texts' lengths"
+                                   if length_chosen else "given"},
                     "seconds": timings}
     if until == "finetune":
         write_json(rundir.summary_file, record)

@@ -14,6 +14,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,8 @@ import torch
 
 from nasprune.config import TrainConfig
 from nasprune.config.options import result_options
-from nasprune.core.models import pick_device, uses_token_types
-from nasprune.data.encode import collate, encode
+from nasprune.core.models import pick_device, positions, uses_token_types
+from nasprune.data.encode import chosen_max_length, collate, encode
 from nasprune.data.tasks import TaskData
 from nasprune.files import write_json
 from nasprune.progress import ProgressBar
@@ -94,6 +95,9 @@ def train(model, tokenizer, data: TaskData, cfg: TrainConfig, out_dir: str | Pat
     model.to(device)
     pad_id = tokenizer.pad_token_id or 0
     token_types = uses_token_types(model.config)
+    if cfg.max_length is None:  # outside a run (which resolves it first): from the data
+        cfg = replace(cfg, max_length=chosen_max_length(
+            tokenizer, data, positions(model.config, tokenizer)))
     train_enc = encode(tokenizer, data, "train", cfg.max_length)
     val_enc = encode(tokenizer, data, "validation", cfg.max_length)
     choose_on = data.selection_split  # the best epoch is chosen here, never on validation
