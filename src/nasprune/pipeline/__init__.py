@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from nasprune.config import RunConfig
-from nasprune.data.encode import chosen_max_length, encode
+from nasprune.data.encode import LENGTH_PERCENTILE, chosen_max_length, encode
 from nasprune.data.tasks import TaskData, load_task_data
 from nasprune.errors import NaspruneError
 from nasprune.files import write_json
@@ -38,6 +38,8 @@ from nasprune.pipeline.stages import (
 from nasprune.rundir import EXPORT_DIR, SUPERTRAIN_DIR, RunDir
 
 STAGES = ("finetune", "search", "export")
+#: How a maximum length nobody gave was chosen (``data.encode.chosen_max_length``).
+CHOSEN_LENGTH = f"{LENGTH_PERCENTILE:g}th percentile of the training texts' lengths"
 
 
 def absolute(cfg: RunConfig) -> RunConfig:
@@ -115,8 +117,7 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True,
     chosen = cfg.train.max_length is None
     cfg, data, rundir, wanted = prepare(cfg, run_dir, redo)
     if chosen:
-        rundir.log(f"maximum length {cfg.train.max_length} tokens: the 99th percentile of "
-                   "the training texts' lengths")
+        rundir.log(f"maximum length {cfg.train.max_length} tokens: the {CHOSEN_LENGTH}")
     try:
         return _run(cfg, data, rundir, wanted, progress, until, chosen)
     except BaseException as exc:
@@ -156,8 +157,7 @@ def _run(cfg: RunConfig, data: TaskData, rundir: RunDir, wanted: dict, progress:
                     "unpruned": {split: finetuned["best"].get(split, {}).get(metric),
                                  "validation": finetuned["best"][metric]},
                     "max_length": {"tokens": cfg.train.max_length,
-                                   "chosen": "99th percentile of the training texts' lengths"
-                                   if length_chosen else "given"},
+                                   "chosen": CHOSEN_LENGTH if length_chosen else "given"},
                     "seconds": timings}
     if until == "finetune":
         write_json(rundir.summary_file, record)
