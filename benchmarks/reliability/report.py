@@ -59,7 +59,7 @@ def markdown(figures: dict, detail: dict, elapsed: float) -> str:
         "",
         "Real processes on loopback: `nasprune serve` (tiny random BERT exports, 1 torch "
         "thread, port chosen by the OS), `nasprune search`, `python -m nasprune`; the "
-        "benchmark and its children ran under `nice -n 19` on a shared 2-core machine.",
+        "benchmark and its children ran on a 2-core machine shared with other jobs.",
         "",
         f"**Targets met: {met} of {len(targets)}.**",
         "",
@@ -128,7 +128,7 @@ def markdown(figures: dict, detail: dict, elapsed: float) -> str:
            else ""),
         *_sustained(f, d),
         "",
-        f"Total time {elapsed / 60:.1f} min. `nice -n 19 .venv/bin/python -m "
+        f"Total time {elapsed / 60:.1f} min. `.venv/bin/python -m "
         "benchmarks.reliability` (from the repository root).",
     ]
     return "\n".join(lines)
