@@ -117,3 +117,20 @@ def test_best_epoch_is_chosen_on_the_search_split_and_validation_only_reported(t
     assert all({"accuracy", "search"} <= set(h) for h in history)
     errors = [h["search"]["error"] for h in history]
     assert result["best"]["epoch"] == history[errors.index(min(errors))]["epoch"]
+
+
+def test_the_new_head_comes_from_the_seed(tmp_path):
+    """A plain encoder gets a new classifier head: the run's seed decides its weights, so
+    two runs with one seed are the same run (the head used to differ per process)."""
+    from nasprune.train.finetune import load_classifier
+
+    tiny_bert().bert.save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+
+    def head(seed: int) -> torch.Tensor:
+        torch.manual_seed(1000 + seed)  # whatever the process drew before
+        model, _ = load_classifier(str(tmp_path), PRESETS["sst2"], seed=seed)
+        return model.classifier.weight.detach().clone()
+
+    assert torch.equal(head(0), head(0))
+    assert not torch.equal(head(0), head(1))

@@ -42,7 +42,7 @@ def finetune_stage(cfg: RunConfig, data: TaskData, run_dir: Path) -> dict:
     train_cfg = cfg.training()
     if needs_teacher(train_cfg.strategy):
         train_cfg = replace(train_cfg, strategy="standard", strategy_options={})
-    model, tokenizer = load_classifier(cfg.model, data.preset)
+    model, tokenizer = load_classifier(cfg.model, data.preset, train_cfg.seed)
     result = train(model, tokenizer, data, train_cfg, out)
     result["model"] = cfg.model
     write_json(done, result)

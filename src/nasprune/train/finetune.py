@@ -9,14 +9,15 @@ from nasprune.core.models import load_pretrained
 from nasprune.data.presets import TaskPreset
 from nasprune.data.tasks import TaskData
 from nasprune.files import write_json
-from nasprune.train.loop import train
+from nasprune.train.loop import set_seed, train
 
 
-def load_classifier(model_name: str, preset: TaskPreset):
+def load_classifier(model_name: str, preset: TaskPreset, seed: int):
     """A sequence classifier with the task's labels (a new head on a plain encoder), in
     fp32 whatever the checkpoint's dtype: transformers 5 would keep an fp16/bf16
     checkpoint's, and training in it (no master weights, no scaler) loses updates;
-    ``--precision`` is how a run computes in half precision."""
+    ``--precision`` is how a run computes in half precision. The new head's weights come
+    from ``seed``, so that a run's seed decides all of its result."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -27,13 +28,14 @@ def load_classifier(model_name: str, preset: TaskPreset):
     else:
         kwargs["id2label"] = dict(enumerate(preset.label_names))
         kwargs["label2id"] = {n: i for i, n in enumerate(preset.label_names)}
+    set_seed(seed)
     model = load_pretrained(AutoModelForSequenceClassification, model_name, **kwargs)
     return model, tokenizer
 
 
 def finetune(model_name: str, data: TaskData, cfg: TrainConfig, out_dir: str | Path) -> dict:
     """Fine-tune ``model_name`` on ``data``; the best checkpoint lands in ``out_dir/model``."""
-    model, tokenizer = load_classifier(model_name, data.preset)
+    model, tokenizer = load_classifier(model_name, data.preset, cfg.seed)
     result = train(model, tokenizer, data, cfg, out_dir)
     result["model"] = model_name
     write_json(Path(out_dir) / "metrics.json", result)
