@@ -79,8 +79,7 @@ def load(examples: int | None):
         tokenizer = AutoTokenizer.from_pretrained(FINETUNED)
         source = str(FINETUNED.relative_to(CHECKPOINTS.parents[1]))
     else:
-        torch.manual_seed(0)
-        model, tokenizer = load_classifier("minilm-l6", data.preset)
+        model, tokenizer = load_classifier("minilm-l6", data.preset, seed=0)
         source = "raw MiniLM-L6, new untrained head (speed only)"
     validation = encode(tokenizer, data, "validation", 128)
     if examples:

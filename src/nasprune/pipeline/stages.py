@@ -122,7 +122,8 @@ def supertrain_stage(cfg: RunConfig, data: TaskData, run_dir: Path) -> Path:
         return out / MODEL
     train_cfg = cfg.training()
     train_cfg = replace(train_cfg, epochs=float(train_cfg.strategy_options["epochs"]))
-    model, tokenizer = load_classifier(str(RunDir(run_dir).finetuned), data.preset)
+    finetuned = str(RunDir(run_dir).finetuned)
+    model, tokenizer = load_classifier(finetuned, data.preset, train_cfg.seed)
     train(model, tokenizer, data, train_cfg, out)
     return out / MODEL
 
