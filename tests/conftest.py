@@ -96,21 +96,29 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def toy_glue(tmp_path_factory) -> Path:
-    """A GLUE-shaped data folder (``sst2/train.tsv``, ``sst2/validation.tsv``) of toy
-    sentences whose label is whether 'good' or 'bad' appears: runs on it are fast tests,
-    where the shared real data makes them slow ones."""
+    """A GLUE-shaped data folder (``sst2`` and ``rte``, each ``train.tsv`` and
+    ``validation.tsv``) of toy sentences whose label is whether 'good' or 'bad' appears (in
+    RTE's second sentence): runs on it are fast tests, where the shared real data makes them
+    slow ones."""
     import random
 
     directory = tmp_path_factory.mktemp("toy-glue")
-    (directory / "sst2").mkdir()
     filler = [w for w in WORDS if w not in ("good", "bad")]
-    for split, n, seed in (("train", 320, 0), ("validation", 64, 1)):
-        rng = random.Random(seed)
-        lines = ["sentence\tlabel"]
-        for _ in range(n):
-            label = rng.randrange(2)
-            words = rng.sample(filler, 4)
-            words.insert(rng.randrange(5), "good" if label else "bad")
-            lines.append(f"{' '.join(words)}\t{label}")
-        (directory / "sst2" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+
+    def sentence(rng, label: int) -> str:
+        words = rng.sample(filler, 4)
+        words.insert(rng.randrange(5), "good" if label else "bad")
+        return " ".join(words)
+
+    for task, header in (("sst2", "sentence\tlabel"), ("rte", "sentence1\tsentence2\tlabel\tidx")):
+        (directory / task).mkdir()
+        for split, n, seed in (("train", 320, 0), ("validation", 64, 1)):
+            rng = random.Random(seed)
+            lines = [header]
+            for i in range(n):
+                label = rng.randrange(2)
+                text = sentence(rng, label)
+                lines.append(f"{text}\t{label}" if task == "sst2" else
+                             f"{' '.join(rng.sample(filler, 5))}\t{text}\t{label}\t{i}")
+            (directory / task / f"{split}.tsv").write_text("\n".join(lines) + "\n")
     return directory

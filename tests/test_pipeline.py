@@ -1,4 +1,5 @@
-"""`nasprune run` end to end on a tiny random model and real SST-2 rows."""
+"""`nasprune run` end to end on a tiny random model and toy GLUE-shaped rows (fast tests:
+`make test-fast` runs every stage, super-network distillation included)."""
 
 import json
 import subprocess
@@ -12,10 +13,10 @@ from nasprune.pipeline import run
 from nasprune.rundir import RunDir
 
 
-def tiny_run_config(model_dir, shared_data, **search) -> RunConfig:
+def tiny_run_config(model_dir, toy_glue, **search) -> RunConfig:
     return RunConfig(
         model=str(model_dir),
-        data=DataConfig(task="sst2", data_dir=str(shared_data), max_train_examples=128,
+        data=DataConfig(task="sst2", data_dir=str(toy_glue), max_train_examples=128,
                         max_eval_examples=64),
         train=TrainConfig(epochs=1, batch_size=16, progress=False),
         search=SearchConfig(**{"trials": 12, "calibration_examples": 32, **search}),
@@ -23,9 +24,8 @@ def tiny_run_config(model_dir, shared_data, **search) -> RunConfig:
     )
 
 
-@pytest.mark.slow
 def test_run_end_to_end_then_resume_skips_finished_stages(tmp_path, tiny_model_dir,
-                                                          shared_data):
+                                                          toy_glue):
     import torch
 
     from nasprune.core.subnet import Subnet
@@ -34,7 +34,7 @@ def test_run_end_to_end_then_resume_skips_finished_stages(tmp_path, tiny_model_d
     from nasprune.data.tasks import load_task_data
     from nasprune.deploy.export.loader import load
 
-    cfg = tiny_run_config(tiny_model_dir, shared_data)
+    cfg = tiny_run_config(tiny_model_dir, toy_glue)
     first = run(cfg, tmp_path, progress=False)
     assert first["trials"] == 12 and first["evaluated_now"] == 12
     assert (tmp_path / "supernet" / "order.json").is_file()
@@ -62,12 +62,11 @@ def test_run_end_to_end_then_resume_skips_finished_stages(tmp_path, tiny_model_d
     assert RunDir(tmp_path).config().search.trials == 16
 
 
-@pytest.mark.slow
 def test_recovery_of_the_pick_is_reported_and_keeps_the_shape(tmp_path, tiny_model_dir,
-                                                               shared_data):
+                                                               toy_glue):
     from nasprune.deploy.export.loader import load
 
-    cfg = tiny_run_config(tiny_model_dir, shared_data)
+    cfg = tiny_run_config(tiny_model_dir, toy_glue)
     cfg.recover = "least-squares"
     record = run(cfg, tmp_path, progress=False)
     assert set(record["recovery"]) == {"method", "before_search", "after_search",
@@ -83,9 +82,8 @@ def test_recovery_of_the_pick_is_reported_and_keeps_the_shape(tmp_path, tiny_mod
     assert RunConfig(pick="#3").pick == "#3" and RunConfig(pick="latency<=12ms")
 
 
-@pytest.mark.slow
-def test_a_run_directory_of_other_data_is_refused(tmp_path, tiny_model_dir, shared_data):
-    cfg = tiny_run_config(tiny_model_dir, shared_data)
+def test_a_run_directory_of_other_data_is_refused(tmp_path, tiny_model_dir, toy_glue):
+    cfg = tiny_run_config(tiny_model_dir, toy_glue)
     run(cfg, tmp_path, progress=False, until="finetune")
     cfg.data.task = "rte"
     with pytest.raises(Exception, match=r"finetune stage made with other options: --task "
@@ -93,10 +91,9 @@ def test_a_run_directory_of_other_data_is_refused(tmp_path, tiny_model_dir, shar
         run(cfg, tmp_path, progress=False, until="finetune")
 
 
-@pytest.mark.slow
-def test_cli_run_and_search_commands(tmp_path, tiny_model_dir, shared_data):
+def test_cli_run_and_search_commands(tmp_path, tiny_model_dir, toy_glue):
     base = [sys.executable, "-m", "nasprune"]
-    common = ["--model", str(tiny_model_dir), "--task", "sst2", "--data-dir", str(shared_data),
+    common = ["--model", str(tiny_model_dir), "--task", "sst2", "--data-dir", str(toy_glue),
               "--max-train-examples", "64", "--max-eval-examples", "32", "--epochs", "1",
               "--max-length", "64", "--run-dir", str(tmp_path), "--force"]
     done = subprocess.run([*base, "run", *common, "--until", "finetune"], capture_output=True,
@@ -114,10 +111,9 @@ def test_cli_run_and_search_commands(tmp_path, tiny_model_dir, shared_data):
     assert bad.returncode == 2 and "not a run directory" in bad.stderr
 
 
-@pytest.mark.slow
 def test_supernet_distillation_runs_after_the_teacher_and_feeds_the_search(
-        tmp_path, tiny_model_dir, shared_data):
-    cfg = tiny_run_config(tiny_model_dir, shared_data)
+        tmp_path, tiny_model_dir, toy_glue):
+    cfg = tiny_run_config(tiny_model_dir, toy_glue)
     cfg.train.strategy = "distill"
     cfg.train.strategy_options = {"k": 1, "epochs": 1}
     cfg.pick = "encoder_params<=0.5"
@@ -132,9 +128,8 @@ def test_supernet_distillation_runs_after_the_teacher_and_feeds_the_search(
     assert set(record["exported"]) == {"search", "validation"}
 
 
-@pytest.mark.slow
-def test_summary_names_the_split_of_every_figure(tmp_path, tiny_model_dir, shared_data):
-    cfg = tiny_run_config(tiny_model_dir, shared_data)
+def test_summary_names_the_split_of_every_figure(tmp_path, tiny_model_dir, toy_glue):
+    cfg = tiny_run_config(tiny_model_dir, toy_glue)
     record = run(cfg, tmp_path, progress=False)
     data_split = record["split"]
     assert data_split == "search"
@@ -148,10 +143,9 @@ def test_summary_names_the_split_of_every_figure(tmp_path, tiny_model_dir, share
     assert exported["validation"]["float"]["accuracy"] == record["exported"]["validation"]
 
 
-@pytest.mark.slow
 def test_sanity_guard_stops_a_constant_predictor_before_the_search(tmp_path, tiny_model_dir,
-                                                                    shared_data):
-    cfg = tiny_run_config(tiny_model_dir, shared_data)
+                                                                    toy_glue):
+    cfg = tiny_run_config(tiny_model_dir, toy_glue)
     cfg.force = False
     with pytest.raises(Exception, match="learned nothing on the search split"):
         run(cfg, tmp_path, progress=False)
@@ -193,14 +187,13 @@ def test_trivial_reason_fires_on_constant_and_majority_predictors_only():
     assert trivial_reason(stsb, np.arange(4.0)[:, None], labels.astype(float)) is None
 
 
-@pytest.mark.slow
-def test_the_python_api_example_runs(tmp_path, tiny_model_dir, shared_data):
+def test_the_python_api_example_runs(tmp_path, tiny_model_dir, toy_glue):
     """examples/api.py, the documented API example, end to end on a tiny model."""
     from conftest import REPO
 
     result = subprocess.run(
         [sys.executable, str(REPO / "examples" / "api.py"), "--model", str(tiny_model_dir),
-         "--data-dir", str(shared_data), "--run-dir", str(tmp_path / "run"), "--train", "128",
+         "--data-dir", str(toy_glue), "--run-dir", str(tmp_path / "run"), "--train", "128",
          "--trials", "6", "--force"], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     assert "validation accuracy" in result.stdout

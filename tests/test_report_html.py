@@ -218,8 +218,7 @@ def test_report_command(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.slow
-def test_report_of_a_real_tiny_run(tmp_path, tiny_model_dir, shared_data):
+def test_report_of_a_real_tiny_run(tmp_path, tiny_model_dir, toy_glue):
     """The files a real ``nasprune run`` writes, read by the report."""
     from nasprune.config import RunConfig, SearchConfig, TrainConfig
     from nasprune.data.tasks import DataConfig
@@ -227,7 +226,7 @@ def test_report_of_a_real_tiny_run(tmp_path, tiny_model_dir, shared_data):
     from nasprune.report.html import write_report
 
     cfg = RunConfig(model=str(tiny_model_dir),
-                    data=DataConfig(task="sst2", data_dir=str(shared_data),
+                    data=DataConfig(task="sst2", data_dir=str(toy_glue),
                                     max_train_examples=64, max_eval_examples=32),
                     train=TrainConfig(epochs=2, batch_size=16, progress=False),
                     search=SearchConfig(trials=8, calibration_examples=16),
