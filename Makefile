@@ -27,11 +27,16 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) || \
 		echo "chromium could not be installed: the browser test will be skipped"
 
+# one pytest worker per core (pytest-xdist), each test file on one worker so that its
+# module fixtures are built once; TEST_JOBS=0 runs in one process
+TEST_JOBS ?= 2
+XDIST = $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile)
+
 test: venv browser
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q --timeout 1200
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q --timeout 1200 $(XDIST)
 
 test-fast: venv
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m "not slow"
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m "not slow" $(XDIST)
 
 # On a machine lent a GPU: the cuda tests and a bf16 run on SST-2, everything in $$OUT (or
 # runs/gpu-check-*); ARGS=--dry-run prints what it would run. Uses the Python that has torch

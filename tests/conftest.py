@@ -17,6 +17,11 @@ import pytest
 from cases import REPO, SHARED_DATA, WORDS, tiny_bert, tiny_tokenizer  # noqa: F401
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # thread each, for them and their children
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +83,15 @@ def _fast_tests_keep_off_the_shared_data(request):
 
 
 def pytest_collection_modifyitems(config, items):
+    # files that train MiniLM first, then files with other slow tests: with one worker per
+    # core (`make test`) the longest files start at once instead of running alone at the
+    # end (a stable sort keeps the order within a file)
+    rank: dict = {}
+    for item in items:
+        mine = (0 if "minilm" in getattr(item, "fixturenames", ()) else
+                1 if item.get_closest_marker("slow") is not None else 2)
+        rank[item.path] = min(rank.get(item.path, 2), mine)
+    items.sort(key=lambda item: rank[item.path])
     gpu = [item for item in items if item.get_closest_marker("cuda") is not None]
     if gpu:
         import torch

@@ -117,6 +117,7 @@ def test_shape_size_speed_how_made(cards):
     assert "measured speed-up over the unpruned model, PyTorch, batch 32: 1.80x" in body
     assert "recovery: distill" in body and "- search space: layerwise" in body
     assert "`model.safetensors`: " in body
+    assert "made with nasprune " in body and "https://" not in body.split("## Results")[0]
     vbody = (vanilla / "README.md").read_text()
     assert "| 2 | 4 / 4 | 48 / 64 | layer 1 |" in vbody  # renumbered in the stock model
     assert "speed-up: not measured" in vbody

@@ -98,7 +98,6 @@ def test_unknown_strategy(tmp_path):
 @pytest.mark.slow
 def test_minilm_reaches_80_percent_on_sst2_subset(tmp_path, shared_data, minilm):
     """Real model, real data: 2,000 SST-2 examples, original validation set."""
-    torch.set_num_threads(2)
     data = load_task_data(DataConfig(task="sst2", data_dir=str(shared_data),
                                      max_train_examples=2000, seed=0))
     cfg = TrainConfig(epochs=2, batch_size=16, learning_rate=5e-5, seed=0, progress=False)

@@ -255,7 +255,7 @@ def model_card(info: CardInfo) -> str:
              "", f"# {info.name}: a pruned {info.model_type} sequence classifier", "",
              f"A structurally pruned copy of {source}"
              + (f" for **{info.task}**" if info.task else "")
-             + f", made with [nasprune](https://pypi.org/project/nasprune/) {info.version}: "
+             + f", made with nasprune {info.version}: "
              f"{_what_was_removed(info)}. It is a smaller dense model, "
              + ("loadable by stock transformers without remote code."
                 if info.layout == "vanilla" else "loadable with `trust_remote_code=True`."),
