@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -196,8 +197,23 @@ def rate(rates: dict, model: str, task: str, stage: str) -> tuple[float | None, 
 FLOPS_RATIO = {"mpnet-base": 5.0, "minilm-l6": 1.0}
 
 
-def estimate(item, rates: dict) -> tuple[float | None, str]:
-    """Seconds the item still needs from nothing (stages already recorded are not counted)."""
+#: A training progress line of the log and the stage of ``estimate`` it counts.
+PROGRESS = re.compile(r"^(fine-tuning|super-network distillation): (\d+)/(\d+) after")
+LOG_STAGES = {"fine-tuning": "teacher", "super-network distillation": "supernet"}
+
+
+def in_flight() -> dict[str, float]:
+    """The running stage's finished share, from the log's last progress line."""
+    lines = LOG.read_text(errors="replace").splitlines()[-50:] if LOG.is_file() else []
+    for line in reversed(lines):
+        if found := PROGRESS.match(line):
+            return {LOG_STAGES[found[1]]: int(found[2]) / max(1, int(found[3]))}
+    return {}
+
+
+def estimate(item, rates: dict, progress: dict | None = None) -> tuple[float | None, str]:
+    """Seconds the item still needs (stages already recorded are not counted; ``progress``:
+    the finished share of the stage in flight)."""
     if isinstance(item, RunTime):  # the default arm's stages on SST-2 8k, as measured
         record = STAGES / "sst2-s0.json"
         have = json.loads(record.read_text()) if record.is_file() else {}
@@ -223,7 +239,7 @@ def estimate(item, rates: dict) -> tuple[float | None, str]:
         r, source = rate(rates, item.model, item.task, stage)
         if r is None:
             return None, f"no rate for {stage}"
-        total += examples / r
+        total += examples * (1 - (progress or {}).get(stage, 0.0)) / r
         how.add(source)
     return total, ", ".join(sorted(how)) or "nothing left"
 
@@ -236,12 +252,13 @@ def status() -> int:
     print(f"campaign state: {CHECKPOINTS}")
     left = 0.0
     for item in ITEMS:
-        seconds, how = estimate(item, rates)
+        mine = now is not None and now["item"] == item.name
+        seconds, how = estimate(item, rates, in_flight() if mine else None)
         spent = item.spent()
         if spent is not None:
             state = f"done      {spent / 60:.0f} min measured (shared stages included)"
         else:
-            if now and now["item"] == item.name:
+            if mine:
                 label = f"running   since {time.strftime('%H:%M', time.localtime(now['start']))}"
             elif item.after and not SETTLED[item.after]:
                 label = f"waiting   on {item.after!r}"

@@ -127,3 +127,34 @@ def test_the_gpu_check_dry_run_prints_what_it_would_run(tmp_path):
     assert "--device cuda --precision bf16" in lines[2]
     assert lines[3].startswith("CPU figures: ")
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
+
+
+def test_campaign_status_counts_the_running_stage_s_progress(tmp_path):
+    """The running item's estimate leaves out the share of its stage that the log shows
+    finished."""
+    stages = tmp_path / "quality-stages"
+    stages.mkdir()
+    teacher = {"examples_per_second": 3.0, "train_examples": 2241, "search_examples": 249,
+               "config": {"epochs": 5}}
+    (stages / "mpnet-base-rte-s0.json").write_text(json.dumps(
+        {"teacher": {"result": teacher, "seconds": 3735.0, "key": "k"},
+         "a:search": {"result": True, "seconds": 500.0, "key": "k"}}))
+
+    def sst2_a_line() -> str:
+        done = subprocess.run([sys.executable, "benchmarks/campaign.py", "status"], cwd=REPO,
+                              capture_output=True, text=True, timeout=120,
+                              env=_bench_env(tmp_path))
+        assert done.returncode == 0, done.stderr[-3000:]
+        return next(line for line in done.stdout.splitlines()
+                    if line.split()[:1] == ["mpnet-base-sst2-s0-a"])
+
+    home = tmp_path / "home"
+    home.mkdir()
+    # SST-2 arm (a) in flight: its teacher (7,200 x 2 epochs at 3.0/s: 4,800 s) half done
+    # and the search (1,606 s as in the test above): 0.5 x 4,800 + 1,606 s = 1.1 h
+    (home / "campaign.lock").write_text(json.dumps(
+        {"pid": os.getpid(), "item": "mpnet-base-sst2-s0-a", "start": 0}))
+    assert "~1.8 h" in sst2_a_line() and "running" in sst2_a_line()  # no progress line yet
+    (tmp_path / "campaign.log").write_text(
+        "fine-tuning: 450/900 after 2400 s, loss 0.4\nepoch 1: search accuracy 0.8\n")
+    assert "~1.1 h" in sst2_a_line()
