@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import REPO
 
@@ -62,9 +63,8 @@ def test_quality_report_rewrites_the_recorded_tables(tmp_path):
     assert json.loads((tmp_path / "quality.json").read_text())["summary"] == recorded
 
 
-def test_campaign_status_reads_the_stage_records(tmp_path):
-    """Every item is listed; a finished stage's measured rate feeds the estimates, and an
-    item whose arm has rows is done."""
+def _rte_stages_recorded(tmp_path) -> Path:
+    """MPNet's RTE seed-0 teacher (3.0 examples/s) and masked search (500 s), as recorded."""
     stages = tmp_path / "quality-stages"
     stages.mkdir()
     teacher = {"examples_per_second": 3.0, "train_examples": 2241, "search_examples": 249,
@@ -72,6 +72,13 @@ def test_campaign_status_reads_the_stage_records(tmp_path):
     (stages / "mpnet-base-rte-s0.json").write_text(json.dumps(
         {"teacher": {"result": teacher, "seconds": 3735.0, "key": "k"},
          "a:search": {"result": True, "seconds": 500.0, "key": "k"}}))
+    return stages
+
+
+def test_campaign_status_reads_the_stage_records(tmp_path):
+    """Every item is listed; a finished stage's measured rate feeds the estimates, and an
+    item whose arm has rows is done."""
+    stages = _rte_stages_recorded(tmp_path)
     (stages / "rows.json").write_text(json.dumps({"mpnet-base-rte-s0": [
         {"arm": "a", "split": "validation", "seconds": 4400.0}]}))
     done = subprocess.run([sys.executable, "benchmarks/campaign.py", "status"], cwd=REPO,
@@ -132,13 +139,7 @@ def test_the_gpu_check_dry_run_prints_what_it_would_run(tmp_path):
 def test_campaign_status_counts_the_running_stage_s_progress(tmp_path):
     """The running item's estimate leaves out the share of its stage that the log shows
     finished."""
-    stages = tmp_path / "quality-stages"
-    stages.mkdir()
-    teacher = {"examples_per_second": 3.0, "train_examples": 2241, "search_examples": 249,
-               "config": {"epochs": 5}}
-    (stages / "mpnet-base-rte-s0.json").write_text(json.dumps(
-        {"teacher": {"result": teacher, "seconds": 3735.0, "key": "k"},
-         "a:search": {"result": True, "seconds": 500.0, "key": "k"}}))
+    _rte_stages_recorded(tmp_path)
 
     def sst2_a_line() -> str:
         done = subprocess.run([sys.executable, "benchmarks/campaign.py", "status"], cwd=REPO,
