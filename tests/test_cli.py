@@ -48,16 +48,26 @@ def test_the_docs_table_lists_every_mistake():
     assert not missing
 
 
-def test_options_are_checked_without_loading_torch():
-    """A command is refused in well under a second: checking loads no torch."""
+@pytest.mark.parametrize("argv, refusal", [
+    (["run", "--task", "sst2", "--space", "foo"], "BadParameter"),
+    (["run", "--task", "sst2", "--data-dir", "/nonexistent"], "NaspruneError no folder"),
+    (["run", "--train-file", "nope.tsv", "--validation-file", "nope.tsv", "--text-columns",
+      "sentence"], "NaspruneError data file not found"),
+    (["run", "--model", "./missing", "--task", "sst2"], "NaspruneError model path does not"),
+], ids=["option", "data folder", "data file", "model path"])
+def test_mistakes_are_refused_without_loading_torch(argv, refusal, tmp_path):
+    """A command is refused in about a second: checking the options, the data and a model
+    path loads no torch (nor transformers, scipy or scikit-learn)."""
     code = ("import sys\nfrom nasprune.cli import app\n"
-            "try:\n    app(['run', '--task', 'sst2', '--space', 'foo'], standalone_mode=False)\n"
-            "except Exception as exc:\n    print(type(exc).__name__)\n"
+            f"try:\n    app({argv!r}, standalone_mode=False)\n"
+            "except BaseException as exc:\n    print(type(exc).__name__, exc)\n"
             "from nasprune.config import RunConfig\nRunConfig()\n"
-            "print('torch' in sys.modules)")
+            "print(sorted({'torch', 'transformers', 'scipy', 'sklearn'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
-    assert out.stdout.split()[-1] == "False", out.stdout + out.stderr
+                         timeout=120, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    lines = out.stdout.splitlines()
+    assert lines and lines[0].startswith(refusal), out.stdout + out.stderr
+    assert lines[-1] == "[]", out.stdout + out.stderr
 
 
 def test_version_and_help():

@@ -11,6 +11,7 @@ is one line naming the option, before anything is read, loaded or written.
 from __future__ import annotations
 
 import enum
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -181,7 +182,11 @@ def quiet_libraries() -> None:
     """Library chatter off, unless -v asked for it."""
     if VERBOSITY["level"] > 0:
         return
-    from nasprune.core.models import quiet_libraries as quiet  # torch loads only when needed
+    if "transformers" not in sys.modules:  # they read these when they load: a refusal of
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # bad input need not
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # load them first
+        return
+    from nasprune.core.models import quiet_libraries as quiet
 
     quiet()
 

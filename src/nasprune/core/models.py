@@ -1,5 +1,6 @@
 """Model names (hub ids, local directories, packaged aliases), the compute device, and what a
-model takes as input."""
+model takes as input. torch loads when a device or a tensor is asked for, so that a name is
+checked without it."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import contextlib
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from nasprune.core.packaged import PACKAGED, packaged_path
 from nasprune.errors import NaspruneError
+
+if TYPE_CHECKING:
+    import torch
 
 #: The keyword inputs of a sequence classifier that ``model_inputs`` keeps.
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds")
@@ -76,6 +78,8 @@ def pick_device(name: str = "auto") -> torch.device:
     """CUDA, then Apple MPS, then CPU, unless the user names one; a named device that this
     machine lacks (``cuda:3`` on a one-GPU machine, ``mps`` off a Mac) is refused now, in
     one line, instead of failing later with "invalid device ordinal"."""
+    import torch
+
     if name != "auto":
         try:
             device = torch.device(name)
@@ -99,17 +103,23 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def _mps_available() -> bool:
+    import torch
+
     mps = getattr(torch.backends, "mps", None)
     return bool(mps and mps.is_available())
 
 
 def model_device(model) -> torch.device:
     """Where a model's weights are (CPU for a model without any)."""
+    import torch
+
     return next(model.parameters(), torch.empty(0)).device
 
 
 def model_inputs(batch: Mapping[str, Any], device: torch.device | None = None) -> dict:
     """The model's keyword inputs from a DataLoader batch (labels and extras dropped)."""
+    import torch
+
     out = {k: v for k, v in batch.items() if k in MODEL_INPUTS and v is not None}
     if device is not None:
         out = {k: v.to(device) if torch.is_tensor(v) else v for k, v in out.items()}

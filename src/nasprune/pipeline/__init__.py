@@ -20,21 +20,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from nasprune.config import RunConfig
 from nasprune.data.encode import LENGTH_PERCENTILE, chosen_max_length, encode
 from nasprune.data.tasks import TaskData, load_task_data
 from nasprune.errors import NaspruneError
 from nasprune.files import write_json
-from nasprune.pipeline.export import export_stage
-from nasprune.pipeline.stages import (
-    check_search,
-    finetune_stage,
-    sanity_check,
-    search_stage,
-    supernet_stage,
-)
 from nasprune.rundir import EXPORT_DIR, SUPERTRAIN_DIR, RunDir
 
 STAGES = ("finetune", "search", "export")
@@ -76,15 +66,16 @@ def prepare(cfg: RunConfig, run_dir: str | Path, redo: str | None = None
 
 
 def _prepare(cfg: RunConfig, run: RunDir, redo: str | None):
-    from nasprune.core.models import check_model, pick_device
+    from nasprune.core.models import check_model, pick_device, resolve_model
     from nasprune.rundir.fingerprints import check, fingerprints
     from nasprune.train.strategies import make_strategy
 
     cfg = absolute(cfg)
+    resolve_model(cfg.model)  # a missing model folder, before the data is read
+    data = load_task_data(cfg.data)  # the data's mistakes are refused before torch loads
     pick_device(cfg.train.device)  # cuda:3 on a one-GPU machine is refused now
     check_model(cfg.model)
     make_strategy(cfg.train.strategy, cfg.strategy_options())  # the options it will train with
-    data = load_task_data(cfg.data)
     if cfg.train.max_length is None:  # chosen once, before the fingerprints that name it
         cfg = replace(cfg, train=replace(cfg.train, max_length=data_max_length(cfg.model, data)))
     wanted = fingerprints(cfg)
@@ -129,6 +120,16 @@ def run(cfg: RunConfig, run_dir: str | Path, progress: bool = True,
 
 def _run(cfg: RunConfig, data: TaskData, rundir: RunDir, wanted: dict, progress: bool,
          until: str, length_chosen: bool = False) -> dict:
+    import torch
+
+    from nasprune.pipeline.export import export_stage
+    from nasprune.pipeline.stages import (
+        check_search,
+        finetune_stage,
+        sanity_check,
+        search_stage,
+        supernet_stage,
+    )
     from nasprune.report.front import pareto_summary
     from nasprune.search.pick import pick
 

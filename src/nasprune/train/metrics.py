@@ -1,12 +1,11 @@
-"""Task metrics (GLUE's): plain numpy/scipy/scikit-learn, no torch."""
+"""Task metrics (GLUE's): plain numpy/scipy/scikit-learn, no torch. scipy and scikit-learn
+load when a metric needs them (about two seconds of imports that every command paid)."""
 
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import f1_score, matthews_corrcoef
 
 METRICS = ("accuracy", "f1", "matthews", "pearson", "spearman")
 
@@ -20,11 +19,17 @@ def compute(names: tuple[str, ...], predictions: np.ndarray,
         if name == "accuracy":
             out[name] = float((predictions == labels).mean())
         elif name == "f1":
+            from sklearn.metrics import f1_score
+
             out[name] = float(f1_score(labels, predictions))
         elif name == "matthews":
+            from sklearn.metrics import matthews_corrcoef
+
             out[name] = float(matthews_corrcoef(labels, predictions))
         elif name in ("pearson", "spearman"):
-            correlation = pearsonr if name == "pearson" else spearmanr
+            from scipy import stats
+
+            correlation = stats.pearsonr if name == "pearson" else stats.spearmanr
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # constant input: reported as 0 below
                 out[name] = _finite(correlation(predictions, labels)[0])
