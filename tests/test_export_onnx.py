@@ -163,14 +163,19 @@ def tiny_validation(n: int = 48, seed: int = 0) -> Encoded:
 
 
 @pytest.mark.parametrize("family", ["bert", "distilbert"])
-def test_int8_is_static_quantization_of_the_weights(family, tmp_path):
+def test_int8_is_static_quantization_of_the_weights(family, tmp_path, monkeypatch):
     sn = make_supernet(family)
     subnet = SUBNETS["non-uniform"]
+    traced, export = [], xo._export
+    monkeypatch.setattr(xo, "_export", lambda *a: traced.append(a[3]) or export(*a))
     out = export_model(sn, subnet, tmp_path / "out", formats=("onnx",), quantize="int8",
                        validation=(tiny_validation(), SST2),
                        calibration=tiny_validation(seed=5))
     metrics = json.loads((out / "metrics.json").read_text())
     manifest = json.loads((out / "manifest.json").read_text())
+    # int8 quantizes the float step's plain graph: the model is exported once, and what
+    # the steps handed over is gone
+    assert len(traced) == 1 and not (out / ".scratch").exists()
     assert manifest["onnx"]["int8"] == {
         "method": "onnxruntime static (QDQ)", "per_channel": True, "reduce_range": True,
         "of": "plain graph", "calibration": "entropy", "calibrated_on": "training texts"}

@@ -43,6 +43,7 @@ from typing import Any
 
 from nasprune.core.subnet import Subnet
 from nasprune.deploy.export.backends import BASE
+from nasprune.deploy.export.backends.base import SCRATCH
 from nasprune.deploy.export.format import (
     CARD_FILE,
     FORMAT,
@@ -83,6 +84,7 @@ def export_model(supernet, subnet: Subnet, out_dir: str | os.PathLike, *, tokeni
     tmp = prepare_out(job.out)
     try:
         backends, report = _write_backends(job, tmp)
+        shutil.rmtree(tmp / SCRATCH, ignore_errors=True)  # what steps left to later ones
         _write_descriptions(job, tmp, backends, report)
         same_modes(tmp, tmp / CARD_FILE)  # written with open, as the manifest was before
         publish(tmp, job.out)

@@ -14,6 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: A folder of the export's staging directory for what one step leaves to a later one (the
+#: ONNX backend's plain graph, which its int8 step quantizes instead of exporting the model
+#: again); ``export_model`` removes it before the export is described and published.
+SCRATCH = ".scratch"
+
 
 @dataclass
 class Written:

@@ -19,12 +19,14 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from nasprune.deploy.export.backends.base import Backend, Calibration, Written
+from nasprune.deploy.export.backends.base import SCRATCH, Backend, Calibration, Written
 from nasprune.deploy.export.backends.onnx_graph import export_onnx, write_onnx
 from nasprune.deploy.export.backends.onnx_runtime import OnnxClassifier, execution_providers
 from nasprune.deploy.export.format import ONNX_FILE, ONNX_INT8_FILE
 from nasprune.errors import NaspruneError, require
 
+#: The plain (unfused) graph that ``write`` leaves for ``quantize`` in the staging directory.
+PLAIN = Path(SCRATCH) / "plain.onnx"
 #: ``quantize_onnx`` defaults: per-channel weight scales (on fine-tuned MiniLM per-tensor
 #: scales cost about a point of SST-2 accuracy), 7-bit weight range (x86 CPUs without VNNI,
 #: i.e. AVX2, multiply u8 x s8 pairs into int16 that saturate with full 8-bit weights).
@@ -169,7 +171,8 @@ class OnnxBackend(Backend):
 
     def write(self, model, directory: Path, say) -> Written:
         say("exporting ONNX")
-        report = write_onnx(model, directory / ONNX_FILE)
+        (directory / SCRATCH).mkdir(exist_ok=True)
+        report = write_onnx(model, directory / ONNX_FILE, keep_plain=directory / PLAIN)
         if not report["optimized"]:
             say(f"ONNX graph not optimised: {report['why_not_optimized']}")
         return Written({"onnx": ONNX_FILE},
@@ -184,8 +187,10 @@ class OnnxBackend(Backend):
         feeds = calibration_feeds(calibration.encoded, model.config, calibration.pad_id)
         where = calibration.source
         with tempfile.TemporaryDirectory() as tmp:
-            plain = Path(tmp) / "plain.onnx"
-            export_onnx(model, plain)
+            plain = directory / PLAIN  # the float step's, when this export wrote one
+            if not plain.is_file():
+                plain = Path(tmp) / "plain.onnx"
+                export_onnx(model, plain)
             quantize_onnx(plain, directory / ONNX_INT8_FILE, feeds)
         int8 = OnnxClassifier(directory / ONNX_INT8_FILE, model.config)
         return Written({"onnx_int8": ONNX_INT8_FILE}, lambda: int8,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -129,7 +130,7 @@ def _same_interface(path: Path, names: Sequence[str]) -> str | None:
 
 
 def write_onnx(model, path: str | os.PathLike, *, opset: int = ONNX_OPSET,
-               optimize: bool = True) -> dict:
+               optimize: bool = True, keep_plain: str | os.PathLike | None = None) -> dict:
     """Write ``model`` (a float PyTorch classifier) as ONNX with dynamic batch/sequence axes.
 
     The plain graph must match PyTorch within ``PARITY_TOLERANCE`` on inputs of other
@@ -137,7 +138,8 @@ def write_onnx(model, path: str | os.PathLike, *, opset: int = ONNX_OPSET,
     fusions rewrite it (:func:`fuse_for_onnxruntime`) and the fused graph replaces the plain
     one only when it keeps the inputs and axes and matches PyTorch within
     ``FUSED_TOLERANCE`` on right-, left- and un-padded inputs; otherwise the plain graph
-    stays and the reason is returned.
+    stays and the reason is returned. ``keep_plain``: also leave the checked plain graph
+    there (what int8 quantizes), so that it need not be exported a second time.
 
     Returns the report stored in ``metrics.json`` (``onnx``): ``exporter``, ``opset``,
     ``optimized``, ``max_abs_diff`` (of the graph written), ``plain_max_abs_diff``, and
@@ -146,7 +148,7 @@ def write_onnx(model, path: str | os.PathLike, *, opset: int = ONNX_OPSET,
     path = Path(path)
     was_training = model.training
     try:
-        return _write_onnx(on_cpu(model.eval()), path, opset, optimize)
+        return _write_onnx(on_cpu(model.eval()), path, opset, optimize, keep_plain)
     finally:
         model.train(was_training)
 
@@ -163,7 +165,7 @@ def on_cpu(model):
     return copy.deepcopy(model).to("cpu")
 
 
-def _write_onnx(model, path: Path, opset: int, optimize: bool) -> dict:
+def _write_onnx(model, path: Path, opset: int, optimize: bool, keep_plain=None) -> dict:
     names = input_names(model.config)
     example = example_inputs(model.config, 2, 8, seed=0)
     try:
@@ -179,6 +181,8 @@ def _write_onnx(model, path: Path, opset: int, optimize: bool) -> dict:
     if not plain <= PARITY_TOLERANCE:
         raise NaspruneError(f"ONNX export of {path.name} differs from PyTorch by {plain:.3g}")
     report.update(optimized=False, max_abs_diff=plain, plain_max_abs_diff=plain)
+    if keep_plain is not None:
+        shutil.copyfile(path, keep_plain)
     if not optimize:
         report["why_not_optimized"] = "not requested"
         return report
