@@ -14,14 +14,24 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from cases import REPO, SHARED_DATA, WORDS, tiny_bert, tiny_tokenizer  # noqa: F401
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core: one
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # thread each, for them and their children
-    import torch
 
-    torch.set_num_threads(1)
+#: torch's threads in every test: one per worker under xdist (two workers of two threads
+#: each would share two cores), all cores in one process.
+TORCH_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Every test starts with ``TORCH_THREADS``, whatever an earlier test set (a server or
+    ``nasprune.load(threads=...)`` in this process sets torch's global count)."""
+    torch.set_num_threads(TORCH_THREADS)
+    yield
 
 
 @pytest.fixture(scope="session")

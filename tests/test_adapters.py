@@ -19,7 +19,6 @@ from nasprune.errors import NaspruneError
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def model(request):
-    torch.set_num_threads(2)
     return tiny_model(request.param, layers=3, heads=4, head_dim=8, ffn=48)
 
 

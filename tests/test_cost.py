@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -24,7 +23,6 @@ SUBNETS = [
 
 
 def _supernet(family="bert", **kw):
-    torch.set_num_threads(2)
     return Supernet(tiny_model(family, layers=3, heads=4, head_dim=8, ffn=48, **kw))
 
 

@@ -33,7 +33,6 @@ from nasprune.train.evaluation import evaluate
 
 from conftest import tiny_tokenizer
 
-torch.set_num_threads(2)
 SST2 = TaskPreset("sst2", ("sentence",), ("negative", "positive"))
 
 

@@ -29,7 +29,6 @@ from nasprune.deploy.export.backends.onnx_runtime import OnnxClassifier
 from nasprune.deploy.export.examples import input_names
 from nasprune.deploy.export.writer import export_model
 
-torch.set_num_threads(2)
 SUBNETS = {  # 4 layers of 4 heads / 64 units
     "uniform": Subnet(((2, 32),) * 4),  # fewer heads: the remote class
     "layer-dropped": Subnet(((4, 64), (4, 64), (0, 0), (0, 0))),  # the stock class

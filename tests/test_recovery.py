@@ -32,7 +32,6 @@ def _encoded(n=96, seed=0) -> Encoded:
 
 
 def _setup(family="bert"):
-    torch.set_num_threads(2)
     full = tiny_model(family, layers=3, heads=4, head_dim=8, ffn=48, seed=2)
     with torch.no_grad():  # larger weights than the default init: outputs that differ
         for name, p in full.named_parameters():

@@ -27,7 +27,6 @@ SUBNETS = [
 
 
 def _model(family="bert", **kw):
-    torch.set_num_threads(2)
     return tiny_model(family, layers=3, heads=4, head_dim=8, ffn=48, **kw)
 
 
@@ -324,7 +323,6 @@ def test_minilm_on_real_sst2_inputs(minilm, shared_data):
     data = shared_data / "sst2"
     from nasprune.core.cost import CostModel
 
-    torch.set_num_threads(2)
     torch.manual_seed(0)
     model = tf.AutoModelForSequenceClassification.from_pretrained(minilm, num_labels=2).eval()
     tok = tf.AutoTokenizer.from_pretrained(minilm)

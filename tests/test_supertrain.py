@@ -43,7 +43,6 @@ def _encoded(n=24, seed=0) -> Encoded:
 
 
 def _prepared(cls, **options):
-    torch.set_num_threads(2)
     model = tiny_model("bert", layers=2, heads=4, head_dim=HEAD_DIM, ffn=64, seed=1)
     strategy = cls(space="layerwise", unit_step=16, calibration_examples=16,
                    calibration_batch_size=8, **options)
@@ -140,7 +139,6 @@ def test_random_linear_samples_more_as_training_progresses(monkeypatch):
 
 
 def test_prepare_reorders_by_importance_without_changing_the_function():
-    torch.set_num_threads(2)
     model = tiny_model("bert", layers=2, heads=4, head_dim=HEAD_DIM, ffn=64, seed=1)
     batch = _batch()
     inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -166,7 +164,6 @@ def test_prepare_reorders_by_importance_without_changing_the_function():
 def test_strategy_trains_through_the_loop_and_saves_its_order(name, tmp_path):
     from conftest import tiny_bert
 
-    torch.set_num_threads(2)
     model, tokenizer = tiny_bert(layers=2, heads=4, hidden=32, ffn=64), tiny_tokenizer()
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     options = {"space": "layerwise", "unit_step": 16, "calibration_examples": 64}
@@ -223,7 +220,6 @@ def test_standard_checkpoint_has_no_supernet_files(tmp_path):
 def test_distill_strategy_teacher_is_fixed_and_every_subnetwork_learns_from_it(tmp_path):
     from conftest import tiny_bert
 
-    torch.set_num_threads(2)
     model, tokenizer = tiny_bert(layers=2, heads=4, hidden=32, ffn=64), tiny_tokenizer()
     train(model, tokenizer, toy_data(), TrainConfig(epochs=2, batch_size=16, learning_rate=3e-3,
                                                     progress=False), tmp_path / "teacher")
