@@ -5,6 +5,7 @@ refused before any work starts (nothing written, torch never loaded), never a tr
 they agree); ``generated_mistakes`` adds the nan, inf, negative, zero and huge values of
 every numeric option and the wrong kinds of path of every path option of every command."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -106,14 +107,19 @@ def test_every_number_and_path_option_declares_its_check():
             assert not any(parser.accepts(float(v)) for v in ALWAYS_REFUSED), param.name
 
 
-def _parse(argv: list[str]):
-    """Parse ``argv`` as the command line would, without running the command."""
+@functools.cache
+def _commands() -> dict:
+    """The Click commands Typer builds from the app (built once: a build takes ~50 ms)."""
     import typer.main
 
     from nasprune.cli import app
 
-    command = typer.main.get_command(app).commands[argv[0]]
-    return command.make_context(argv[0], list(argv[1:]))
+    return typer.main.get_command(app).commands
+
+
+def _parse(argv: list[str]):
+    """Parse ``argv`` as the command line would, without running the command."""
+    return _commands()[argv[0]].make_context(argv[0], list(argv[1:]))
 
 
 def test_generated_mistakes_are_refused_while_parsing(tmp_path):

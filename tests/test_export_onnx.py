@@ -219,8 +219,7 @@ def test_no_deprecated_export_or_quantization_path(tmp_path):
     sn = make_supernet("bert")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        xo.write_onnx(sn.model, tmp_path / "m.onnx")
-        xo.export_onnx(sn.model, tmp_path / "plain.onnx")
+        xo.write_onnx(sn.model, tmp_path / "m.onnx", keep_plain=tmp_path / "plain.onnx")
         quantize_onnx(tmp_path / "plain.onnx", tmp_path / "q.onnx",
                       calibration_feeds(tiny_validation(8), sn.model.config))
     messages = [f"{w.category.__name__}: {w.message}" for w in caught]
