@@ -18,11 +18,10 @@ from nasprune.core.models import model_device, pick_device
 from nasprune.data.encode import Encoded, encode, subset
 from nasprune.data.tasks import TaskData
 from nasprune.errors import NaspruneError
-from nasprune.files import write_json
 from nasprune.progress import tracked
 from nasprune.rundir import FINETUNE_DIR, METRICS, MODEL, SUPERTRAIN_DIR, RunDir
 from nasprune.train.batches import iter_batches
-from nasprune.train.finetune import load_classifier
+from nasprune.train.finetune import finetune, load_classifier
 from nasprune.train.loop import train
 
 
@@ -42,11 +41,7 @@ def finetune_stage(cfg: RunConfig, data: TaskData, run_dir: Path) -> dict:
     train_cfg = cfg.training()
     if needs_teacher(train_cfg.strategy):
         train_cfg = replace(train_cfg, strategy="standard", strategy_options={})
-    model, tokenizer = load_classifier(cfg.model, data.preset, train_cfg.seed)
-    result = train(model, tokenizer, data, train_cfg, out)
-    result["model"] = cfg.model
-    write_json(done, result)
-    return result
+    return finetune(cfg.model, data, train_cfg, out)
 
 
 def sanity_check(cfg: RunConfig, data: TaskData, run_dir: Path, tokenizer) -> None:

@@ -9,6 +9,7 @@ from nasprune.core.models import load_pretrained
 from nasprune.data.presets import TaskPreset
 from nasprune.data.tasks import TaskData
 from nasprune.files import write_json
+from nasprune.rundir import METRICS
 from nasprune.train.loop import set_seed, train
 
 
@@ -34,9 +35,10 @@ def load_classifier(model_name: str, preset: TaskPreset, seed: int):
 
 
 def finetune(model_name: str, data: TaskData, cfg: TrainConfig, out_dir: str | Path) -> dict:
-    """Fine-tune ``model_name`` on ``data``; the best checkpoint lands in ``out_dir/model``."""
+    """Fine-tune ``model_name`` on ``data``; the best checkpoint lands in ``out_dir/model``
+    and the record (returned) in ``out_dir/metrics.json`` (a run's fine-tuning stage)."""
     model, tokenizer = load_classifier(model_name, data.preset, cfg.seed)
     result = train(model, tokenizer, data, cfg, out_dir)
     result["model"] = model_name
-    write_json(Path(out_dir) / "metrics.json", result)
+    write_json(Path(out_dir) / METRICS, result)
     return result
