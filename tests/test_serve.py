@@ -108,6 +108,21 @@ def test_load_for_inference_rejects_missing_dir(tmp_path):
         load_for_inference(tmp_path)
 
 
+def test_long_texts_are_cut_to_the_positions_the_model_has():
+    """RoBERTa-style models keep the first positions for padding: a 64-position tiny
+    RoBERTa takes 62 tokens, so a longer text is cut there, not at 64 (an out-of-bounds
+    position: a 500)."""
+    from cases import WORDS, tiny_tokenizer
+
+    from nasprune.core.families.tiny import tiny_model
+
+    model = tiny_model("roberta").eval()
+    predictor = Predictor(model, tiny_tokenizer(), max_length=128)
+    assert predictor.max_length == 62
+    [result] = predictor.predict([(" ".join(WORDS * 10), None)])
+    assert result["label_name"] in predictor.labels and len(result["logits"]) == 2
+
+
 def test_predictor_matches_direct_forward(predictor):
     items = [("a good movie", None), ("the plot", "was boring"), ("bad", None)]
     got = predictor.predict(items)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from nasprune.core.models import positions
 from nasprune.errors import NaspruneError
 from nasprune.files import read_json_or_none
 
@@ -77,8 +78,7 @@ class Predictor:
         self.tokenizer = tokenizer
         config = model.config
         # Never more tokens than the model has positions (a 500 on long inputs otherwise).
-        positions = getattr(config, "max_position_embeddings", None) or max_length
-        self.max_length = min(max_length, positions)
+        self.max_length = min(max_length, positions(config, tokenizer))
         self.chunk_size = max(1, chunk_size)
         self.pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
         self.model_dir = model_dir
