@@ -33,7 +33,7 @@ TEST_JOBS ?= 2
 XDIST = $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile)
 
 test: venv browser
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q --timeout 1200 $(XDIST)
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q --timeout 1200 --durations=25 $(XDIST)
 
 test-fast: venv
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -m "not slow" $(XDIST)
