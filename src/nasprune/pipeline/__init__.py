@@ -72,8 +72,9 @@ def _prepare(cfg: RunConfig, run: RunDir, redo: str | None):
 
     cfg = absolute(cfg)
     resolve_model(cfg.model)  # a missing model folder, before the data is read
-    data = load_task_data(cfg.data)  # the data's mistakes are refused before torch loads
-    pick_device(cfg.train.device)  # cuda:3 on a one-GPU machine is refused now
+    if cfg.train.device != "auto":  # cuda:3 on a one-GPU machine is refused now
+        pick_device(cfg.train.device)
+    data = load_task_data(cfg.data)  # with the default device: before torch loads
     check_model(cfg.model)
     make_strategy(cfg.train.strategy, cfg.strategy_options())  # the options it will train with
     if cfg.train.max_length is None:  # chosen once, before the fingerprints that name it
