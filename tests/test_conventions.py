@@ -49,3 +49,22 @@ def test_a_fast_test_cannot_open_the_shared_data_by_its_path():
 
     with pytest.raises(SharedDataInFastTest, match="marked slow"):
         open(SHARED_DATA / "sst2" / "validation.tsv")  # noqa: SIM115 - refused before opening
+
+
+def test_torch_threads_are_set_in_one_place():
+    """Only conftest sets torch's threads (one per xdist worker): a test module that set
+    two at import undid that for every test, and two workers shared two cores four ways."""
+    import os
+
+    import torch
+    from cases import REPO
+
+    from conftest import TORCH_THREADS
+
+    here = os.path.basename(__file__)
+    setters = [p.name for p in (REPO / "tests").rglob("*.py")
+               if p.name not in ("conftest.py", here) and "set_num_threads(" in p.read_text()]
+    assert not setters
+    assert torch.get_num_threads() == TORCH_THREADS
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        assert TORCH_THREADS == 1
