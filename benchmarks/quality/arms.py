@@ -136,7 +136,7 @@ def arm_a(task, seed, args, data, ensure_teacher, stages: Stages) -> dict:
         store_dir.mkdir(parents=True, exist_ok=True)
         with TrialStore(store_dir / "trials.db") as store:
             run_search(space, make_searcher("random", space, seed), m["evaluator"](m["search"]),
-                       store, args.trials, ("error", "encoder_params"), progress=False)
+                       store, args.trials, ("error", "encoder_params"), progress=True)
         return True
 
     def summary():
@@ -195,7 +195,7 @@ def searched_arm(name, cfg: RunConfig, run_dir: Path, data, stages: Stages, reco
     def summary():
         m = model()
         stages(f"{s}:search", lambda: bool(search_stage(
-            cfg, data, run_dir, m["supernet"], m["tokenizer"], progress=False)), output=store)
+            cfg, data, run_dir, m["supernet"], m["tokenizer"], progress=True)), output=store)
         return trials_of(store)
 
     needs_store = not stages.has(*own, f"{s}:trials")
