@@ -155,7 +155,8 @@ def test_campaign_status_counts_the_running_stage_s_progress(tmp_path):
     # and the search (1,606 s as in the test above): 0.5 x 4,800 + 1,606 s = 1.1 h
     (home / "campaign.lock").write_text(json.dumps(
         {"pid": os.getpid(), "item": "mpnet-base-sst2-s0-a", "start": 0}))
-    assert "~1.8 h" in sst2_a_line() and "running" in sst2_a_line()  # no progress line yet
+    line = sst2_a_line()
+    assert "~1.8 h" in line and "running" in line  # no progress line yet
     (tmp_path / "campaign.log").write_text(
         "fine-tuning: 450/900 after 2400 s, loss 0.4\nepoch 1: search accuracy 0.8\n")
     assert "~1.1 h" in sst2_a_line()

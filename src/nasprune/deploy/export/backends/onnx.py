@@ -25,7 +25,8 @@ from nasprune.deploy.export.backends.onnx_runtime import OnnxClassifier, executi
 from nasprune.deploy.export.format import ONNX_FILE, ONNX_INT8_FILE
 from nasprune.errors import NaspruneError, require
 
-#: The plain (unfused) graph that ``write`` leaves for ``quantize`` in the staging directory.
+#: The plain (unfused) graph that ``quantize`` quantizes, in the staging directory's scratch
+#: folder: left there by ``write`` when the export has ``--format onnx``.
 PLAIN = Path(SCRATCH) / "plain.onnx"
 #: ``quantize_onnx`` defaults: per-channel weight scales (on fine-tuned MiniLM per-tensor
 #: scales cost about a point of SST-2 accuracy), 7-bit weight range (x86 CPUs without VNNI,
@@ -171,7 +172,7 @@ class OnnxBackend(Backend):
 
     def write(self, model, directory: Path, say) -> Written:
         say("exporting ONNX")
-        (directory / SCRATCH).mkdir(exist_ok=True)
+        (directory / PLAIN).parent.mkdir(exist_ok=True)
         report = write_onnx(model, directory / ONNX_FILE, keep_plain=directory / PLAIN)
         if not report["optimized"]:
             say(f"ONNX graph not optimised: {report['why_not_optimized']}")
@@ -186,12 +187,11 @@ class OnnxBackend(Backend):
         say("quantizing ONNX to int8 (static, calibrated)")
         feeds = calibration_feeds(calibration.encoded, model.config, calibration.pad_id)
         where = calibration.source
-        with tempfile.TemporaryDirectory() as tmp:
-            plain = directory / PLAIN  # the float step's, when this export wrote one
-            if not plain.is_file():
-                plain = Path(tmp) / "plain.onnx"
-                export_onnx(model, plain)
-            quantize_onnx(plain, directory / ONNX_INT8_FILE, feeds)
+        plain = directory / PLAIN  # the float step's (--format onnx), else exported here
+        if not plain.is_file():
+            plain.parent.mkdir(exist_ok=True)
+            export_onnx(model, plain)
+        quantize_onnx(plain, directory / ONNX_INT8_FILE, feeds)
         int8 = OnnxClassifier(directory / ONNX_INT8_FILE, model.config)
         return Written({"onnx_int8": ONNX_INT8_FILE}, lambda: int8,
                        {"int8_backend": "onnxruntime static", "int8_calibrated_on": where,
