@@ -2,7 +2,7 @@
 
 ``export_model`` calls ``write`` for the base backend and for each ``--format`` asked for,
 then, for ``--quantize Q``, ``quantize`` of the backend whose ``quantizations`` declare Q
-(ONNX: ``int8``, static and calibrated);
+(ONNX: ``int8``, static and calibrated), whose ``write`` has run (Q implies its format);
 ``load`` calls ``load`` of the backend chosen. The manifest's ``backends`` names each
 backend's file under the backend's name and its int8 file under ``<name>_int8``.
 """

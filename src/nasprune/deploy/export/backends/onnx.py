@@ -20,13 +20,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from nasprune.deploy.export.backends.base import SCRATCH, Backend, Calibration, Written
-from nasprune.deploy.export.backends.onnx_graph import export_onnx, write_onnx
+from nasprune.deploy.export.backends.onnx_graph import write_onnx
 from nasprune.deploy.export.backends.onnx_runtime import OnnxClassifier, execution_providers
 from nasprune.deploy.export.format import ONNX_FILE, ONNX_INT8_FILE
 from nasprune.errors import NaspruneError, require
 
-#: The plain (unfused) graph that ``quantize`` quantizes, in the staging directory's scratch
-#: folder: left there by ``write`` when the export has ``--format onnx``.
+#: The plain (unfused) graph that ``write`` leaves in the staging directory's scratch folder
+#: for ``quantize`` (int8 implies the ONNX format, so ``write`` always runs first).
 PLAIN = Path(SCRATCH) / "plain.onnx"
 #: ``quantize_onnx`` defaults: per-channel weight scales (on fine-tuned MiniLM per-tensor
 #: scales cost about a point of SST-2 accuracy), 7-bit weight range (x86 CPUs without VNNI,
@@ -187,11 +187,7 @@ class OnnxBackend(Backend):
         say("quantizing ONNX to int8 (static, calibrated)")
         feeds = calibration_feeds(calibration.encoded, model.config, calibration.pad_id)
         where = calibration.source
-        plain = directory / PLAIN  # the float step's (--format onnx), else exported here
-        if not plain.is_file():
-            plain.parent.mkdir(exist_ok=True)
-            export_onnx(model, plain)
-        quantize_onnx(plain, directory / ONNX_INT8_FILE, feeds)
+        quantize_onnx(directory / PLAIN, directory / ONNX_INT8_FILE, feeds)
         int8 = OnnxClassifier(directory / ONNX_INT8_FILE, model.config)
         return Written({"onnx_int8": ONNX_INT8_FILE}, lambda: int8,
                        {"int8_backend": "onnxruntime static", "int8_calibrated_on": where,

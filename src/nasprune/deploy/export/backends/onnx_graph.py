@@ -6,8 +6,8 @@ exporter (``torch.onnx.export(..., dynamo=True)``, built on ``torch.export``; ne
 rewriter (``onnxscript.rewriter.ort_fusions``: attention into one ``Attention`` or
 ``MultiHeadAttention`` node per layer, with that layer's own head count read from the
 graph, residual + LayerNorm into ``SkipLayerNormalization``, bias + GELU into
-``BiasGelu``), keeping the fused graph only when it still matches PyTorch.
-``export_onnx`` is the plain export without the fusion (what int8 quantizes).
+``BiasGelu``), keeping the fused graph only when it still matches PyTorch;
+``keep_plain`` also leaves the checked plain graph (what int8 quantizes).
 """
 
 from __future__ import annotations
@@ -212,10 +212,3 @@ def _write_onnx(model, path: Path, opset: int, optimize: bool, keep_plain=None) 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
-def export_onnx(model, path: str | os.PathLike, *, opset: int = ONNX_OPSET) -> float:
-    """Write ``model`` as a plain (unfused) ONNX graph with dynamic batch/sequence axes and
-    return the largest logit difference to PyTorch on inputs of other shapes (raises above
-    ``PARITY_TOLERANCE``). ``write_onnx`` is the export with the fusions."""
-    return write_onnx(model, path, opset=opset, optimize=False)["max_abs_diff"]
