@@ -103,9 +103,9 @@ class RunTime:
 #: the default arm (d) of MPNet-base waits for.
 ITEMS = (
     Item("mpnet-base", "rte", 0, "a"),
+    RunTime("profile", 0),  # first: where the time goes decides what to change
     RunTime("before", 0),
     RunTime("before", 1),
-    RunTime("profile", 0),
     Item("mpnet-base", "rte", 0, "d", after="defaults"),
     Item("mpnet-base", "sst2", 0, "d", after="defaults"),
     Item("mpnet-base", "rte", 1, "d", after="defaults"),

@@ -55,7 +55,8 @@ def test_the_docs_table_lists_every_mistake():
     (["run", "--train-file", "nope.tsv", "--validation-file", "nope.tsv", "--text-columns",
       "sentence"], "NaspruneError data file not found"),
     (["run", "--model", "./missing", "--task", "sst2"], "NaspruneError model path does not"),
-], ids=["option", "data folder", "data file", "model path"])
+    (["adopt", "."], "NaspruneError .: no config.json"),
+], ids=["option", "data folder", "data file", "model path", "adopt"])
 def test_mistakes_are_refused_without_loading_torch(argv, refusal, tmp_path):
     """A command is refused in about a second: checking the options, the data and a model
     path loads no torch (nor transformers, scipy or scikit-learn)."""

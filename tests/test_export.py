@@ -154,22 +154,6 @@ def test_trust_remote_code_loads_without_nasprune(bert_export, tmp_path):
 # ------------------------------------------------------------------------- ONNX
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert"])
-def test_onnx_parity_with_dynamic_axes(family, tmp_path):
-    sn = make_supernet(family)
-    out = export_model(sn, SUBNET, tmp_path / "out", formats=("onnx",))
-    loaded = nasprune.load(out, backend="onnx")
-    assert isinstance(loaded.model, OnnxClassifier)
-    shapes = [i.shape for i in loaded.model.session.get_inputs()]
-    assert all(s == ["batch", "sequence"] for s in shapes)
-    for rows, seq in ((1, 5), (4, 23)):  # neither is the traced shape (2, 8)
-        inputs = batch(sn.model.config, rows, seq)
-        got = loaded.model(**inputs).logits
-        torch.testing.assert_close(got, reference_logits(sn, SUBNET, inputs), rtol=0, atol=1e-4)
-    # the graph is ONNX Runtime's fused one (per-layer heads: tests/test_export_onnx.py)
-    assert loaded.metrics["onnx"]["optimized"], loaded.metrics["onnx"]
-
-
 def test_auto_backend_serves_the_measured_faster_and_env_overrides(bert_export, monkeypatch):
     _, out = bert_export
     speed = json.loads((out / "metrics.json").read_text())["speed"]

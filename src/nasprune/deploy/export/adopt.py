@@ -58,18 +58,18 @@ def _check_loads(directory: Path, config, layout: str):
 
 def adopt(directory: str | os.PathLike) -> Path:
     """Verify and re-describe a re-saved remote-code export in place; return its path."""
+    directory = Path(directory).expanduser()
+    if not (directory / CONFIG).is_file():  # refused before torch and transformers load
+        raise NaspruneError(f"{directory}: no {CONFIG}; not a model directory")
+    if (directory / MANIFEST).is_file():
+        verify(directory)  # raises when damaged; an intact export needs nothing
+        return directory
     from nasprune import __version__
     from nasprune.core.subnet import ModelShape, Subnet
     from nasprune.deploy.export.loader import _read_config, load
     from nasprune.deploy.export.modeling_nasprune import CLASSES, PREFIX
     from nasprune.deploy.export.prepare import copy_remote_code
 
-    directory = Path(directory).expanduser()
-    if not (directory / CONFIG).is_file():
-        raise NaspruneError(f"{directory}: no {CONFIG}; not a model directory")
-    if (directory / MANIFEST).is_file():
-        verify(directory)  # raises when damaged; an intact export needs nothing
-        return directory
     data = read_object(directory / CONFIG, "config")
     model_type = data.get("model_type")
     if not (isinstance(model_type, str) and model_type.startswith(PREFIX)):
