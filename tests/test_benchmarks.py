@@ -49,16 +49,21 @@ def test_benchmark_files_are_short():
 
 
 def test_quality_report_rewrites_the_recorded_tables(tmp_path):
-    """``--report`` rebuilds quality.md from the committed stage records alone (no model)."""
+    """``--report`` rebuilds quality.md from the committed stage records alone (no model),
+    every recorded run's tables whatever tasks the call names (a campaign item's call names
+    one task: the report once lost the other task's picks)."""
     import shutil
 
     shutil.copytree(BENCHMARKS / "results" / "quality-stages", tmp_path / "quality-stages")
     shutil.copy(BENCHMARKS / "results" / "quality.json", tmp_path / "quality.json")
-    done = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--report"], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "benchmarks.quality", "--report", "--tasks",
+                           "rte", "--seeds", "0"], cwd=REPO,
                           capture_output=True, text=True, timeout=300, env=_bench_env(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
     text = (tmp_path / "quality.md").read_text()
     assert "## MiniLM-L6 · SST2" in text and "## Targets" in text
+    sst2 = text.split("## MiniLM-L6 · SST2")[1].split("## ")[0]
+    assert "| d | 50% | `" in sst2  # the first seed's picks
     recorded = json.loads((BENCHMARKS / "results" / "quality.json").read_text())["summary"]
     assert json.loads((tmp_path / "quality.json").read_text())["summary"] == recorded
 
@@ -80,7 +85,8 @@ def test_campaign_status_reads_the_stage_records(tmp_path):
     item whose arm has rows is done."""
     stages = _rte_stages_recorded(tmp_path)
     (stages / "rows.json").write_text(json.dumps({"mpnet-base-rte-s0": [
-        {"arm": "a", "split": "validation", "seconds": 4400.0}]}))
+        {"arm": "a", "split": "validation", "seconds": 4400.0}], "sst2-s0": [  # MiniLM-L6's
+        {"arm": "f", "split": "validation", "seconds": 1800.0}]}))  # runs are unprefixed
     done = subprocess.run([sys.executable, "benchmarks/campaign.py", "status"], cwd=REPO,
                           capture_output=True, text=True, timeout=120, env=_bench_env(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -94,6 +100,9 @@ def test_campaign_status_reads_the_stage_records(tmp_path):
     names = list(lines)
     assert names.index("minilm-l6-sst2-s0-before") < names.index("mpnet-base-rte-s0-d")
     assert "no SST-2 default-arm stages recorded" in lines["minilm-l6-sst2-s1-before"]
+    assert "done" in lines["minilm-l6-sst2-s0-f"] and "30 min" in lines["minilm-l6-sst2-s0-f"]
+    assert "waiting" in lines["minilm-l6-sst2-s1-f"]
+    assert names.index("minilm-l6-sst2-s1-f") < names.index("mpnet-base-rte-s0-d")
 
 
 def test_the_profile_puts_each_sample_in_a_stage_and_an_activity(tmp_path):

@@ -49,9 +49,8 @@ def main() -> None:
         seeds = {t: [int(s) for s in args.seeds.split(",")] for t in tasks}
     torch.set_num_threads(args.threads)
     quiet_libraries()
-    all_seeds = sorted({s for v in seeds.values() for s in v})
     if args.report:
-        report(tasks, all_seeds)
+        report()
         return
     # seed 0 of every task first, so a stopped benchmark has one of each
     order = sorted(((t, s) for t in tasks for s in seeds[t]), key=lambda x: (x[1], x[0]))
@@ -64,7 +63,7 @@ def main() -> None:
         done_rows[name] = [r for r in done_rows.get(name, []) if r["arm"] not in ran] + rows
         rows_file.parent.mkdir(parents=True, exist_ok=True)
         rows_file.write_text(json.dumps(done_rows, indent=1))
-        report(tasks, all_seeds, [r for v in done_rows.values() for r in v])
+        report([r for v in done_rows.values() for r in v])
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.common import RESULTS, write_results
+from benchmarks.common import RESULTS, SETTINGS, write_results
 from benchmarks.quality.settings import (
     ARMS,
     BUDGETS,
@@ -164,7 +164,9 @@ def plot(model: str, task: str, seed: int, stages: Stages) -> None:
                     title=f"{MODELS[model]} {task.upper()} (seed {seed}): fronts before recovery")
 
 
-def report(tasks, seeds, all_rows: list[dict] | None = None) -> None:
+def report(all_rows: list[dict] | None = None) -> None:
+    """quality.json/md from every recorded run (not only those of this call): the rows,
+    and per model and task the first seed's picks and plot."""
     rows, details, stage_times = [], {}, {}
     previous = RESULTS / f"{PLACE.name}.json"
     if all_rows is None and previous.is_file():
@@ -176,8 +178,8 @@ def report(tasks, seeds, all_rows: list[dict] | None = None) -> None:
     for path in sorted((RESULTS / f"{PLACE.name}-stages").glob("*-s?.json")):
         stage_times[path.stem] = json.loads(path.read_text())
     for model in MODELS:
-        for task in tasks:
-            for seed in seeds:
+        for task in SETTINGS:
+            for seed in range(10):
                 name = run_name(model, task, seed)
                 detail = RESULTS / f"{PLACE.name}-stages" / f"{name}-detail.json"
                 if detail.is_file() and (model, task) not in details:
