@@ -34,6 +34,32 @@ def test_a_supernet_strategy_samples_the_space_the_search_uses():
     assert RunConfig(train=TrainConfig(strategy="standard")).strategy_options() == {}
 
 
+def test_distillation_stages_take_their_own_batch_with_a_scaled_learning_rate(monkeypatch):
+    """--supernet-batch-size and --recover-batch-size: more examples per step (faster on a
+    CPU, benchmarks/results/step_speed.md) with the learning rate scaled linearly."""
+    from nasprune.train.recovery.recover import RecoveryConfig
+
+    default = RunConfig().supertraining()
+    assert (default.batch_size, default.learning_rate, default.epochs) == (16, 5e-5, 1.0)
+    wide = RunConfig(train=TrainConfig(learning_rate=4e-5, strategy_options={
+        "batch_size": 64})).supertraining()
+    assert (wide.batch_size, wide.learning_rate) == (64, pytest.approx(1.6e-4))
+    assert wide.strategy_options["batch_size"] == 64 and wide.epochs == SUPERNET_EPOCHS
+    assert RecoveryConfig().learning_rate == 5e-5
+    assert RecoveryConfig(batch_size=32).learning_rate == pytest.approx(1e-4)
+    assert RecoveryConfig(batch_size=32, learning_rate=3e-5).learning_rate == 3e-5
+    with pytest.raises(NaspruneError, match="recover-batch-size must be at least 1"):
+        RunConfig(recover_batch_size=0)
+    built = []  # what `nasprune run` hands the pipeline
+
+    monkeypatch.setattr("nasprune.pipeline.run", lambda cfg, *a, **k: built.append(cfg) or {})
+    monkeypatch.setattr("nasprune.cli.run.print_summary", lambda *a: None)
+    done = CliRunner().invoke(app, ["-q", "run", "--task", "sst2", "--supernet-batch-size",
+                                    "32", "--recover-batch-size", "48"])
+    assert done.exit_code == 0, done.output
+    assert built[0].supertraining().batch_size == 32 and built[0].recover_batch_size == 48
+
+
 def test_options_are_resolved_again_when_the_search_changes():
     """Nothing resolved is stored: a changed search changes what the strategy samples."""
     import dataclasses
@@ -111,8 +137,9 @@ def test_a_field_that_declares_nothing_is_refused():
 def test_the_default_run_keeps_its_fingerprints():
     """Stages made by an earlier version with the same options are reused: the hashes of
     the default run are pinned (a change here makes every existing run directory stale:
-    the last one came with --precision and the maximum length chosen from the data)."""
+    the last one came with --precision and the maximum length chosen from the data; the
+    export's with --recover-batch-size, which makes a rerun redo only the export)."""
     assert {k: v["hash"] for k, v in fingerprints(RunConfig()).items()} == {
         "finetune": "51cdfa54c4af96fc", "supertrain": "d0a8aa49c411cf32",
         "supernet": "1a6a6b4120ec1c0d", "search": "2aaf2fa492f54e1b",
-        "export": "5c606a03ace031ff"}
+        "export": "4e83545b92ed294e"}

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import torch
 from benchmarks.common import DATA, SETTINGS, interleaved
-from benchmarks.quality.settings import BUDGETS, PICK_ROUNDS, PLACE, REFERENCE, run_name
+from benchmarks.quality.settings import (
+    BUDGETS,
+    PICK_ROUNDS,
+    PLACE,
+    REFERENCE,
+    SEARCH_OF,
+    run_name,
+)
 from benchmarks.quality.stages import Stages, points, trials_of
 
 from nasprune.config import RunConfig, SearchConfig, TrainConfig
@@ -170,7 +177,7 @@ def searched_arm(name, cfg: RunConfig, run_dir: Path, data, stages: Stages, reco
                  ensure_upstream, unlabeled=None) -> dict:
     """(b)-(e): the pipeline's own stages in a run directory; ``recover`` per pick. The
     model is loaded (and, if its files are gone, rebuilt) only when a stage still needs it."""
-    s = "d" if name in "de" else "b"  # the search this arm's picks come from
+    s = SEARCH_OF[name]  # the search this arm's picks come from
     own = [f"{name}:pick{int(b * 100)}" for b in BUDGETS] + [f"{s}:front-validation"]
     store = run_dir / "search" / "trials.db"
     loaded: dict = {}

@@ -24,6 +24,8 @@ from benchmarks.quality.settings import (
     BUDGETS,
     DEFAULT_ARM,
     DEFAULT_MODEL,
+    FAST_BATCH,
+    OWN_STAGES,
     PLACE,
     SPEED_ROUNDS,
     run_name,
@@ -65,6 +67,16 @@ def run_seed(task: str, seed: int, args) -> list[dict]:
                output=kd / "supertrain" / "model")
         return kd
 
+    fast, fast_cfg = base / "kd-fast", dataclasses.replace(
+        kd_cfg, recover_batch_size=FAST_BATCH, train=dataclasses.replace(
+            kd_cfg.train, strategy_options={"epochs": 1.0, "batch_size": FAST_BATCH}))
+
+    def ensure_fast() -> Path:
+        copy_teacher(ensure_teacher(), fast)
+        stages("f:supertrain", lambda: str(_supertrain(fast_cfg, data, fast)),
+               output=fast / "supertrain" / "model")
+        return fast
+
     teacher = stages("teacher", lambda: finetune_stage(cfg, data, std))
     device = teacher.get("device", "cpu")
     metric = data.preset.metric
@@ -81,6 +93,9 @@ def run_seed(task: str, seed: int, args) -> list[dict]:
                                         "none" if arm == "b" else "distill", ensure_teacher)
         elif arm == "d":
             results[arm] = searched_arm("d", kd_cfg, kd, data, stages, "distill", ensure_kd)
+        elif arm == "f":
+            results[arm] = searched_arm("f", fast_cfg, fast, data, stages, "distill",
+                                        ensure_fast)
         elif arm == "e":
             extra = unlabeled_texts(data, cfg, seed)
             results[arm] = searched_arm("e", kd_cfg, kd, data, stages, "distill", ensure_kd,
@@ -149,7 +164,7 @@ def front_detail(r: dict, stages: Stages, arm: str) -> list[dict]:
 
 def summary_rows(task, seed, arm, r, unpruned, stages: Stages) -> list[dict]:
     front = front_detail(r, stages, arm)
-    recovered = arm in "cde"
+    recovered = arm in "cdef"
     rows = []
     for split in ("validation", "search"):
         if split == "search":  # every searched point, as the search saw it
@@ -159,9 +174,7 @@ def summary_rows(task, seed, arm, r, unpruned, stages: Stages) -> list[dict]:
             points = [(1 - f["validation"], f["encoder_fraction"]) for f in front]
         if recovered:
             points += [(1 - p[split], p["encoder_fraction"]) for p in r["picks"].values()]
-        own = {"a": ["a:search"], "b": ["b:supernet", "b:search"],
-               "c": ["b:supernet", "b:search"], "d": ["d:supertrain", "d:supernet", "d:search"],
-               "e": ["d:supertrain", "d:supernet", "d:search"]}[arm]
+        own = OWN_STAGES[arm]
         picks = [f"{arm}:pick{int(b * 100)}" for b in BUDGETS]
         rows.append({
             "task": task, "arm": arm, "seed": seed, "default": arm == DEFAULT_ARM,

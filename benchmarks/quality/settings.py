@@ -16,7 +16,17 @@ ARMS = {
     "c": "(c) (b) + pick distillation",
     "d": "(d) super-network distillation + (c) [default]",
     "e": "(e) (d) + 16k unlabeled texts",
+    "f": "(f) (d) with batch-32 distillation stages",
 }
+#: The search each arm's picks come from (its stages are named after it).
+SEARCH_OF = {"b": "b", "c": "b", "d": "d", "e": "d", "f": "f"}
+#: The stages an arm needs besides the teacher and its picks.
+OWN_STAGES = {"a": ["a:search"], "b": ["b:supernet", "b:search"],
+              "c": ["b:supernet", "b:search"],
+              **{arm: [f"{s}:supertrain", f"{s}:supernet", f"{s}:search"]
+                 for arm, s in (("d", "d"), ("e", "d"), ("f", "f"))}}
+#: Arm (f)'s batch for super-network distillation and recovery (the learning rates scale).
+FAST_BATCH = 32
 DEFAULT_ARM = "d"
 REFERENCE = 1.1
 PICK_ROUNDS = 10  # speed-up timing rounds inside each pick's stage

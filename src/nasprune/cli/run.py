@@ -160,6 +160,7 @@ def run(
     seed: SeedOpt = _T.seed,
     strategy: StrategyOpt = _T.strategy,
     supernet_epochs: Annotated[float, opt("--strategy distill: passes over the training set.", TRAIN, parser=Number(False, 0, low_open=True))] = SUPERNET_EPOCHS,
+    supernet_batch_size: Annotated[int | None, opt("--strategy distill: examples per step (default: --batch-size); the learning rate scales with it.", TRAIN, parser=Number(True, 1))] = None,
     space: SpaceOpt = _S.space,
     searcher: SearcherOpt = _S.searcher,
     trials: TrialsOpt = _S.trials,
@@ -174,6 +175,7 @@ def run(
     quantize: Annotated[Quantize | None, opt("Also write a dynamically quantized copy.", PICK)] = None,
     recover: Annotated[Recovery, opt("Before export: " + RECOVERY_METHODS.describe(), PICK)] = _R.recover,
     recover_epochs: Annotated[float, opt("--recover distill: passes over the training texts; the best epoch on the search split is kept.", PICK, parser=Number(False, 0))] = _R.recover_epochs,
+    recover_batch_size: Annotated[int, opt("--recover distill: examples per step; the learning rate scales with it (5e-5 at 16).", PICK, parser=Number(True, 1))] = _R.recover_batch_size,
     force: ForceOpt = False,
     until: Annotated[Until, opt("Stop after this stage.", PICK)] = "export",
     redo: RedoOpt = None,
@@ -190,7 +192,8 @@ def run(
     resumable run directory (--strategy standard skips the distillation). Everything is
     checked before anything is written."""
     values = dict(locals())  # each option of the configuration reads its flag's value
-    cfg = run_config(values, ctx.command, _strategy_options(_value(strategy), supernet_epochs))
+    cfg = run_config(values, ctx.command, _strategy_options(_value(strategy), supernet_epochs,
+                                                            supernet_batch_size))
     quiet_libraries()
     from nasprune.pipeline import run as run_pipeline
 
@@ -199,10 +202,12 @@ def run(
     print_summary(record, run_dir)
 
 
-def _strategy_options(strategy: str, epochs: float) -> dict:
+def _strategy_options(strategy: str, epochs: float, batch_size: int | None) -> dict:
     """The options only a flag gives; the rest (the search's space, ...) the configuration
     resolves, for the API alike (``RunConfig.strategy_options``)."""
-    return {"epochs": epochs} if needs_teacher(strategy) else {}
+    if not needs_teacher(strategy):
+        return {}
+    return {"epochs": epochs, **({"batch_size": batch_size} if batch_size else {})}
 
 
 @app.command(epilog="Example: nasprune search runs/rte --searcher nsga2 --trials 200")

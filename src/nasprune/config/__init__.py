@@ -39,6 +39,13 @@ F, SN, S, E = "finetune", "supernet", "search", "export"
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
+def scaled_lr(batch_size: int, base_lr: float = 5e-5, base_batch: int = 16) -> float:
+    """The linear scaling rule of the distillation stages: a larger batch (fewer, costlier
+    steps that run more examples per second on a CPU: benchmarks/results/step_speed.md)
+    takes a proportionally larger learning rate."""
+    return base_lr * batch_size / base_batch
+
+
 def _one_of(what: str, value, allowed) -> None:
     if value not in allowed:
         raise NaspruneError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
@@ -113,7 +120,8 @@ class TrainConfig:
     #: a teacher runs in its own stage (supertrain), which its options then determine.
     strategy: str = option(AUTO, stage=F)
     strategy_options: dict = option(stage=F, flag=None, factory=dict, sub_flags={
-        "epochs": "--supernet-epochs", "budget": "--pick"})
+        "epochs": "--supernet-epochs", "batch_size": "--supernet-batch-size",
+        "budget": "--pick"})
     group_by_length: bool = option(True, stage=F, flag=None)
     progress: bool = option(True, stage=None, flag=None)
 
@@ -191,6 +199,8 @@ class RunConfig:
     quantize: str | None = option(None, stage=E)
     recover: str = option("distill", stage=E)  # a RECOVERY_METHODS name
     recover_epochs: float = option(3.0, stage=E)
+    #: Distillation recovery's batch; its learning rate scales with it (5e-5 at 16).
+    recover_batch_size: int = option(16, stage=E)
     force: bool = option(False, stage=None)  # export even when the sanity guard fires
 
     def __post_init__(self) -> None:
@@ -205,6 +215,7 @@ class RunConfig:
         _one_of("recovery", self.recover, RECOVERY_METHODS)
         if self.recover_epochs < 0:
             raise NaspruneError("--recover-epochs must be >= 0")
+        _at_least({"recover_batch_size": self.recover_batch_size})
         self.budget()
 
     def budget(self) -> float | None:
@@ -231,6 +242,16 @@ class RunConfig:
     def training(self) -> TrainConfig:
         """``train`` as the run trains: its strategy's options resolved."""
         return replace(self.train, strategy_options=self.strategy_options())
+
+    def supertraining(self) -> TrainConfig:
+        """What the super-network distillation stage trains with (a strategy that needs a
+        teacher): its ``epochs``, and its ``batch_size`` when given, with the fine-tuning's
+        learning rate scaled to that batch (``scaled_lr``)."""
+        train = self.training()
+        options = train.strategy_options
+        batch = int(options.get("batch_size") or train.batch_size)
+        return replace(train, epochs=float(options["epochs"]), batch_size=batch,
+                       learning_rate=scaled_lr(batch, train.learning_rate, train.batch_size))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -56,6 +56,7 @@ def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data
         report = recover(small, teacher, train_encoded, search=search, validation=validation,
                          preset=data.preset, config=RecoveryConfig(
                              method=cfg.recover, epochs=cfg.recover_epochs, seed=cfg.train.seed,
+                             batch_size=cfg.recover_batch_size,
                              precision=cfg.train.precision),
                          pad_id=tokenizer.pad_token_id or 0, subnet=trial.subnet,
                          unlabeled=unlabeled, progress=cfg.train.progress,

@@ -110,13 +110,10 @@ def supernet_stage(cfg: RunConfig, data: TaskData, run_dir: Path, train_encoded:
 def supertrain_stage(cfg: RunConfig, data: TaskData, run_dir: Path) -> Path:
     """Super-network distillation from the fine-tuned teacher (a strategy with
     ``needs_teacher``); returns the trained checkpoint, reused when it exists."""
-    from dataclasses import replace
-
     out = RunDir(run_dir).stage(SUPERTRAIN_DIR)
     if (out / METRICS).is_file() and (out / MODEL).is_dir():
         return out / MODEL
-    train_cfg = cfg.training()
-    train_cfg = replace(train_cfg, epochs=float(train_cfg.strategy_options["epochs"]))
+    train_cfg = cfg.supertraining()
     finetuned = str(RunDir(run_dir).finetuned)
     model, tokenizer = load_classifier(finetuned, data.preset, train_cfg.seed)
     train(model, tokenizer, data, train_cfg, out)

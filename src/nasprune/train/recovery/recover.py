@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nasprune.config import scaled_lr
 from nasprune.core.models import model_device, model_inputs
 from nasprune.core.subnet import Subnet
 from nasprune.data.encode import Encoded, subset
@@ -41,7 +42,8 @@ class RecoveryConfig:
     ridge: float = 1e-3  # relative to the mean diagonal of the Gram matrix
     epochs: float = 3.0  # distillation passes over the training texts
     batch_size: int = 16
-    learning_rate: float = 5e-5
+    #: None: 5e-5 at batch 16, scaled linearly with ``batch_size`` (``config.scaled_lr``)
+    learning_rate: float | None = None
     warmup_ratio: float = 0.1
     temperature: float = 2.0
     hidden_weight: float = 0.0  # layer-output MSE (losses.DistillLoss)
@@ -50,6 +52,8 @@ class RecoveryConfig:
     precision: str = "fp32"  # train.precision: autocast of distillation's forward passes
 
     def __post_init__(self) -> None:
+        if self.learning_rate is None:
+            self.learning_rate = scaled_lr(self.batch_size)
         RECOVERY_METHODS.check(self.method)
         for name in ("calibration_examples", "calibration_batch_size", "batch_size"):
             if getattr(self, name) < 1:

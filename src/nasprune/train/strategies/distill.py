@@ -28,14 +28,16 @@ class DistillStrategy(SandwichStrategy):
     Options besides the common ones: ``k`` sampled sub-networks per step, ``smallest``,
     the loss (``temperature``, ``hidden_weight``, ``labels_weight``), ``budget`` (encoder
     fraction to sample around, or ``None``), ``near_budget`` (share of the ``k`` samples
-    drawn near it) and ``epochs`` (passes over the training set; the pipeline's budget).
+    drawn near it), ``epochs`` (passes over the training set; the pipeline's budget) and
+    ``batch_size`` (None: the fine-tuning's; the stage scales the learning rate with it).
     """
 
     name = "distill"
     label = "super-network distillation"
     needs_teacher = True
     own_options = {"k": 2, "smallest": True, "temperature": 2.0, "hidden_weight": 0.0,
-                   "labels_weight": 0.0, "budget": None, "near_budget": 0.5, "epochs": 1.0}
+                   "labels_weight": 0.0, "budget": None, "near_budget": 0.5, "epochs": 1.0,
+                   "batch_size": None}
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -47,6 +49,8 @@ class DistillStrategy(SandwichStrategy):
             raise NaspruneError("strategy option budget must be an encoder fraction in (0, 1]")
         if not 0 <= float(o["near_budget"]) <= 1 or float(o["epochs"]) <= 0:
             raise NaspruneError("strategy options: near_budget in [0, 1], epochs > 0")
+        if o["batch_size"] is not None and int(o["batch_size"]) < 1:
+            raise NaspruneError("strategy option batch_size must be at least 1")
         self.teacher: torch.nn.Module | None = None
 
     def prepare(self, model, train, context):
