@@ -111,6 +111,10 @@ ITEMS = (
     # examples per second, results/step_speed.md), against arm (d) of the same seeds
     Item("minilm-l6", "sst2", 0, "f"),
     Item("minilm-l6", "sst2", 1, "f"),
+    # small budgets: the same search as (f), each pick recovered for the compute of a
+    # half-size pick's 3 epochs (--recover-scaled)
+    Item("minilm-l6", "sst2", 0, "g"),
+    Item("minilm-l6", "sst2", 1, "g"),
     Item("mpnet-base", "rte", 0, "d", after="defaults"),
     Item("mpnet-base", "sst2", 0, "d", after="defaults"),
     Item("mpnet-base", "rte", 1, "d", after="defaults"),
@@ -235,7 +239,7 @@ def estimate(item, rates: dict, progress: dict | None = None) -> tuple[float | N
     if item.arm == "a":
         need += [("masked search", TRIALS * search_n)] if "a:search" not in have else []
     else:
-        s = "f" if item.arm == "f" else "d"  # the arm's own stages (quality.settings.SEARCH_OF)
+        s = "f" if item.arm in "fg" else "d"  # the arm's own stages (quality.SEARCH_OF)
         need += [(stage, k) for stage, k, key in (("supernet", n, f"{s}:supertrain"),
                                                  ("search", TRIALS * search_n, f"{s}:search"),
                                                  ("recovery", 3 * 3 * n, f"{item.arm}:pick20"))

@@ -60,6 +60,14 @@ def test_distillation_stages_take_their_own_batch_with_a_scaled_learning_rate(mo
     assert built[0].supertraining().batch_size == 32 and built[0].recover_batch_size == 48
 
 
+def test_scaled_recovery_gives_smaller_picks_more_epochs_for_the_same_compute():
+    plain, scaled = RunConfig(), RunConfig(recover_scaled=True)
+    assert [plain.recovery_epochs(f) for f in (1.0, 0.5, 0.2)] == [3.0, 3.0, 3.0]
+    assert [scaled.recovery_epochs(f) for f in (1.0, 0.5, 0.3, 0.2)] == pytest.approx(
+        [1.5, 3.0, 5.0, 7.5])
+    assert scaled.recovery_epochs(0.1) == scaled.recovery_epochs(1 / 6) == pytest.approx(9.0)
+
+
 def test_options_are_resolved_again_when_the_search_changes():
     """Nothing resolved is stored: a changed search changes what the strategy samples."""
     import dataclasses
@@ -138,8 +146,9 @@ def test_the_default_run_keeps_its_fingerprints():
     """Stages made by an earlier version with the same options are reused: the hashes of
     the default run are pinned (a change here makes every existing run directory stale:
     the last one came with --precision and the maximum length chosen from the data; the
-    export's with --recover-batch-size, which makes a rerun redo only the export)."""
+    export's with --recover-batch-size and --recover-scaled, which makes a rerun redo only the
+    export)."""
     assert {k: v["hash"] for k, v in fingerprints(RunConfig()).items()} == {
         "finetune": "51cdfa54c4af96fc", "supertrain": "d0a8aa49c411cf32",
         "supernet": "1a6a6b4120ec1c0d", "search": "2aaf2fa492f54e1b",
-        "export": "4e83545b92ed294e"}
+        "export": "773cd0c386eb6727"}

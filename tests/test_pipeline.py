@@ -14,7 +14,7 @@ from nasprune.pipeline import run
 from nasprune.rundir import RunDir
 
 
-def tiny_run_config(model_dir, toy_glue, recover_batch_size=16, **search) -> RunConfig:
+def tiny_run_config(model_dir, toy_glue, **search) -> RunConfig:
     return RunConfig(
         model=str(model_dir),
         data=DataConfig(task="sst2", data_dir=str(toy_glue), max_train_examples=128,
@@ -22,7 +22,7 @@ def tiny_run_config(model_dir, toy_glue, recover_batch_size=16, **search) -> Run
         train=TrainConfig(epochs=1, batch_size=16, progress=False),
         search=SearchConfig(**{"trials": 12, "calibration_examples": 32, **search}),
         pick="params<=0.9", recover_epochs=1, force=True,  # a random model learns little
-        recover_batch_size=recover_batch_size)
+    )
 
 
 def test_run_end_to_end_then_resume_skips_finished_stages(tmp_path, tiny_model_dir,
@@ -35,14 +35,12 @@ def test_run_end_to_end_then_resume_skips_finished_stages(tmp_path, tiny_model_d
     from nasprune.data.tasks import load_task_data
     from nasprune.deploy.export.loader import load
 
-    cfg = tiny_run_config(tiny_model_dir, toy_glue, recover_batch_size=32)
+    cfg = tiny_run_config(tiny_model_dir, toy_glue)
     cfg.train.strategy_options = {"batch_size": 8}  # --supernet-batch-size
     first = run(cfg, tmp_path, progress=False)
     assert first["trials"] == 12 and first["evaluated_now"] == 12
     supertrained = json.loads((tmp_path / "supertrain" / "metrics.json").read_text())["config"]
     assert (supertrained["batch_size"], supertrained["learning_rate"]) == (8, 2.5e-5)
-    recovered = json.loads((Path(first["export_dir"]) / "recovery.json").read_text())["config"]
-    assert (recovered["batch_size"], recovered["learning_rate"]) == (32, 1e-4)
     assert (tmp_path / "supernet" / "order.json").is_file()
     assert (tmp_path / "search" / "pareto.png").stat().st_size > 0
     assert first["pick"]["params_fraction"] <= 0.9
@@ -66,6 +64,15 @@ def test_run_end_to_end_then_resume_skips_finished_stages(tmp_path, tiny_model_d
     assert second["trials"] == 16 and second["evaluated_now"] == 4
     assert weights.stat().st_mtime_ns == stamp  # fine-tuning was not repeated
     assert RunDir(tmp_path).config().search.trials == 16
+
+    # other recovery options redo the export only: --recover-batch-size, --recover-scaled
+    cfg.recover_batch_size, cfg.recover_scaled = 32, True  # 1 epoch at half size: 0.5 / f
+    third = run(cfg, tmp_path, progress=False)
+    assert third["evaluated_now"] == 0 and weights.stat().st_mtime_ns == stamp
+    recovered = json.loads((Path(third["export_dir"]) / "recovery.json").read_text())["config"]
+    assert (recovered["batch_size"], recovered["learning_rate"]) == (32, 1e-4)
+    kept = third["pick"]["encoder_params_fraction"]
+    assert recovered["epochs"] == pytest.approx(0.5 / max(kept, 1 / 6))
 
 
 def test_recovery_of_the_pick_is_reported_and_keeps_the_shape(tmp_path, tiny_model_dir,

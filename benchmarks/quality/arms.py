@@ -225,6 +225,7 @@ def searched_arm(name, cfg: RunConfig, run_dir: Path, data, stages: Stages, reco
             if report:
                 row["before"] = {x: report["before"][x][metric] for x in ("search", "validation")}
                 row["recovery_best_epoch"] = report["steps"][-1].get("best_epoch")
+                row["recovery_epochs"] = report.get("config", {}).get("epochs")
             small = m["supernet"].extract(trial.subnet).eval()
             row["speedup"] = speedups(small, m["supernet"].model, m["validation"], m["pad"])
             return row

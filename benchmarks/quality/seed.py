@@ -93,8 +93,9 @@ def run_seed(task: str, seed: int, args) -> list[dict]:
                                         "none" if arm == "b" else "distill", ensure_teacher)
         elif arm == "d":
             results[arm] = searched_arm("d", kd_cfg, kd, data, stages, "distill", ensure_kd)
-        elif arm == "f":
-            results[arm] = searched_arm("f", fast_cfg, fast, data, stages, "distill",
+        elif arm in "fg":  # (g): the same search, recovery epochs scaled to each pick
+            arm_cfg = dataclasses.replace(fast_cfg, recover_scaled=arm == "g")
+            results[arm] = searched_arm(arm, arm_cfg, fast, data, stages, "distill",
                                         ensure_fast)
         elif arm == "e":
             extra = unlabeled_texts(data, cfg, seed)
@@ -164,7 +165,7 @@ def front_detail(r: dict, stages: Stages, arm: str) -> list[dict]:
 
 def summary_rows(task, seed, arm, r, unpruned, stages: Stages) -> list[dict]:
     front = front_detail(r, stages, arm)
-    recovered = arm in "cdef"
+    recovered = arm in "cdefg"
     rows = []
     for split in ("validation", "search"):
         if split == "search":  # every searched point, as the search saw it

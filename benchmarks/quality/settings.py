@@ -17,14 +17,15 @@ ARMS = {
     "d": "(d) super-network distillation + (c) [default]",
     "e": "(e) (d) + 16k unlabeled texts",
     "f": "(f) (d) with batch-32 distillation stages",
+    "g": "(g) (f) + recovery epochs scaled to the pick",
 }
 #: The search each arm's picks come from (its stages are named after it).
-SEARCH_OF = {"b": "b", "c": "b", "d": "d", "e": "d", "f": "f"}
+SEARCH_OF = {"b": "b", "c": "b", "d": "d", "e": "d", "f": "f", "g": "f"}
 #: The stages an arm needs besides the teacher and its picks.
 OWN_STAGES = {"a": ["a:search"], "b": ["b:supernet", "b:search"],
               "c": ["b:supernet", "b:search"],
               **{arm: [f"{s}:supertrain", f"{s}:supernet", f"{s}:search"]
-                 for arm, s in (("d", "d"), ("e", "d"), ("f", "f"))}}
+                 for arm, s in (("d", "d"), ("e", "d"), ("f", "f"), ("g", "f"))}}
 #: Arm (f)'s batch for super-network distillation and recovery (the learning rates scale).
 FAST_BATCH = 32
 DEFAULT_ARM = "d"

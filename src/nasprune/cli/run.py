@@ -175,6 +175,7 @@ def run(
     quantize: Annotated[Quantize | None, opt("Also write a dynamically quantized copy.", PICK)] = None,
     recover: Annotated[Recovery, opt("Before export: " + RECOVERY_METHODS.describe(), PICK)] = _R.recover,
     recover_epochs: Annotated[float, opt("--recover distill: passes over the training texts; the best epoch on the search split is kept.", PICK, parser=Number(False, 0))] = _R.recover_epochs,
+    recover_scaled: Annotated[bool, opt("--recover distill: --recover-epochs are a half-size pick's; a pick keeping a fraction f of the encoder gets epochs x 0.5 / f (the same compute), at most 3x.", PICK)] = _R.recover_scaled,
     recover_batch_size: Annotated[int, opt("--recover distill: examples per step; the learning rate scales with it (5e-5 at 16).", PICK, parser=Number(True, 1))] = _R.recover_batch_size,
     force: ForceOpt = False,
     until: Annotated[Until, opt("Stop after this stage.", PICK)] = "export",

@@ -201,6 +201,8 @@ class RunConfig:
     recover_epochs: float = option(3.0, stage=E)
     #: Distillation recovery's batch; its learning rate scales with it (5e-5 at 16).
     recover_batch_size: int = option(16, stage=E)
+    #: ``recover_epochs`` are a half-size pick's; a smaller pick gets more (``recovery_epochs``).
+    recover_scaled: bool = option(False, stage=E)
     force: bool = option(False, stage=None)  # export even when the sanity guard fires
 
     def __post_init__(self) -> None:
@@ -217,6 +219,15 @@ class RunConfig:
             raise NaspruneError("--recover-epochs must be >= 0")
         _at_least({"recover_batch_size": self.recover_batch_size})
         self.budget()
+
+    def recovery_epochs(self, fraction: float) -> float:
+        """Distillation epochs of a pick keeping ``fraction`` of the encoder's parameters:
+        ``recover_epochs``, or with ``recover_scaled`` the compute of ``recover_epochs``
+        on a half-size pick (epochs x 0.5 / fraction), at most 3x ``recover_epochs`` (reached
+        at 1/6 of the encoder): a pick that lost more learns longer, a larger one less."""
+        if not self.recover_scaled:
+            return self.recover_epochs
+        return self.recover_epochs * 0.5 / max(fraction, 0.5 / 3)
 
     def budget(self) -> float | None:
         """The pick's encoder-parameter fraction when the rule is ``encoder_params<=x``

@@ -55,7 +55,8 @@ def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data
         small = supernet.extract(trial.subnet)
         report = recover(small, teacher, train_encoded, search=search, validation=validation,
                          preset=data.preset, config=RecoveryConfig(
-                             method=cfg.recover, epochs=cfg.recover_epochs, seed=cfg.train.seed,
+                             method=cfg.recover, epochs=cfg.recovery_epochs(_kept(supernet, trial)),
+                             seed=cfg.train.seed,
                              batch_size=cfg.recover_batch_size,
                              precision=cfg.train.precision),
                          pad_id=tokenizer.pad_token_id or 0, subnet=trial.subnet,
@@ -69,6 +70,14 @@ def export_stage(cfg: RunConfig, run_dir: Path, supernet, tokenizer, trial, data
         recovery=report, layout=layout, calibration=train_encoded if cfg.quantize else None,
         card={**_facts(run_dir, cfg.pick, cfg.recover), **(card or {})})
     return path, report
+
+
+def _kept(supernet, trial) -> float:
+    """The share of the encoder's parameters that the pick keeps."""
+    from nasprune.core.subnet import encoder_params
+
+    shape = supernet.shape
+    return encoder_params(trial.subnet, shape) / encoder_params(shape.full, shape)
 
 
 def _teacher(run_dir: Path, supernet):

@@ -39,7 +39,8 @@ def _config_section(run: RunContents) -> str:
          f"{search.get('space')} / {search.get('searcher')} / {search.get('trials')}"),
         ("objectives", ", ".join(search.get("objectives") or ())),
         ("pick rule", cfg.get("pick")),
-        ("recovery", f"{cfg.get('recover')} ({cfg.get('recover_epochs')} epochs)"
+        ("recovery", f"{cfg.get('recover')} ({cfg.get('recover_epochs')} epochs"
+         f"{', scaled to the pick' if cfg.get('recover_scaled') else ''})"
          if cfg.get("recover") else "none"),
         ("export formats", ", ".join(cfg.get("export_formats") or ())
          + (f" + {cfg['quantize']}" if cfg.get("quantize") else "")),
