@@ -38,18 +38,21 @@ OUT = RESULTS / "run_time-profile.json"
 STAGES = (("fine-tuning", "finetune_stage"), ("super-network distillation", "supertrain_stage"),
           ("importance ordering", "reorder_by_importance"), ("search", "search_stage"),
           ("export and recovery", "export_stage"))
+#: A frame's function, as py-spy names it: a method with its class (``Adam.step``), nested
+#: functions with their ``<locals>`` path.
+FN = r"^(?:[\w<>]+\.)*"
 #: (activity, pattern on one frame "function (file:line)"), in priority order: a sample is
 #: the first activity any of its frames matches (the teacher's forward before the forward).
 ACTIVITIES = (
-    ("tokenization", r"^\w+ \(.*(nasprune/data/encode\.py|tokenization_utils)"),
-    ("writing checkpoints", r"^(save_pretrained|save_state|save_file|save_model) \("),
-    ("teacher forward", r"^targets \(.*losses\.py|^teacher predict$"),
-    ("backward", r"^(backward|_engine_run_backward|run_backward) \(.*torch/"),
-    ("optimizer step", r"^step \(.*torch/optim"),
-    ("gradient clipping", r"^clip_grad_norm_ \("),
-    ("evaluation", r"^(predict|evaluate) \(.*nasprune/train/evaluation\.py"),
-    ("padding and collation", r"^collate \("),
-    ("forward", r"^forward \("),
+    ("tokenization", FN + r"\w+ \(.*(nasprune/data/encode\.py|tokenization_utils)"),
+    ("writing checkpoints", FN + r"(save_pretrained|save_state|save_file|save_model) \("),
+    ("teacher forward", FN + r"targets \(.*losses\.py|^teacher predict$"),
+    ("backward", FN + r"(backward|_engine_run_backward|run_backward) \(.*torch/"),
+    ("optimizer step", FN + r"step \(.*torch/optim"),
+    ("gradient clipping", FN + r"clip_grad_norm_ \("),
+    ("evaluation", FN + r"(predict|evaluate) \(.*nasprune/train/evaluation\.py"),
+    ("padding and collation", FN + r"collate \("),
+    ("forward", FN + r"forward \("),
 )
 
 
@@ -57,7 +60,7 @@ def classify(stack: list[str]) -> tuple[str, str]:
     """(stage, activity) of one sample, its frames outermost first. Recovery computes the
     teacher's logits once with ``predict`` called straight from ``distill``."""
     stage = next((name for frame in reversed(stack) for name, fn in STAGES
-                  if frame.startswith(fn + " (")), "set-up and other")
+                  if re.match(FN + fn + r" \(", frame)), "set-up and other")
     frames = list(stack)
     for outer, inner in zip(stack, stack[1:]):
         if outer.startswith("distill (") and inner.startswith("predict ("):
@@ -97,13 +100,20 @@ def profile(args) -> dict:
     raw = CHECKPOINTS / "profile" / f"sst2-{args.train_examples}-s{args.seed}.txt"
     raw.parent.mkdir(parents=True, exist_ok=True)
     run_dir = work / "run"
-    argv = [spy, "record", "--rate", str(args.rate), "--format", "raw", "--output", str(raw),
-            "--", sys.executable, "-m", "nasprune", "run", "--task", "sst2", "--data-dir",
+    argv = [sys.executable, "-m", "nasprune", "run", "--task", "sst2", "--data-dir",
             str(DATA), "--max-train-examples", str(args.train_examples), "--seed",
             str(args.seed), "--threads", str(args.threads), "--run-dir", str(run_dir)]
+    # the run is this process's child and py-spy attaches to it, so the run's own CPU time
+    # is known when it is waited for (a grandchild under `py-spy record -- CMD` is not)
     start, cpu0 = time.perf_counter(), os.times()
-    subprocess.run(argv, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    run = subprocess.Popen(argv, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    spy_run = subprocess.Popen([spy, "record", "--rate", str(args.rate), "--format", "raw",
+                                "--output", str(raw), "--pid", str(run.pid)])
+    code = run.wait()
     wall, cpu1 = time.perf_counter() - start, os.times()
+    spy_run.wait()
+    if code:
+        raise SystemExit(f"the profiled run exited with {code}")
     cores = (cpu1.children_user + cpu1.children_system - cpu0.children_user
              - cpu0.children_system) / wall
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -86,9 +86,10 @@ def profile_lines() -> list[str]:
         return ["", "Profile: not recorded yet (`python benchmarks/profile_run.py "
                 "--train-examples 8000`)."]
     p = json.loads(path.read_text())
+    busy = (f"{p['cores_busy']:.2f} of {p['threads']} cores busy on average"
+            if p.get("cores_busy") is not None else "cores busy not measured")
     lines = ["", f"## Where the time goes (py-spy, {p['train_examples']:,} training examples, "
-             f"seed {p['seed']}, {p['wall_s'] / 60:.1f} min, {p['cores_busy']:.2f} of "
-             f"{p['threads']} cores busy on average)", "",
+             f"seed {p['seed']}, {p['wall_s'] / 60:.1f} min, {busy})", "",
              "| stage | share of samples | its top activities |", "|---|---|---|"]
     for stage, entry in p["stages"].items():
         top = ", ".join(f"{a} {v:.0%}" for a, v in list(entry["activities"].items())[:4])

@@ -106,27 +106,35 @@ def test_campaign_status_reads_the_stage_records(tmp_path):
 
 
 def test_the_profile_puts_each_sample_in_a_stage_and_an_activity(tmp_path):
-    """py-spy's raw stacks (outermost first) are classified by the innermost pipeline stage
-    and the first activity in priority order: the teacher's forward before the forward."""
+    """py-spy's raw stacks (outermost first, methods named with their class, as py-spy 0.4
+    writes them) are classified by the innermost pipeline stage and the first activity in
+    priority order: the teacher's forward before the forward."""
     sys.path.insert(0, str(BENCHMARKS))
     from profile_run import breakdown
 
     run = "<module> (nasprune/__main__.py:3);run (nasprune/pipeline/__init__.py:120)"
+    train = f"{run};supertrain_stage (stages.py:80);train (loop.py:140)"
     stacks = {
-        f"{run};supertrain_stage (stages.py:80);train (loop.py:140);backward (distill.py:70);"
-        "targets (nasprune/train/losses.py:90);forward (modeling_bert.py:10)": 3,
-        f"{run};supertrain_stage (stages.py:80);train (loop.py:140);backward (distill.py:75);"
-        "backward (torch/_tensor.py:600);_engine_run_backward (torch/autograd/graph.py:8)": 5,
-        f"{run};search_stage (stages.py:140);__call__ (objective.py:60);"
-        "evaluate (nasprune/train/evaluation.py:70);forward (modeling_bert.py:10)": 2,
+        f"{train};DistillStrategy.backward (distill.py:70);"
+        "DistillLoss.targets (nasprune/train/losses.py:90);BertModel.forward (bert.py:10)": 3,
+        f"{train};DistillStrategy.backward (distill.py:75);Tensor.backward (torch/_tensor.py:6);"
+        "_engine_run_backward (torch/autograd/graph.py:8)": 4,
+        f"{train};Precision.step (precision.py:59);Adam.step (torch/optim/adam.py:248);"
+        "adam (torch/optim/adam.py:970);_single_tensor_adam (torch/optim/adam.py:544)": 1,
+        f"{run};search_stage (stages.py:140);SubnetEvaluator.__call__ (objective.py:60);"
+        "evaluate (nasprune/train/evaluation.py:70);BertModel.forward (bert.py:10)": 1,
+        f"{run};search_stage (stages.py:140);Supernet.reorder_by_importance (supernet.py:9);"
+        "fisher (importance.py:40);Linear.forward (torch/nn/modules/linear.py:1)": 1,
     }
     raw = tmp_path / "raw.txt"
     raw.write_text("".join(f"{stack} {n}\n" for stack, n in stacks.items()))
     result = breakdown(raw)
     distill = result["stages"]["super-network distillation"]
     assert result["samples"] == 10 and distill["share"] == 0.8
-    assert distill["activities"] == {"backward": 0.5, "teacher forward": 0.3}
-    assert result["stages"]["search"]["activities"] == {"evaluation": 0.2}
+    assert distill["activities"] == {"backward": 0.4, "teacher forward": 0.3,
+                                     "optimizer step": 0.1}
+    assert result["stages"]["search"]["activities"] == {"evaluation": 0.1}
+    assert result["stages"]["importance ordering"]["activities"] == {"forward": 0.1}
 
 
 def test_the_gpu_check_dry_run_prints_what_it_would_run(tmp_path):
