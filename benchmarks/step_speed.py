@@ -1,16 +1,19 @@
-"""Training throughput of each stage of the default run against its batch size: examples per
-second of fine-tuning, super-network distillation and the pick's recovery (distillation of
-a half-size sub-network), MiniLM-L6 on SST-2 sentences, at batch 16 (today's default), 32
-and 64, all in this process and interleaved round by round, so every ratio is against
-batch 16 measured beside it (the fast-recipe issue's "batch sizes chosen for throughput").
+"""Training throughput of each stage of the default run against its batch size and its
+optimiser: examples per second of fine-tuning, super-network distillation and the pick's
+recovery (distillation of a half-size sub-network), MiniLM-L6 on SST-2 sentences, at batch
+16, 32 and 64, with torch's default AdamW on a CPU (a Python loop over the parameter
+tensors) and with nasprune's fused AdamW (``train.optim``), all in this process and
+interleaved round by round, so every ratio is against the old default (batch 16, for-loop
+AdamW) measured beside it (the fast-recipe issue's "batch sizes chosen for throughput").
 
 Only speed is measured here: whether a larger batch (with its learning rate) keeps the
 accuracy is the quality benchmark's question.
 
     python benchmarks/step_speed.py [--examples 480] [--rounds 2] [--threads 2]
 
-Writes ``results/step_speed.json`` (``stages``: name -> batch -> examples/s, the median over
-rounds; ``ratio``: against batch 16) and ``results/step_speed.md``.
+Writes ``results/step_speed.json`` (``stages``: stage -> optimiser -> batch -> examples/s,
+the median over rounds; ``ratio``: against batch 16 with the for-loop AdamW) and
+``results/step_speed.md``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import copy
 import statistics
 import tempfile
 import time
+from contextlib import ExitStack
+from unittest import mock
 
 import torch
 
@@ -37,12 +42,30 @@ from common import DATA, machine, write_results
 
 NAME = "step_speed"
 BASE = 16
+#: The optimisers compared; the first is the baseline of every ratio.
+OPTIMIZERS = ("for-loop AdamW", "fused AdamW")
+#: The modules that build the training stages' optimiser (``train.optim.adamw``).
+USERS = ("nasprune.train.loop", "nasprune.train.recovery.distillation")
 #: A half-size sub-network of MiniLM-L6 (12 heads / 1,536 units per layer): the pick's size.
 HALF = ((6, 768),) * 6
 
 
-def stage_speed(stage: str, batch: int, model, tokenizer, data, threads: int) -> float:
+def for_loop_adamw(params, lr, weight_decay=0.01):
+    """torch's default on a CPU: AdamW looping over the parameter tensors in Python."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=False)
+
+
+def stage_speed(stage: str, batch: int, optimizer: str, model, tokenizer, data,
+                threads: int) -> float:
     """Examples per second of one pass over the training texts (steps only, no evaluation)."""
+    with ExitStack() as patches:
+        if optimizer == OPTIMIZERS[0]:
+            for module in USERS:
+                patches.enter_context(mock.patch(f"{module}.adamw", for_loop_adamw))
+        return _speed(stage, batch, model, tokenizer, data, threads)
+
+
+def _speed(stage: str, batch: int, model, tokenizer, data, threads: int) -> float:
     run = RunConfig(model="minilm-l6", train=TrainConfig(
         batch_size=batch, epochs=1.0, threads=threads, progress=False,
         strategy="standard" if stage == "fine-tuning" else "distill"))
@@ -75,30 +98,38 @@ def main() -> None:
     model, tokenizer = load_classifier(resolve_model("minilm-l6"), data.preset, seed=0)
     stages = ("fine-tuning", "super-network distillation", "recovery")
     for stage in stages:  # warm-up, not recorded: first calls pay one-time set-up
-        stage_speed(stage, sizes[0], model, tokenizer, data, args.threads)
-    seen: dict = {s: {b: [] for b in sizes} for s in stages}
+        stage_speed(stage, sizes[0], OPTIMIZERS[1], model, tokenizer, data, args.threads)
+    seen: dict = {s: {o: {b: [] for b in sizes} for o in OPTIMIZERS} for s in stages}
     for r in range(args.rounds):
         for stage in stages:
-            for batch in sizes:
-                rate = stage_speed(stage, batch, model, tokenizer, data, args.threads)
-                seen[stage][batch].append(rate)
-                print(f"round {r + 1}: {stage}, batch {batch}: {rate:.1f} examples/s", flush=True)
-    speed = {s: {str(b): statistics.median(v) for b, v in per.items()} for s, per in seen.items()}
-    ratio = {s: {b: v / per[str(BASE)] for b, v in per.items()} for s, per in speed.items()}
-    lines = [f"# Training throughput by batch size (MiniLM-L6, SST-2, {args.examples} examples)",
-             "", f"Examples per second, median of {args.rounds} interleaved rounds in one "
-             f"process, {args.threads} threads; in brackets: against batch {BASE} measured "
-             "beside it. Recovery trains a half-size sub-network (6 heads / 768 units per "
-             "layer) and includes computing the teacher's logits once.", "",
-             "| stage | " + " | ".join(f"batch {b}" for b in sizes) + " |",
-             "|---|" + "---|" * len(sizes)]
+            for opt in OPTIMIZERS:
+                for batch in sizes:
+                    rate = stage_speed(stage, batch, opt, model, tokenizer, data, args.threads)
+                    seen[stage][opt][batch].append(rate)
+                    print(f"round {r + 1}: {stage}, {opt}, batch {batch}: {rate:.1f} "
+                          "examples/s", flush=True)
+    speed = {s: {o: {str(b): statistics.median(v) for b, v in per.items()}
+                 for o, per in by_opt.items()} for s, by_opt in seen.items()}
+    ratio = {s: {o: {b: v / by_opt[OPTIMIZERS[0]][str(BASE)] for b, v in per.items()}
+                 for o, per in by_opt.items()} for s, by_opt in speed.items()}
+    lines = [f"# Training throughput by batch size and optimiser (MiniLM-L6, SST-2, "
+             f"{args.examples} examples)", "",
+             f"Examples per second, median of {args.rounds} interleaved rounds in one "
+             f"process, {args.threads} threads; in brackets: against batch {BASE} with the "
+             f"{OPTIMIZERS[0]} (torch's default on a CPU, nasprune's before the fused one) "
+             "measured beside it. Recovery trains a half-size sub-network (6 heads / 768 "
+             "units per layer) and includes computing the teacher's logits once.", "",
+             "| stage | optimiser | " + " | ".join(f"batch {b}" for b in sizes) + " |",
+             "|---|---|" + "---|" * len(sizes)]
     for s in stages:
-        lines.append(f"| {s} | " + " | ".join(
-            f"{speed[s][str(b)]:.1f} ({ratio[s][str(b)]:.2f}x)" for b in sizes) + " |")
+        for o in OPTIMIZERS:
+            lines.append(f"| {s} | {o} | " + " | ".join(
+                f"{speed[s][o][str(b)]:.1f} ({ratio[s][o][str(b)]:.2f}x)" for b in sizes) + " |")
     write_results(NAME, {"machine": machine(), "examples": args.examples,
                          "rounds": args.rounds, "threads": args.threads, "stages": speed,
-                         "ratio": ratio, "runs": {s: {str(b): v for b, v in per.items()}
-                                                  for s, per in seen.items()}},
+                         "ratio": ratio, "runs": {s: {o: {str(b): v for b, v in per.items()}
+                                                      for o, per in by_opt.items()}
+                                                  for s, by_opt in seen.items()}},
                   "\n".join(lines) + "\n")
 
 

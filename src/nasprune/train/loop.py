@@ -29,6 +29,7 @@ from nasprune.files import write_json
 from nasprune.progress import ProgressBar
 from nasprune.train.batches import grouped_batches
 from nasprune.train.evaluation import evaluate
+from nasprune.train.optim import adamw
 from nasprune.train.precision import Precision
 from nasprune.train.resume import (
     STATE_FILE,
@@ -60,11 +61,8 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
     for param in model.parameters():
         if param.requires_grad:
             (no_decay if param.ndim < 2 else decay).append(param)
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.learning_rate,
-    )
+    return adamw([{"params": decay, "weight_decay": cfg.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate)
 
 
 def linear_warmup(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:

@@ -18,6 +18,7 @@ from nasprune.train.batches import grouped_batches
 from nasprune.train.evaluation import predict
 from nasprune.train.loop import linear_warmup
 from nasprune.train.losses import DistillLoss, Targets
+from nasprune.train.optim import adamw
 from nasprune.train.precision import Precision
 from nasprune.train.recovery.recover import RecoveryRun, Selection
 from nasprune.train.resume import clear_state, load_state, run_key, save_state
@@ -69,7 +70,7 @@ def distill(student: nn.Module, teacher: nn.Module, train: Encoded, *,
     cached = None if loss.needs_hidden else torch.from_numpy(
         predict(teacher, train, 64, model_device(teacher), pad_id, precision))
     params = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
+    optimizer = adamw(params, lr=learning_rate, weight_decay=0.01)
     schedule = linear_warmup(optimizer, int(warmup_ratio * steps), steps)
     history: list[dict] = []
     best, best_state = None, None
