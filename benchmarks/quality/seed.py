@@ -77,10 +77,6 @@ def run_seed(task: str, seed: int, args) -> list[dict]:
                output=fast / "supertrain" / "model")
         return fast
 
-    teacher = stages("teacher", lambda: finetune_stage(cfg, data, std))
-    device = teacher.get("device", "cpu")
-    metric = data.preset.metric
-    unpruned = {"validation": teacher["best"][metric], "search": teacher["best"]["search"][metric]}
     results = {}
     for arm in args.arms:
         if arm == "e" and task != "sst2":
@@ -105,6 +101,11 @@ def run_seed(task: str, seed: int, args) -> list[dict]:
     for r in results.values():  # one figure per architecture, however many arms pick it
         r["picks"] = {b: {**p, "speedup": speed[p["subnet"]], "speedup_rounds": SPEED_ROUNDS}
                       for b, p in r["picks"].items()}
+    # read after the arms: an arm whose teacher checkpoint was gone fine-tuned it again
+    teacher = stages("teacher", lambda: finetune_stage(cfg, data, std))
+    device = teacher.get("device", "cpu")
+    metric = data.preset.metric
+    unpruned = {"validation": teacher["best"][metric], "search": teacher["best"]["search"][metric]}
     rows = []
     for arm, r in results.items():
         rows += [{"model": args.model, "device": device, **row}
